@@ -1,0 +1,1 @@
+"""KiloNeRF viewer application: the only package that touches glfw and imgui."""

@@ -1,0 +1,57 @@
+"""Shared fixtures: where the real data lives, and GPU detection for the `gpu` marker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("KILONERF_DATA", ROOT.parent / "shared" / "data"))
+BLENDER_LEGO = DATA_ROOT / "nerf_synthetic" / "lego"
+NSVF_LEGO = DATA_ROOT / "nsvf_subset" / "lego"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"dataset not found at {path} (see README: Data); set KILONERF_DATA to its parent folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def blender_lego() -> Path:
+    """Path to the Blender-layout lego scene (skips when absent)."""
+    return _need(BLENDER_LEGO)
+
+
+@pytest.fixture(scope="session")
+def nsvf_lego() -> Path:
+    """Path to the NSVF-layout lego subset (skips when absent)."""
+    return _need(NSVF_LEGO)
+
+
+def gpu_available() -> tuple[bool, str]:
+    """Whether a CUDA GPU and pycuda are usable here, and why not."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False, "no CUDA GPU on this machine"
+    except Exception as e:  # pragma: no cover
+        return False, f"torch unavailable: {e}"
+    try:
+        import pycuda  # noqa: F401
+    except Exception:
+        return False, "pycuda is not installed (pip install .[cuda])"
+    return True, ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    ok, why = gpu_available()
+    if ok:
+        return
+    skip = pytest.mark.skip(reason=f"gpu test: {why}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,1 @@
+"""KiloNeRF trainer: datasets, teachers, occupancy extraction, distillation, fine-tuning, evaluation."""
