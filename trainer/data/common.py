@@ -1,0 +1,293 @@
+"""The dataset type shared by every loader, and the image pipeline: read, composite, area-downscale.
+
+Every loader turns its layout into one :class:`Dataset`: float32 RGB composited on a background with the
+alpha kept, camera-to-world matrices in the Blender/OpenGL convention (camera looks down -Z, +Y up), a pinhole
+focal length in pixels, and the scene box / near-far when the data has them.
+
+Images are decoded in a thread pool (PIL releases the GIL while decoding) and each one is composited at full
+resolution and area-averaged right away, so peak memory is the downscaled dataset plus a few full images.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Near and far planes of the NeRF synthetic (Blender) scenes: the dataset's convention, not stored in it.
+SYNTHETIC_NEAR_FAR: tuple[float, float] = (2.0, 6.0)
+
+
+class DatasetError(ValueError):
+    """A missing or malformed dataset file; the message is one line naming the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = str(path)
+        self.problem = " ".join(str(problem).split())
+        super().__init__(f"{self.path}: {self.problem}")
+
+
+@dataclass
+class Dataset:
+    """One split of a scene: images, alphas and cameras, in one convention whatever the layout on disk."""
+
+    images: np.ndarray
+    """[N, H, W, 3] float32 in [0, 1]: RGB composited on ``background``."""
+    alphas: np.ndarray
+    """[N, H, W] float32 in [0, 1]: coverage (1 where the image has no alpha channel)."""
+    c2w: np.ndarray
+    """[N, 4, 4] float32 camera-to-world, Blender/OpenGL convention (camera looks down -Z, +Y up)."""
+    focal: float
+    """Focal length in pixels (of the possibly downscaled images)."""
+    width: int
+    """Image width W in pixels."""
+    height: int
+    """Image height H in pixels."""
+    background: np.ndarray = field(default_factory=lambda: np.ones(3, dtype=np.float32))
+    """[3] float32 background colour the images are composited on."""
+    names: list[str] = field(default_factory=list)
+    """Frame names (e.g. ``train/r_0``, ``0_0000``); filled with indices when left empty."""
+    bbox_min: np.ndarray | None = None
+    """[3] float32 scene box minimum (NSVF ``bbox.txt``), or None when the data has none."""
+    bbox_max: np.ndarray | None = None
+    """[3] float32 scene box maximum, or None."""
+    near: float | None = None
+    """Near plane when the data states one, else None (see :func:`default_near_far`)."""
+    far: float | None = None
+    """Far plane when the data states one, else None."""
+    split: str = "train"
+    """Split name: ``train``, ``val`` or ``test``."""
+    root: str = ""
+    """Folder the dataset was loaded from."""
+    cx: float | None = None
+    """Principal point x in pixels; None means ``width / 2``."""
+    cy: float | None = None
+    """Principal point y in pixels; None means ``height / 2``."""
+    layout: str = ""
+    """Layout on disk: ``blender``, ``nsvf`` or empty for a dataset built in memory."""
+    voxel_size: float | None = None
+    """Initial voxel size from NSVF ``bbox.txt``, when given."""
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if tuple(self.images.shape[1:]) != (self.height, self.width, 3):
+            raise ValueError(
+                f"images have shape {tuple(self.images.shape)}, expected [N, {self.height}, {self.width}, 3]"
+            )
+        if tuple(self.alphas.shape) != (n, self.height, self.width):
+            expected = (n, self.height, self.width)
+            raise ValueError(f"alphas have shape {tuple(self.alphas.shape)}, expected {expected}")
+        if tuple(self.c2w.shape) != (n, 4, 4):
+            raise ValueError(f"c2w has shape {tuple(self.c2w.shape)}, expected {(n, 4, 4)}")
+        self.background = np.asarray(self.background, dtype=np.float32).reshape(3)
+        if not self.names:
+            self.names = [f"{i:04d}" for i in range(n)]
+        if len(self.names) != n:
+            raise ValueError(f"{len(self.names)} names for {n} images")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def principal_point(self) -> tuple[float, float]:
+        """(cx, cy) in pixels, defaulting to the image centre."""
+        cx = self.width / 2.0 if self.cx is None else self.cx
+        cy = self.height / 2.0 if self.cy is None else self.cy
+        return cx, cy
+
+    @property
+    def intrinsics(self) -> np.ndarray:
+        """[3, 3] float64 pinhole matrix K = [[f, 0, cx], [0, f, cy], [0, 0, 1]] (pixel y down)."""
+        cx, cy = self.principal_point
+        return np.array([[self.focal, 0.0, cx], [0.0, self.focal, cy], [0.0, 0.0, 1.0]])
+
+
+def default_near_far(dataset: Dataset) -> tuple[float, float]:
+    """Near/far for ray sampling: the dataset's own when it has them, else a convention.
+
+    Blender-layout scenes (the NeRF synthetic ones) use (2.0, 6.0). With a scene box, near/far bound the box
+    from every camera: near = the smallest camera-to-box distance (at least 1e-3 of the box diagonal), far =
+    the largest distance to a box corner. Otherwise (2.0, 6.0).
+    """
+    if dataset.near is not None and dataset.far is not None:
+        return float(dataset.near), float(dataset.far)
+    if dataset.layout != "blender" and dataset.bbox_min is not None and dataset.bbox_max is not None:
+        lo = np.asarray(dataset.bbox_min, dtype=np.float64)
+        hi = np.asarray(dataset.bbox_max, dtype=np.float64)
+        eyes = np.asarray(dataset.c2w, dtype=np.float64)[:, :3, 3]  # [N, 3]
+        gap = np.maximum(np.maximum(lo - eyes, eyes - hi), 0.0)  # [N, 3]
+        near = float(np.linalg.norm(gap, axis=1).min())
+        corners = np.stack(np.meshgrid(*zip(lo, hi), indexing="ij"), axis=-1).reshape(8, 3)
+        far = float(np.linalg.norm(eyes[:, None, :] - corners[None], axis=2).max())
+        near = max(near, 1e-3 * float(np.linalg.norm(hi - lo)))
+        near = dataset.near if dataset.near is not None else near
+        far = dataset.far if dataset.far is not None else far
+        return float(near), float(far)
+    near, far = SYNTHETIC_NEAR_FAR
+    return float(dataset.near if dataset.near is not None else near), float(
+        dataset.far if dataset.far is not None else far
+    )
+
+
+def check_background(background: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Validate a background colour: 3 finite floats in [0, 1] -> [3] float32."""
+    bg = np.asarray(background, dtype=np.float32).reshape(-1)
+    if bg.shape != (3,) or not np.all(np.isfinite(bg)) or bg.min() < 0.0 or bg.max() > 1.0:
+        raise ValueError(f"background must be 3 floats in [0, 1], got {background!r}")
+    return bg
+
+
+def check_downscale(downscale: int) -> int:
+    """Validate the integer downscale factor N >= 1."""
+    if isinstance(downscale, bool) or not isinstance(downscale, int | np.integer) or downscale < 1:
+        raise ValueError(f"downscale must be an integer >= 1, got {downscale!r}")
+    return int(downscale)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to float32 [H, W, 4] RGBA in [0, 1] (alpha 1 when the file has none).
+
+    8- and 16-bit, grey, grey+alpha, RGB, RGBA and palette images are accepted.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise DatasetError(path, "image file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im).astype(np.float32)
+                grey = arr / (65535.0 if arr.max(initial=0) > 255 or im.mode.startswith("I;16") else 255.0)
+                return np.stack([grey, grey, grey, np.ones_like(grey)], axis=2)
+            if im.mode in ("RGB", "RGBA"):
+                arr = np.asarray(im)
+            else:
+                has_alpha = "A" in im.mode or "transparency" in im.info
+                arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DatasetError(path, f"cannot read image ({e})") from None
+    out = arr.astype(np.float32) * np.float32(1.0 / 255.0)
+    if out.shape[2] == 3:
+        out = np.concatenate([out, np.ones(out.shape[:2] + (1,), dtype=np.float32)], axis=2)
+    return out
+
+
+def composite_on_background(rgba: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Straight-alpha RGBA [H, W, 4] -> (rgb·a + background·(1 - a) [H, W, 3], a [H, W]), float32."""
+    alpha = rgba[..., 3]
+    rgb = rgba[..., :3] * alpha[..., None] + background.astype(np.float32) * (1.0 - alpha[..., None])
+    return rgb.astype(np.float32, copy=False), alpha
+
+
+def area_downscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Average ``factor`` x ``factor`` pixel blocks: [H, W, ...] -> [H // factor, W // factor, ...].
+
+    Rows and columns past the last whole block (bottom and right edges) are dropped, which keeps the
+    principal point exactly at cx / factor, cy / factor.
+    """
+    if factor == 1:
+        return image
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    cropped = image[: h * factor, : w * factor]
+    blocks = cropped.reshape((h, factor, w, factor) + image.shape[2:])
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def downscaled_size(width: int, height: int, factor: int) -> tuple[int, int]:
+    """(W // factor, H // factor): the size :func:`area_downscale` produces."""
+    return width // factor, height // factor
+
+
+def load_images(
+    paths: Sequence[Path],
+    width: int,
+    height: int,
+    background: np.ndarray,
+    downscale: int,
+    size_source: str | None = None,
+    num_workers: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read, composite and area-downscale images in a thread pool.
+
+    Every image must be ``width`` x ``height`` at full resolution (``size_source`` names where that size came
+    from, for the error message). Returns (images [N, H/N, W/N, 3], alphas [N, H/N, W/N]) float32.
+    """
+    w, h = downscaled_size(width, height, downscale)
+    if w < 1 or h < 1:
+        raise ValueError(f"downscale {downscale} leaves no pixels of a {width}x{height} image")
+    images = np.empty((len(paths), h, w, 3), dtype=np.float32)
+    alphas = np.empty((len(paths), h, w), dtype=np.float32)
+
+    def load_one(i: int) -> None:
+        rgba = read_image(paths[i])
+        if rgba.shape[:2] != (height, width):
+            expected = f"{width}x{height}" + (f" ({size_source})" if size_source else "")
+            raise DatasetError(paths[i], f"image is {rgba.shape[1]}x{rgba.shape[0]}, expected {expected}")
+        rgb, alpha = composite_on_background(rgba, background)
+        images[i] = area_downscale(rgb, downscale)
+        alphas[i] = area_downscale(alpha, downscale)
+
+    run_parallel(load_one, len(paths), num_workers)
+    return images, alphas
+
+
+def run_parallel(fn: Callable[[int], None], n: int, num_workers: int | None = None) -> None:
+    """Call ``fn(i)`` for i in 0..n-1 in a thread pool; the first exception (in index order) is raised."""
+    workers = num_workers if num_workers is not None else min(8, (os.cpu_count() or 1) + 2)
+    workers = max(1, min(workers, n))
+    if workers == 1:
+        for i in range(n):
+            fn(i)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kilonerf-load") as pool:
+        for _ in pool.map(fn, range(n)):
+            pass
+
+
+def as_c2w(values: object, source: Path, what: str = "pose") -> np.ndarray:
+    """Parse a 4x4 (or 3x4, completed with [0, 0, 0, 1]) finite matrix -> [4, 4] float64."""
+    try:
+        m = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DatasetError(source, f"{what} is not a matrix of numbers") from None
+    if m.shape == (16,):
+        m = m.reshape(4, 4)
+    elif m.shape == (12,):
+        m = m.reshape(3, 4)
+    if m.shape == (3, 4):
+        m = np.concatenate([m, np.array([[0.0, 0.0, 0.0, 1.0]])], axis=0)
+    if m.shape != (4, 4):
+        raise DatasetError(source, f"{what} must be a 4x4 matrix, got shape {list(m.shape)}")
+    if not np.all(np.isfinite(m)):
+        raise DatasetError(source, f"{what} has non-finite values")
+    if not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
+        raise DatasetError(source, f"{what} bottom row is {m[3].tolist()}, expected [0, 0, 0, 1]")
+    if abs(np.linalg.det(m[:3, :3])) < 1e-12:
+        raise DatasetError(source, f"{what} rotation is singular")
+    return m
+
+
+def check_limit(limit: int | None) -> int | None:
+    """Validate ``limit`` (first K frames): None or an integer >= 1."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
+        raise ValueError(f"limit must be None or an integer >= 1, got {limit!r}")
+    return int(limit)
+
+
+def finite_positive(value: object, source: Path, what: str) -> float:
+    """``value`` as a finite float > 0, or a DatasetError naming ``source``."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DatasetError(source, f"{what} is not a number: {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise DatasetError(source, f"{what} must be a finite number > 0, got {value!r}")
+    return v
