@@ -17,7 +17,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ PRESETS: tuple[str, ...] = ("tiny", "cpu", "gpu", "paper")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """Lifecycle of a training job."""
 
     IDLE = "idle"

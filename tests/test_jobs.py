@@ -1,4 +1,4 @@
-"""The training job API (app/jobs.py): progress parsing, crash detection, cancel/resume, the real tiny preset."""
+"""The training job API (app/jobs.py): progress parsing, crash detection, cancel/resume, tiny preset."""
 
 from __future__ import annotations
 
