@@ -1,0 +1,375 @@
+"""Dataset loaders: real lego data in both layouts, hand-computed downscaling, and every error case."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainer.data import Dataset, DatasetError, default_near_far, detect_layout, load_dataset
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+#: A 4x4 RGBA image (uint8). The top-left 2x2 block holds opaque red, a fully transparent pixel whose
+#: stored colour is black, opaque blue and opaque green; the other pixels are half-transparent grey.
+TILE = np.zeros((4, 4, 4), dtype=np.uint8)
+TILE[:, :] = (102, 102, 102, 51)  # rgb 0.4, alpha 0.2
+TILE[0, 0] = (255, 0, 0, 255)
+TILE[0, 1] = (0, 0, 0, 0)
+TILE[1, 0] = (0, 0, 255, 255)
+TILE[1, 1] = (0, 255, 0, 255)
+
+
+def save_png(path: Path, pixels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def pose(tx: float) -> list[list[float]]:
+    """A camera-to-world: a rotation about Z by tx radians, translated to (tx, 2 tx, 3 tx)."""
+    c, s = math.cos(tx), math.sin(tx)
+    return [[c, -s, 0.0, tx], [s, c, 0.0, 2 * tx], [0.0, 0.0, 1.0, 3 * tx], [0.0, 0.0, 0.0, 1.0]]
+
+
+def make_blender(root: Path, n: int = 3, size: int = 4, split: str = "train") -> Path:
+    """Blender layout with ``n`` frames; frame i is TILE with its red channel of pixel (3, 3) set to 10 i."""
+    frames = []
+    for i in range(n):
+        img = np.zeros((size, size, 4), dtype=np.uint8)
+        img[:4, :4] = TILE[: min(size, 4), : min(size, 4)]
+        img[size - 1, size - 1] = (10 * i, 0, 0, 255)
+        save_png(root / split / f"r_{i}.png", img)
+        frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": pose(0.1 * i)})
+    # camera_angle_x = 2 atan(1/2): focal = 0.5 W / tan(atan(1/2)) = W
+    meta = {"camera_angle_x": 2 * math.atan(0.5), "frames": frames}
+    (root / f"transforms_{split}.json").write_text(json.dumps(meta))
+    return root
+
+
+def make_nsvf(root: Path, n: int = 2, size: int = 4) -> Path:
+    """NSVF layout with ``n`` train and 1 val frame; OpenCV poses from :func:`pose`."""
+    (root / "pose").mkdir(parents=True)
+    (root / "bbox.txt").write_text("-1 -2 -3 1 2 3 0.25\n")
+    (root / "intrinsics.txt").write_text(f"5.5 1.5 2.5 0.\n0. 0. 0.\n0.\n1.\n{size} {size}\n")
+    stems = [f"0_{i:04d}" for i in range(n)] + ["1_0000"]
+    for i, stem in enumerate(stems):
+        img = np.zeros((size, size, 4), dtype=np.uint8)
+        img[..., 3] = 255
+        img[0, 0, 0] = 20 * i
+        save_png(root / "rgb" / f"{stem}.png", img)
+        text = "\n".join(" ".join(repr(v) for v in row) for row in pose(0.1 * i))
+        (root / "pose" / f"{stem}.txt").write_text(text + "\n")
+    return root
+
+
+def assert_one_line_error(excinfo: pytest.ExceptionInfo[DatasetError], name: str) -> None:
+    message = str(excinfo.value)
+    assert name in message, message
+    assert "\n" not in message
+
+
+# ------------------------------------------------------------------------------------------ real data
+
+
+def test_blender_lego_loads(blender_lego: Path) -> None:
+    ds = load_dataset(blender_lego, "train", downscale=8, limit=2)
+    meta = json.loads((blender_lego / "transforms_train.json").read_text())
+    assert ds.images.shape == (2, 100, 100, 3) and ds.images.dtype == np.float32
+    assert ds.alphas.shape == (2, 100, 100) and ds.c2w.shape == (2, 4, 4) and ds.c2w.dtype == np.float32
+    assert (ds.width, ds.height) == (100, 100)
+    assert ds.focal == pytest.approx(0.5 * 800 / math.tan(0.5 * meta["camera_angle_x"]) / 8)
+    np.testing.assert_allclose(ds.c2w[1], np.array(meta["frames"][1]["transform_matrix"]), atol=1e-7)
+    assert ds.names == ["train/r_0", "train/r_1"]
+    assert ds.bbox_min is None and ds.near is None and ds.far is None
+    assert default_near_far(ds) == (2.0, 6.0)
+    # reference: composite the PNG on white at full resolution, then average 8x8 blocks
+    rgba = np.asarray(Image.open(blender_lego / "train" / "r_1.png"), dtype=np.float64) / 255.0
+    comp = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+    ref = comp.reshape(100, 8, 100, 8, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(ds.images[1], ref, atol=1e-5)
+    ref_alpha = rgba[..., 3].reshape(100, 8, 100, 8).mean(axis=(1, 3))
+    np.testing.assert_allclose(ds.alphas[1], ref_alpha, atol=1e-5)
+    assert 0.05 < ds.alphas.mean() < 0.9  # the lego covers part of the frame
+
+
+def test_nsvf_lego_loads(nsvf_lego: Path) -> None:
+    ds = load_dataset(nsvf_lego, "val", downscale=16, limit=3)
+    assert ds.images.shape == (3, 50, 50, 3)
+    assert ds.names == ["1_0000", "1_0001", "1_0002"]
+    values = np.array([float(v) for v in (nsvf_lego / "bbox.txt").read_text().split()])
+    assert ds.bbox_min is not None and ds.bbox_max is not None
+    np.testing.assert_allclose(ds.bbox_min, values[:3], rtol=1e-6)
+    np.testing.assert_allclose(ds.bbox_max, values[3:6], rtol=1e-6)
+    assert ds.voxel_size == pytest.approx(values[6])
+    focal, cx, cy = (float(v) for v in (nsvf_lego / "intrinsics.txt").read_text().split()[:3])
+    assert ds.focal == pytest.approx(focal / 16) and (ds.cx, ds.cy) == (cx / 16, cy / 16)
+    opencv = np.loadtxt(nsvf_lego / "pose" / "1_0002.txt")
+    np.testing.assert_allclose(ds.c2w[2], opencv * np.array([1.0, -1.0, -1.0, 1.0]), atol=1e-7)
+    near, far = default_near_far(ds)
+    eye = ds.c2w[:, :3, 3]
+    assert 0 < near < np.linalg.norm(eye, axis=1).min() < far
+
+
+def test_nsvf_0000_equals_blender_r0(blender_lego: Path, nsvf_lego: Path) -> None:
+    blender = load_dataset(blender_lego, "train", limit=1)
+    nsvf = load_dataset(nsvf_lego, "train", limit=1)
+    assert nsvf.names == ["0_0000"] and blender.names == ["train/r_0"]
+    assert np.abs(nsvf.c2w[0] - blender.c2w[0]).max() < 1e-5
+    assert np.array_equal(nsvf.images[0], blender.images[0])
+    assert np.array_equal(nsvf.alphas[0], blender.alphas[0])
+    assert nsvf.focal == pytest.approx(blender.focal, rel=1e-6)
+    assert nsvf.principal_point == pytest.approx(blender.principal_point)
+
+
+def test_layout_detection(blender_lego: Path, nsvf_lego: Path) -> None:
+    assert detect_layout(blender_lego) == "blender"
+    assert detect_layout(nsvf_lego) == "nsvf"
+
+
+# ------------------------------------------------------------------------------ hand-computed answers
+
+
+def test_downscale_composites_before_averaging(tmp_path: Path) -> None:
+    root = make_blender(tmp_path, n=1)
+    ds = load_dataset(root, downscale=2)
+    assert ds.images.shape == (1, 2, 2, 3) and (ds.width, ds.height) == (2, 2)
+    # top-left block on white: red, white (transparent), blue, green -> (2, 2, 2) / 4
+    np.testing.assert_allclose(ds.images[0, 0, 0], [0.5, 0.5, 0.5], atol=1e-6)
+    assert ds.alphas[0, 0, 0] == pytest.approx(0.75)
+    # top-right block: four pixels of grey 0.4 at alpha 0.2 -> 0.4 * 0.2 + 0.8 = 0.88
+    np.testing.assert_allclose(ds.images[0, 0, 1], [0.88, 0.88, 0.88], atol=1e-6)
+    assert ds.alphas[0, 0, 1] == pytest.approx(0.2)
+    # bottom-right block: three grey pixels (0.88) and one opaque black pixel -> 0.66
+    np.testing.assert_allclose(ds.images[0, 1, 1], [0.66, 0.66, 0.66], atol=1e-6)
+    assert ds.alphas[0, 1, 1] == pytest.approx(0.4)
+    assert ds.focal == pytest.approx(4.0 / 2)  # focal = W at full resolution
+    assert ds.principal_point == (1.0, 1.0)
+
+
+def test_downscale_on_black_background(tmp_path: Path) -> None:
+    ds = load_dataset(make_blender(tmp_path, n=1), downscale=2, background=(0.0, 0.0, 0.0))
+    np.testing.assert_allclose(ds.images[0, 0, 0], [0.25, 0.25, 0.25], atol=1e-6)
+    np.testing.assert_allclose(ds.images[0, 0, 1], [0.08, 0.08, 0.08], atol=1e-6)
+    np.testing.assert_array_equal(ds.background, [0.0, 0.0, 0.0])
+
+
+def test_downscale_not_dividing_crops_bottom_right(tmp_path: Path) -> None:
+    ds = load_dataset(make_blender(tmp_path, n=1, size=5), downscale=2)
+    assert ds.images.shape == (1, 2, 2, 3)
+    np.testing.assert_allclose(ds.images[0, 0, 0], [0.5, 0.5, 0.5], atol=1e-6)
+    assert ds.focal == pytest.approx(2.5)  # 5 / 2
+    assert ds.principal_point == (1.25, 1.25)  # (5 / 2) / 2: the same optical axis as at full resolution
+
+
+def test_full_resolution_and_frame_order(tmp_path: Path) -> None:
+    ds = load_dataset(make_blender(tmp_path, n=6), num_workers=4)
+    assert ds.names == [f"train/r_{i}" for i in range(6)]
+    for i in range(6):
+        assert ds.images[i, 3, 3, 0] == pytest.approx(10 * i / 255.0)
+        np.testing.assert_allclose(ds.c2w[i], pose(0.1 * i), atol=1e-7)
+    np.testing.assert_allclose(ds.images[0, 0, 1], [1.0, 1.0, 1.0])  # transparent pixel shows the background
+    assert ds.alphas[0, 0, 1] == 0.0 and ds.alphas[0, 0, 0] == 1.0
+
+
+def test_limit_keeps_first_frames(tmp_path: Path) -> None:
+    ds = load_dataset(make_blender(tmp_path, n=5), limit=2)
+    assert len(ds) == 2 and ds.names == ["train/r_0", "train/r_1"]
+
+
+def test_nsvf_opencv_pose_becomes_opengl(tmp_path: Path) -> None:
+    ds = load_dataset(make_nsvf(tmp_path, n=2), "train", downscale=2)
+    assert ds.names == ["0_0000", "0_0001"]
+    expected = np.array(pose(0.1)) @ np.diag([1.0, -1.0, -1.0, 1.0])  # negate the Y and Z columns
+    np.testing.assert_allclose(ds.c2w[1], expected, atol=1e-7)
+    # OpenCV looks down +Z: the OpenGL camera looks down -Z, so its -Z column is the OpenCV +Z column
+    np.testing.assert_allclose(-ds.c2w[1, :3, 2], np.array(pose(0.1))[:3, 2], atol=1e-7)
+    assert ds.focal == pytest.approx(5.5 / 2) and (ds.cx, ds.cy) == (0.75, 1.25)
+    assert ds.bbox_min is not None and ds.bbox_max is not None
+    np.testing.assert_array_equal(ds.bbox_min, np.array([-1.0, -2.0, -3.0]))
+    np.testing.assert_array_equal(ds.bbox_max, np.array([1.0, 2.0, 3.0]))
+    assert ds.voxel_size == 0.25 and ds.layout == "nsvf"
+    assert ds.images[1, 0, 0, 0] == pytest.approx(20 / 255.0 / 4)  # one of 4 pixels in the block
+    val = load_dataset(tmp_path, "val")
+    assert val.names == ["1_0000"] and val.images[0, 0, 0, 0] == pytest.approx(40 / 255.0)
+
+
+def test_default_near_far_from_bbox() -> None:
+    c2w = np.eye(4, dtype=np.float32)[None].copy()
+    c2w[0, :3, 3] = (0.0, 0.0, 5.0)
+    ds = Dataset(
+        images=np.zeros((1, 2, 2, 3), np.float32),
+        alphas=np.zeros((1, 2, 2), np.float32),
+        c2w=c2w,
+        focal=1.0,
+        width=2,
+        height=2,
+        bbox_min=np.array([-1.0, -1.0, -1.0]),
+        bbox_max=np.array([1.0, 1.0, 1.0]),
+    )
+    near, far = default_near_far(ds)
+    assert near == pytest.approx(4.0)
+    assert far == pytest.approx(math.sqrt(1 + 1 + 36))
+    ds.near, ds.far = 0.5, 9.0
+    assert default_near_far(ds) == (0.5, 9.0)
+    assert ds.names == ["0000"]
+
+
+def test_dataset_rejects_inconsistent_shapes() -> None:
+    with pytest.raises(ValueError, match="alphas"):
+        Dataset(np.zeros((2, 3, 4, 3)), np.zeros((2, 4, 3)), np.zeros((2, 4, 4)), 1.0, 4, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"downscale": 0}, {"downscale": 1.5}, {"limit": 0}, {"background": (1.0, 2.0, 0.0)}]
+)
+def test_bad_arguments(tmp_path: Path, kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        load_dataset(make_blender(tmp_path, n=1), **kwargs)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------------------------------------- errors
+
+
+def edits(edit: Callable[[dict], object]) -> Callable[[Path], None]:
+    """A breakage that edits transforms_train.json in place."""
+
+    def apply(root: Path) -> None:
+        path = root / "transforms_train.json"
+        meta = json.loads(path.read_text())
+        edit(meta)
+        path.write_text(json.dumps(meta))
+
+    return apply
+
+
+def writes(rel: str, data: str | bytes) -> Callable[[Path], None]:
+    """A breakage that overwrites the file ``rel`` with ``data``."""
+
+    def apply(root: Path) -> None:
+        (root / rel).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+    return apply
+
+
+TJ = "transforms_train.json"
+
+
+BLENDER_BREAKAGES: dict[str, tuple[Callable[[Path], object], str, str]] = {
+    # name: (how to break the dataset, split to load, file the message must name)
+    "bad json": (writes(TJ, '{"frames": [}'), "train", TJ),
+    "json without frames": (edits(lambda m: m.update(frames=[])), "train", TJ),
+    "frames missing": (edits(lambda m: m.pop("frames")), "train", TJ),
+    "frames not a list": (edits(lambda m: m.update(frames={"a": 1})), "train", TJ),
+    "frame without file_path": (edits(lambda m: m["frames"][2].pop("file_path")), "train", TJ),
+    "no field of view": (edits(lambda m: m.pop("camera_angle_x")), "train", TJ),
+    "bad transform": (
+        edits(lambda m: m["frames"][1].update(transform_matrix=[[1, 0], [0, 1]])),
+        "train",
+        TJ,
+    ),
+    "transform not numbers": (
+        edits(lambda m: m["frames"][0].update(transform_matrix="eye")),
+        "train",
+        TJ,
+    ),
+    "missing split json": (lambda r: None, "val", "transforms_val.json"),
+    "missing image": (lambda r: (r / "train" / "r_1.png").unlink(), "train", "r_1.png"),
+    "unreadable image": (writes("train/r_2.png", b"not a png at all"), "train", "r_2.png"),
+    "truncated image": (
+        lambda r: (r / "train" / "r_1.png").write_bytes((r / "train" / "r_1.png").read_bytes()[:60]),
+        "train",
+        "r_1.png",
+    ),
+    "image of the wrong size": (
+        lambda r: save_png(r / "train" / "r_2.png", np.zeros((4, 5, 4), np.uint8)),
+        "train",
+        "r_2.png",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BLENDER_BREAKAGES))
+def test_blender_errors_name_the_file(tmp_path: Path, case: str) -> None:
+    breakage, split, name = BLENDER_BREAKAGES[case]
+    root = make_blender(tmp_path)
+    breakage(root)
+    with pytest.raises(DatasetError) as excinfo:
+        load_dataset(root, split)
+    assert_one_line_error(excinfo, name)
+
+
+NSVF_BREAKAGES: dict[str, tuple[Callable[[Path], object], str, str]] = {
+    "pose with 3 numbers": (writes("pose/0_0001.txt", "1 2 3\n"), "train", "0_0001.txt"),
+    "pose not numbers": (writes("pose/0_0000.txt", "a b c d\n" * 4), "train", "0_0000.txt"),
+    "pose non-finite": (
+        lambda r: (r / "pose" / "0_0000.txt").write_text("nan 0 0 0\n0 1 0 0\n0 0 1 0\n0 0 0 1\n"),
+        "train",
+        "0_0000.txt",
+    ),
+    "intrinsics short first line": (
+        lambda r: (r / "intrinsics.txt").write_text("5.5 1.5\n4 4\n"),
+        "train",
+        "intrinsics.txt",
+    ),
+    "intrinsics not numbers": (
+        lambda r: (r / "intrinsics.txt").write_text("focal cx cy 0\n"),
+        "train",
+        "intrinsics.txt",
+    ),
+    "intrinsics empty": (lambda r: (r / "intrinsics.txt").write_text(""), "train", "intrinsics.txt"),
+    "intrinsics bad size line": (
+        lambda r: (r / "intrinsics.txt").write_text("5.5 1.5 2.5 0\n4 4 4\n"),
+        "train",
+        "intrinsics.txt",
+    ),
+    "bbox too short": (lambda r: (r / "bbox.txt").write_text("0 0 0 1 1\n"), "train", "bbox.txt"),
+    "bbox min above max": (lambda r: (r / "bbox.txt").write_text("0 0 0 1 -1 1 0.1\n"), "train", "bbox.txt"),
+    "missing rgb": (lambda r: (r / "rgb" / "0_0001.png").unlink(), "train", "0_0001.png"),
+    "rgb of the wrong size": (
+        lambda r: save_png(r / "rgb" / "0_0000.png", np.zeros((3, 4, 3), np.uint8)),
+        "train",
+        "0_0000.png",
+    ),
+    "size differs from intrinsics": (
+        lambda r: (r / "intrinsics.txt").write_text("5.5 1.5 2.5 0\n8 8\n"),
+        "train",
+        "0_0000.png",
+    ),
+    "no frames for split": (lambda r: None, "test", "/pose:"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NSVF_BREAKAGES))
+def test_nsvf_errors_name_the_file(tmp_path: Path, case: str) -> None:
+    breakage, split, name = NSVF_BREAKAGES[case]
+    root = make_nsvf(tmp_path)
+    breakage(root)
+    with pytest.raises(DatasetError) as excinfo:
+        load_dataset(root, split)
+    assert_one_line_error(excinfo, name)
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError) as excinfo:
+        load_dataset(tmp_path / "no_such_scene")
+    assert_one_line_error(excinfo, "no_such_scene")
+    assert "not found" in str(excinfo.value)
+
+
+def test_no_recognised_layout(tmp_path: Path) -> None:
+    (tmp_path / "scene").mkdir()
+    (tmp_path / "scene" / "notes.txt").write_text("hello")
+    with pytest.raises(DatasetError) as excinfo:
+        load_dataset(tmp_path / "scene")
+    assert_one_line_error(excinfo, "scene")
+    assert "layout" in str(excinfo.value)
+
+
+def test_dataset_error_is_a_value_error() -> None:
+    err = DatasetError("/x/y.json", "bad\njson")
+    assert isinstance(err, ValueError) and str(err) == "/x/y.json: bad json"
