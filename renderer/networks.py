@@ -1,0 +1,374 @@
+"""Evaluation of thousands of tiny MLPs: every sample goes through the network of its grid cell.
+
+Layer layout (``y = x @ W + b``, M networks, H hidden, P/D = position/direction frequencies):
+``l0 [M, 3+6P, H]`` → relu → ``l1 [M, H, H]`` → relu → ``l2 [M, H, 1+H]`` (column 0 raw density, 1..H feature)
+→ concat(feature, γ_D(d)) → ``l3 [M, H+3+6D, H]`` → relu → ``l4 [M, H, 3]`` → sigmoid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from renderer.encoding import encoded_size, positional_encoding
+from renderer.grid import cell_index, local_coords
+
+LAYER_KEYS: tuple[str, ...] = tuple(f"l{i}.{kind}" for i in range(5) for kind in ("weight", "bias"))
+DENSITY_ACTIVATIONS: tuple[str, ...] = ("relu", "softplus", "exp")
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Everything besides the weights that evaluating the networks needs."""
+
+    bbox_min: tuple[float, float, float]
+    """Lower corner of the scene box, world units."""
+    bbox_max: tuple[float, float, float]
+    """Upper corner of the scene box, world units."""
+    grid_res: tuple[int, int, int]
+    """Network cells per axis (rx, ry, rz)."""
+    pos_freqs: int = 10
+    """Octaves of the position encoding."""
+    dir_freqs: int = 4
+    """Octaves of the direction encoding."""
+    hidden: int = 32
+    """Hidden width H."""
+    density_activation: str = "relu"
+    """"relu", "softplus" or "exp" applied to the raw density."""
+    density_scale: float = 1.0
+    """σ = density_scale · act(raw density)."""
+
+    @classmethod
+    def from_scene(cls, scene: Any) -> NetworkSpec:
+        """Spec of a ``renderer.scene.Scene`` (or anything with the same fields)."""
+        return cls(
+            bbox_min=tuple(float(v) for v in scene.bbox_min),  # type: ignore[arg-type]
+            bbox_max=tuple(float(v) for v in scene.bbox_max),  # type: ignore[arg-type]
+            grid_res=tuple(int(v) for v in scene.grid_res),  # type: ignore[arg-type]
+            pos_freqs=int(scene.pos_freqs),
+            dir_freqs=int(scene.dir_freqs),
+            hidden=int(scene.hidden),
+            density_activation=str(scene.density_activation),
+            density_scale=float(scene.density_scale),
+        )
+
+    @property
+    def cell_size(self) -> tuple[float, float, float]:
+        """(bbox_max − bbox_min) / grid_res per axis."""
+        return tuple((hi - lo) / r for lo, hi, r in zip(self.bbox_min, self.bbox_max, self.grid_res))  # type: ignore[return-value]
+
+    @property
+    def pos_dim(self) -> int:
+        """Input width of l0: 3 + 6·pos_freqs."""
+        return encoded_size(3, self.pos_freqs)
+
+    @property
+    def dir_dim(self) -> int:
+        """Width of the direction encoding: 3 + 6·dir_freqs."""
+        return encoded_size(3, self.dir_freqs)
+
+    def weight_shapes(self, num_networks: int) -> dict[str, tuple[int, ...]]:
+        """Shape of every ``l*`` tensor for M = ``num_networks``."""
+        m, h = num_networks, self.hidden
+        return {
+            "l0.weight": (m, self.pos_dim, h),
+            "l0.bias": (m, h),
+            "l1.weight": (m, h, h),
+            "l1.bias": (m, h),
+            "l2.weight": (m, h, 1 + h),
+            "l2.bias": (m, 1 + h),
+            "l3.weight": (m, h + self.dir_dim, h),
+            "l3.bias": (m, h),
+            "l4.weight": (m, h, 3),
+            "l4.bias": (m, 3),
+        }
+
+
+def density_activation(raw: torch.Tensor, spec: NetworkSpec) -> torch.Tensor:
+    """σ = density_scale · act(raw) for ``[N]`` raw densities."""
+    if spec.density_activation == "relu":
+        sigma = F.relu(raw)
+    elif spec.density_activation == "softplus":
+        sigma = F.softplus(raw)
+    elif spec.density_activation == "exp":
+        sigma = torch.exp(raw)
+    else:
+        raise ValueError(f"unknown density activation {spec.density_activation!r}")
+    return sigma * spec.density_scale if spec.density_scale != 1.0 else sigma
+
+
+def init_weights(num_networks: int, spec: NetworkSpec, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Default initialisation (torch.nn.Linear's: U(±1/√fan_in) for weights and biases), float32 CPU.
+
+    Returns:
+        ``{"l0.weight": [M, 3+6P, H], …, "l4.bias": [M, 3]}``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    shapes = spec.weight_shapes(num_networks)
+    for i in range(5):
+        w_shape = shapes[f"l{i}.weight"]
+        bound = 1.0 / math.sqrt(w_shape[1])
+        for kind in ("weight", "bias"):
+            shape = shapes[f"l{i}.{kind}"]
+            out[f"l{i}.{kind}"] = (torch.rand(shape, generator=gen) * 2.0 - 1.0) * bound
+    return out
+
+
+def _as_compute(params: Mapping[str, torch.Tensor], like: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The ten tensors in ``like``'s dtype and device (differentiable casts, no copy when already right)."""
+    return {k: params[k].to(device=like.device, dtype=like.dtype) for k in LAYER_KEYS}
+
+
+def _segments(net_sorted: torch.Tensor, num_networks: int) -> tuple[list[int], list[int]]:
+    """Ids and lengths of the runs of equal ids in sorted ``[N]`` int64 ``net_sorted``."""
+    ids, counts = torch.unique_consecutive(net_sorted, return_counts=True)
+    return ids.tolist(), counts.tolist()
+
+
+def _mlp_segments_inplace(
+    w: dict[str, torch.Tensor],
+    enc_u: torch.Tensor,
+    enc_d: torch.Tensor,
+    seg_ids: list[int],
+    seg_lens: list[int],
+    hidden: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """No-grad evaluation into preallocated buffers, layer by layer (few kernel launches, no allocations).
+
+    Args:
+        enc_u: ``[n, 3+6P]`` encoded local positions, sorted by network.
+        enc_d: ``[n, 3+6D]`` encoded directions, same order.
+        seg_ids, seg_lens: the network of each contiguous run and its length (sum = n).
+
+    Returns:
+        raw density ``[n]`` and rgb ``[n, 3]`` in the sorted order.
+    """
+    n = enc_u.shape[0]
+    h = hidden
+    h1 = enc_u.new_empty((n, h))
+    h2 = enc_u.new_empty((n, h))
+    o = enc_u.new_empty((n, 1 + h))
+    rgb = enc_u.new_empty((n, 3))
+    w0, b0 = w["l0.weight"], w["l0.bias"]
+    w1, b1 = w["l1.weight"], w["l1.bias"]
+    w2, b2 = w["l2.weight"], w["l2.bias"]
+    w3, b3 = w["l3.weight"], w["l3.bias"]
+    w4, b4 = w["l4.weight"], w["l4.bias"]
+    bounds = []
+    s = 0
+    for m, c in zip(seg_ids, seg_lens):
+        bounds.append((m, s, s + c))
+        s += c
+    for m, a, b in bounds:
+        torch.addmm(b0[m], enc_u[a:b], w0[m], out=h1[a:b])
+    h1.relu_()
+    for m, a, b in bounds:
+        torch.addmm(b1[m], h1[a:b], w1[m], out=h2[a:b])
+    h2.relu_()
+    for m, a, b in bounds:
+        torch.addmm(b2[m], h2[a:b], w2[m], out=o[a:b])
+    feat = o[:, 1:]
+    for m, a, b in bounds:
+        torch.addmm(b3[m], feat[a:b], w3[m, :h], out=h1[a:b])
+        h1[a:b].addmm_(enc_d[a:b], w3[m, h:])
+    h1.relu_()
+    for m, a, b in bounds:
+        torch.addmm(b4[m], h1[a:b], w4[m], out=rgb[a:b])
+    rgb.sigmoid_()
+    return o[:, 0].contiguous(), rgb
+
+
+def _mlp_segments_autograd(
+    w: dict[str, torch.Tensor],
+    enc_u: torch.Tensor,
+    enc_d: torch.Tensor,
+    seg_ids: list[int],
+    seg_lens: list[int],
+    hidden: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable evaluation of each run; same arguments and results as ``_mlp_segments_inplace``.
+
+    Weights are gathered once (``index_select``) and split with ``unbind`` so the backward pass costs one
+    scatter per tensor, not one full-size zero tensor per network.
+    """
+    h = hidden
+    ids = torch.tensor(seg_ids, dtype=torch.int64, device=enc_u.device)
+    per_net = {k: w[k].index_select(0, ids).unbind(0) for k in LAYER_KEYS}
+    raws: list[torch.Tensor] = []
+    rgbs: list[torch.Tensor] = []
+    s = 0
+    for i, c in enumerate(seg_lens):
+        xu, xd = enc_u[s : s + c], enc_d[s : s + c]
+        s += c
+        a = F.relu(torch.addmm(per_net["l0.bias"][i], xu, per_net["l0.weight"][i]))
+        a = F.relu(torch.addmm(per_net["l1.bias"][i], a, per_net["l1.weight"][i]))
+        o = torch.addmm(per_net["l2.bias"][i], a, per_net["l2.weight"][i])
+        w3 = per_net["l3.weight"][i]
+        a = torch.addmm(torch.addmm(per_net["l3.bias"][i], o[:, 1:], w3[:h]), xd, w3[h:])
+        a = F.relu(a)
+        rgbs.append(torch.sigmoid(torch.addmm(per_net["l4.bias"][i], a, per_net["l4.weight"][i])))
+        raws.append(o[:, 0])
+    return torch.cat(raws), torch.cat(rgbs)
+
+
+def evaluate_networks(
+    params: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    d: torch.Tensor,
+    net: torch.Tensor,
+    *,
+    scene_meta: NetworkSpec,
+    chunk_size: int = 1 << 15,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """σ and rgb of every sample through the network of its cell.
+
+    Samples are sorted by network id; each network is evaluated with plain matmuls on its contiguous run;
+    results are put back in the input order. Differentiable with respect to ``params`` (and ``x``, ``d``)
+    when autograd is on; memory is bounded by evaluating ``chunk_size`` sorted samples at a time.
+
+    Args:
+        params: ``l0.weight`` … ``l4.bias`` (any float dtype; computed in ``x``'s dtype).
+        x: ``[N, 3]`` world positions (float32).
+        d: ``[N, 3]`` unit directions.
+        net: ``[N]`` int64 network id of each sample's cell, each in 0..M−1.
+        scene_meta: the ``NetworkSpec``.
+        chunk_size: samples evaluated at once.
+
+    Returns:
+        sigma ``[N]`` (after the density activation and scale), rgb ``[N, 3]`` in (0, 1).
+    """
+    spec = scene_meta
+    n = x.shape[0]
+    if n == 0:
+        return x.new_zeros((0,)), x.new_zeros((0, 3))
+    w = _as_compute(params, x)
+    grad = torch.is_grad_enabled() and (
+        x.requires_grad or d.requires_grad or any(t.requires_grad for t in w.values())
+    )
+    net_sorted, order = torch.sort(net)
+    num_networks = w["l0.weight"].shape[0]
+    seg_ids, seg_lens = _segments(net_sorted, num_networks)
+    if seg_ids and (seg_ids[0] < 0 or seg_ids[-1] >= num_networks):
+        raise IndexError(f"network id out of range 0..{num_networks - 1}")
+    raw_parts: list[torch.Tensor] = []
+    rgb_parts: list[torch.Tensor] = []
+    seg = 0
+    start = 0
+    while start < n:
+        # take whole runs while they fit; split a run only when it alone exceeds the chunk
+        ids: list[int] = []
+        lens: list[int] = []
+        size = 0
+        while seg < len(seg_ids) and size < chunk_size:
+            take = min(seg_lens[seg], chunk_size - size)
+            ids.append(seg_ids[seg])
+            lens.append(take)
+            size += take
+            if take == seg_lens[seg]:
+                seg += 1
+            else:
+                seg_lens[seg] -= take
+        idx = order[start : start + size]
+        xs, ds = x[idx], d[idx]
+        cell = cell_index(xs, spec.bbox_min, spec.bbox_max, spec.grid_res)
+        u = local_coords(xs, cell, spec.bbox_min, spec.cell_size)
+        enc_u = positional_encoding(u, spec.pos_freqs)
+        enc_d = positional_encoding(ds, spec.dir_freqs)
+        if grad:
+            raw, rgb = _mlp_segments_autograd(w, enc_u, enc_d, ids, lens, spec.hidden)
+        else:
+            with torch.no_grad():
+                raw, rgb = _mlp_segments_inplace(w, enc_u, enc_d, ids, lens, spec.hidden)
+        raw_parts.append(raw)
+        rgb_parts.append(rgb)
+        start += size
+    raw_sorted = torch.cat(raw_parts) if len(raw_parts) > 1 else raw_parts[0]
+    rgb_sorted = torch.cat(rgb_parts) if len(rgb_parts) > 1 else rgb_parts[0]
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(n, device=order.device)
+    sigma = density_activation(raw_sorted[inverse], spec)
+    return sigma, rgb_sorted[inverse]
+
+
+def evaluate_networks_batched(
+    params: Mapping[str, torch.Tensor], u: torch.Tensor, d: torch.Tensor, spec: NetworkSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every network on its own batch of B points with ``torch.bmm`` (for distillation).
+
+    Args:
+        params: the ten tensors, first dimension M.
+        u: ``[M, B, 3]`` local coordinates in [−1, 1] (already relative to each network's cell).
+        d: ``[M, B, 3]`` unit directions.
+        spec: the ``NetworkSpec``.
+
+    Returns:
+        sigma ``[M, B]``, rgb ``[M, B, 3]``.
+    """
+    m, b, _ = u.shape
+    w = _as_compute(params, u)
+    h = spec.hidden
+    enc_u = positional_encoding(u.reshape(m * b, 3), spec.pos_freqs).reshape(m, b, -1)
+    enc_d = positional_encoding(d.reshape(m * b, 3), spec.dir_freqs).reshape(m, b, -1)
+    a = F.relu(torch.baddbmm(w["l0.bias"][:, None, :], enc_u, w["l0.weight"]))
+    a = F.relu(torch.baddbmm(w["l1.bias"][:, None, :], a, w["l1.weight"]))
+    o = torch.baddbmm(w["l2.bias"][:, None, :], a, w["l2.weight"])
+    w3 = w["l3.weight"]
+    a = torch.baddbmm(torch.baddbmm(w["l3.bias"][:, None, :], o[..., 1:], w3[:, :h]), enc_d, w3[:, h:])
+    a = F.relu(a)
+    rgb = torch.sigmoid(torch.baddbmm(w["l4.bias"][:, None, :], a, w["l4.weight"]))
+    return density_activation(o[..., 0], spec), rgb
+
+
+def _param_name(key: str) -> str:
+    """Module-safe parameter name of a scene key (``l0.weight`` → ``l0_weight``)."""
+    return key.replace(".", "_")
+
+
+class KiloNetworks(torch.nn.Module):
+    """The M tiny MLPs as trainable float32 parameters (``l0_weight`` … ``l4_bias``)."""
+
+    def __init__(self, weights: Mapping[str, torch.Tensor], spec: NetworkSpec) -> None:
+        """Copy ``weights`` (scene keys, any float dtype) into float32 parameters."""
+        super().__init__()
+        self.spec = spec
+        self.weights = torch.nn.ParameterDict(
+            {
+                _param_name(k): torch.nn.Parameter(weights[k].detach().to(torch.float32).clone())
+                for k in LAYER_KEYS
+            }
+        )
+
+    @classmethod
+    def from_scene(cls, scene: Any) -> KiloNetworks:
+        """Networks of a ``Scene`` (weights converted to float32)."""
+        return cls(scene.weights, NetworkSpec.from_scene(scene))
+
+    @classmethod
+    def initialized(cls, num_networks: int, spec: NetworkSpec, seed: int = 0) -> KiloNetworks:
+        """Fresh networks with ``init_weights``."""
+        return cls(init_weights(num_networks, spec, seed), spec)
+
+    @property
+    def num_networks(self) -> int:
+        """M."""
+        return int(self.weights["l0_weight"].shape[0])
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """The live parameters under scene keys (for ``evaluate_networks``; gradients flow into them)."""
+        return {k: self.weights[_param_name(k)] for k in LAYER_KEYS}
+
+    def to_weights(self) -> dict[str, torch.Tensor]:
+        """Detached CPU float32 copies under scene keys (for ``Scene.weights``)."""
+        return {k: self.weights[_param_name(k)].detach().to("cpu", torch.float32).clone() for k in LAYER_KEYS}
+
+    def forward(
+        self, x: torch.Tensor, d: torch.Tensor, net: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """σ ``[N]``, rgb ``[N, 3]`` of ``[N, 3]`` world points, ``[N, 3]`` unit dirs, ``[N]`` net ids."""
+        return evaluate_networks(self.params(), x, d, net, scene_meta=self.spec)

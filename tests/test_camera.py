@@ -1,0 +1,129 @@
+"""Cameras: hand-computed rays, look_at / orbit, the camera JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from renderer.camera import (
+    Camera,
+    CameraFormatError,
+    generate_rays,
+    load_camera_json,
+    look_at,
+    orbit_pose,
+    save_camera_json,
+)
+
+
+def test_identity_camera_hand_ray() -> None:
+    cam = Camera(width=4, height=2, focal=2.0, c2w=np.eye(4))
+    o, d = generate_rays(cam)
+    assert o.shape == (8, 3) and d.shape == (8, 3)
+    # pixel (px=3, py=0): ((3.5 − 2)/2, −(0.5 − 1)/2, −1) = (0.75, 0.25, −1)
+    v = np.array([0.75, 0.25, -1.0])
+    np.testing.assert_allclose(d[3].numpy(), v / np.linalg.norm(v), atol=1e-7)
+    # pixel (px=0, py=1) is row-major index 4: ((0.5 − 2)/2, −(1.5 − 1)/2, −1)
+    v = np.array([-0.75, -0.25, -1.0])
+    np.testing.assert_allclose(d[4].numpy(), v / np.linalg.norm(v), atol=1e-7)
+    np.testing.assert_allclose(np.linalg.norm(d.numpy(), axis=1), 1.0, atol=1e-6)
+
+
+def test_rotated_translated_camera_and_principal_point() -> None:
+    # camera at (1, 2, 3), rotated 90° about +Z: camera x → world y, camera y → world −x
+    c2w = np.array([[0, -1, 0, 1], [1, 0, 0, 2], [0, 0, 1, 3], [0, 0, 0, 1]], dtype=float)
+    cam = Camera(width=3, height=3, focal=1.0, c2w=c2w, cx=0.5, cy=0.5)
+    o, d = generate_rays(cam)
+    np.testing.assert_allclose(o.numpy(), np.tile([1.0, 2.0, 3.0], (9, 1)))
+    # pixel (px=2, py=2): camera dir (2, −2, −1) → world (2, 2, −1)
+    np.testing.assert_allclose(d[8].numpy(), np.array([2.0, 2.0, -1.0]) / 3.0, atol=1e-7)
+
+
+def test_look_at_points_minus_z_at_target() -> None:
+    c2w = look_at((4.0, 0.0, 0.0), (0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0))
+    np.testing.assert_allclose(c2w[:3, 2], [1.0, 0.0, 0.0], atol=1e-12)  # −Z looks along −x
+    np.testing.assert_allclose(c2w[:3, 1], [0.0, 0.0, 1.0], atol=1e-12)  # camera up is world up
+    np.testing.assert_allclose(c2w[:3, 0], [0.0, 1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(c2w[:3, 3], [4.0, 0.0, 0.0])
+    np.testing.assert_allclose(c2w[:3, :3] @ c2w[:3, :3].T, np.eye(3), atol=1e-12)
+    # the centre pixel of an odd-sized image looks straight at the target
+    cam = Camera(width=5, height=5, focal=3.0, c2w=look_at((1.0, 2.0, 3.0), (-1.0, 0.5, 0.0)))
+    _, d = generate_rays(cam)
+    want = np.array([-2.0, -1.5, -3.0])
+    np.testing.assert_allclose(d[12].numpy(), want / np.linalg.norm(want), atol=1e-6)
+
+
+def test_look_at_parallel_up_is_handled() -> None:
+    c2w = look_at((0.0, 0.0, 5.0), (0.0, 0.0, 0.0))
+    np.testing.assert_allclose(c2w[:3, 2], [0.0, 0.0, 1.0], atol=1e-12)
+    assert abs(np.linalg.det(c2w[:3, :3]) - 1.0) < 1e-9
+
+
+def test_orbit_pose_positions() -> None:
+    c2w = orbit_pose((0.0, 0.0, 1.0), 2.0, 90.0, 30.0)
+    el = math.radians(30)
+    np.testing.assert_allclose(c2w[:3, 3], [0.0, 2 * math.cos(el), 1 + 2 * math.sin(el)], atol=1e-12)
+    fwd = -c2w[:3, 2]
+    np.testing.assert_allclose(fwd, (np.array([0, 0, 1.0]) - c2w[:3, 3]) / 2.0, atol=1e-12)
+    # another up axis: +Y up, elevation 90 puts the eye on +Y
+    c2w = orbit_pose((0.0, 0.0, 0.0), 3.0, 10.0, 90.0, up=(0.0, 1.0, 0.0))
+    np.testing.assert_allclose(c2w[:3, 3], [0.0, 3.0, 0.0], atol=1e-12)
+
+
+def test_json_roundtrip_and_scaled(tmp_path: Path) -> None:
+    cam = Camera(
+        width=40, height=30, focal=50.0, c2w=orbit_pose((0, 0, 0), 4.0, 20.0, 10.0), cx=21.0, cy=14.0
+    )
+    p = tmp_path / "cam.json"
+    save_camera_json(cam, p)
+    back = load_camera_json(p)
+    assert (back.width, back.height, back.focal, back.cx, back.cy) == (40, 30, 50.0, 21.0, 14.0)
+    np.testing.assert_array_equal(back.c2w, cam.c2w)
+    half = cam.scaled(0.5)
+    assert (half.width, half.height, half.focal, half.cx, half.cy) == (20, 15, 25.0, 10.5, 7.0)
+    # same field of view: the corner ray directions agree
+    o1, d1 = generate_rays(Camera(width=8, height=6, focal=10.0, c2w=np.eye(4)))
+    o2, d2 = generate_rays(Camera(width=8, height=6, focal=10.0, c2w=np.eye(4)).scaled(2.0))
+    # pixel (0,0) of the small image covers pixels (0..1, 0..1) of the big one; its centre is their corner
+    v = np.array([(0.5 - 4) / 10, -(0.5 - 3) / 10, -1])
+    np.testing.assert_allclose(d1[0].numpy(), v / np.linalg.norm(v), atol=1e-7)
+    v2 = np.array([(1.0 - 8) / 20, -(1.0 - 6) / 20, -1])
+    np.testing.assert_allclose(v2 / np.linalg.norm(v2), v / np.linalg.norm(v), atol=1e-12)
+    assert d2.shape == (16 * 12, 3)
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("{", "invalid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"width": 4, "height": 4, "focal": 2}', "missing key 'c2w'"),
+        ('{"width": 0, "height": 4, "focal": 2, "c2w": [[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]]}', "width"),
+        ('{"width": 4, "height": 4, "focal": -2, "c2w": [[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]]}', "focal"),
+        ('{"width": 4, "height": 4, "focal": 2, "c2w": [[1,0,0],[0,1,0],[0,0,1]]}', "4x4"),
+        (
+            '{"width": 4, "height": 4, "focal": 2, "c2w": [[0,0,0,0],[0,0,0,0],[0,0,0,0],[0,0,0,1]]}',
+            "singular",
+        ),
+        ('{"width": 4, "height": 4, "focal": 2, "c2w": "abc"}', "c2w"),
+    ],
+)
+def test_bad_camera_json(tmp_path: Path, content: str, fragment: str) -> None:
+    p = tmp_path / "bad.json"
+    p.write_text(content)
+    with pytest.raises(CameraFormatError) as e:
+        load_camera_json(p)
+    msg = str(e.value)
+    assert str(p) in msg and fragment in msg and "\n" not in msg
+
+
+def test_missing_camera_file(tmp_path: Path) -> None:
+    with pytest.raises(CameraFormatError, match="not found"):
+        load_camera_json(tmp_path / "nope.json")
+    with pytest.raises(CameraFormatError, match="directory"):
+        load_camera_json(tmp_path)
+    json.dumps(Camera(2, 2, 1.0, np.eye(4)).to_dict())
