@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from trainer.data import Dataset, DatasetError, default_near_far, detect_layout, load_dataset
+from trainer.data.common import area_downscale, composite_downscaled, composite_on_background
 
 # ----------------------------------------------------------------------------------------------- helpers
 
@@ -164,6 +165,30 @@ def test_downscale_not_dividing_crops_bottom_right(tmp_path: Path) -> None:
     np.testing.assert_allclose(ds.images[0, 0, 0], [0.5, 0.5, 0.5], atol=1e-6)
     assert ds.focal == pytest.approx(2.5)  # 5 / 2
     assert ds.principal_point == (1.25, 1.25)  # (5 / 2) / 2: the same optical axis as at full resolution
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("factor", [1, 2, 3, 5])
+def test_fast_composite_equals_reference(dtype: type[np.unsignedinteger], factor: int) -> None:
+    rng = np.random.default_rng(factor)
+    peak = np.iinfo(dtype).max
+    rgba = rng.integers(0, peak, size=(11, 13, 4), endpoint=True).astype(dtype)
+    rgba[0, 0, 3], rgba[0, 1, 3] = 0, peak
+    background = np.array([0.2, 0.7, 1.0], dtype=np.float32)
+    rgb, alpha = composite_downscaled(rgba, background, factor)
+    ref_rgb, ref_alpha = composite_on_background(rgba.astype(np.float32) / peak, background)
+    assert rgb.shape == (11 // factor, 13 // factor, 3) and alpha.shape == (11 // factor, 13 // factor)
+    np.testing.assert_allclose(rgb, area_downscale(ref_rgb, factor), atol=2e-6)
+    np.testing.assert_allclose(alpha, area_downscale(ref_alpha, factor), atol=2e-6)
+
+
+def test_sixteen_bit_grey_png(tmp_path: Path) -> None:
+    root = make_blender(tmp_path, n=1)
+    grey = np.array([[0, 65535, 1000, 2000]] * 4, dtype=np.uint16)
+    Image.fromarray(grey).save(root / "train" / "r_0.png")
+    ds = load_dataset(root)
+    np.testing.assert_allclose(ds.images[0, 2, :, 1], grey[2] / 65535.0, atol=1e-7)
+    np.testing.assert_array_equal(ds.alphas[0], np.ones((4, 4)))
 
 
 def test_full_resolution_and_frame_order(tmp_path: Path) -> None:
