@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -650,8 +651,16 @@ def _check_tensor_layout(name: str, entries: dict[str, _TensorInfo], meta: dict[
 
 def _read_file(name: str, path: Path) -> tuple[dict[str, Any], bytes]:
     """Read and check a .kilo file's header before reading its data; return (typed metadata, file bytes)."""
-    if path.is_dir():
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise _error(name, "no such file") from None
+    except OSError as e:
+        raise _error(name, f"cannot access: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
         raise _error(name, "is a directory, not a .kilo scene file")
+    if not stat.S_ISREG(mode):
+        raise _error(name, "is not a regular file")
     try:
         f = open(path, "rb")
     except FileNotFoundError:

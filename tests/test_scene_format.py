@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
 import re
 import struct
@@ -341,6 +342,11 @@ def _directory(path: Path) -> Path:
     return path
 
 
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)  # opening it for reading would block forever
+    return path
+
+
 def _empty(path: Path) -> Path:
     path.write_bytes(b"")
     return path
@@ -362,6 +368,7 @@ MALFORMED: dict[str, tuple[Callable[[Path], Path], str]] = {
     # file-level
     "empty": (_empty, "empty file"),
     "directory": (_directory, "is a directory"),
+    "named pipe": (_fifo, "not a regular file"),
     "missing": (lambda p: p, "no such file"),
     "too short for a header": (_bytes(lambda b: b[:5]), "truncated"),
     "truncated data": (_bytes(lambda b: b[:-7]), "truncated"),
@@ -534,3 +541,15 @@ def test_absurd_sizes_are_refused_before_allocating(tmp_path: Path, monkeypatch:
     finally:
         tracemalloc.stop()
     assert peak < 1_000_000, f"peak {peak} bytes while refusing tiny malformed files"
+
+
+def test_header_length_that_starts_like_a_pickle_still_loads(tmp_path: Path) -> None:
+    """A header of 0x0480 bytes makes the file start with 80 04, the pickle protocol-4 marker."""
+    path = tmp_path / "p.kilo"
+    save_scene(make_scene(provenance=False), path)
+    header, buf = split_file(path.read_bytes())
+    raw = json.dumps(header).encode()
+    raw += b" " * (0x0480 - len(raw))
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + buf)
+    assert path.read_bytes()[:2] == b"\x80\x04"
+    assert_scene_equal(load_scene(path), make_scene(provenance=False))
