@@ -1,0 +1,230 @@
+"""``run_viewer.py`` command line: the window, headless screenshot/turntable, and the FPS benchmark.
+
+User errors (missing or corrupt scene, bad camera JSON, bad size, no display) print one line naming the
+file or the problem and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from app.scene_source import DEFAULT_SCENE, SceneLoadError, initial_scene
+
+
+class UserError(Exception):
+    """A one-line problem with the user's input (exit code 2)."""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"WxH"`` → (W, H) with 1 ≤ W, H ≤ 16384."""
+    try:
+        w_s, h_s = text.lower().split("x")
+        w, h = int(w_s), int(h_s)
+    except ValueError:
+        raise UserError(f"--size: expected WxH such as 800x600, got {text!r}") from None
+    if not (1 <= w <= 16384 and 1 <= h <= 16384):
+        raise UserError(f"--size: width and height must be within 1..16384, got {text!r}")
+    return w, h
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of run_viewer.py."""
+    p = argparse.ArgumentParser(
+        prog="run_viewer.py",
+        description="KiloNeRF viewer: orbit/fly a .kilo scene, train, export screenshots and turntables.",
+    )
+    p.add_argument("--scene", default=str(DEFAULT_SCENE), help="scene file (.kilo); default assets/lego.kilo")
+    p.add_argument("--backend", default="auto", choices=["auto", "cuda", "torch"], help="renderer backend")
+    p.add_argument("--size", default=None, help="window or export size WxH (window default 1280x800)")
+    p.add_argument("--headless", action="store_true", help="no window: export and exit")
+    p.add_argument("--screenshot", metavar="OUT.png", help="headless: render one image (+ OUT.json camera)")
+    p.add_argument("--camera", metavar="CAM.json", help="headless screenshot: camera JSON (default: view 0)")
+    p.add_argument("--turntable", metavar="OUT.mp4", help="headless: render a turntable video")
+    p.add_argument("--frames", type=int, default=60, help="turntable frames (default 60)")
+    p.add_argument("--fps", type=float, default=30.0, help="turntable frames per second (default 30)")
+    p.add_argument("--elevation", type=float, default=30.0, help="turntable elevation in degrees")
+    p.add_argument("--radius", type=float, default=0.0, help="turntable radius (default: from the scene box)")
+    p.add_argument("--no-ess", action="store_true", help="disable empty space skipping")
+    p.add_argument("--no-ert", action="store_true", help="disable early ray termination")
+    p.add_argument("--bench", action="store_true", help="measure FPS while the camera moves, then exit")
+    p.add_argument("--bench-seconds", type=float, default=8.0, help="duration of --bench")
+    p.add_argument(
+        "--capture-window",
+        metavar="OUT.png",
+        help="save the window with its panels once the view is refined, then exit (for docs)",
+    )
+    return p
+
+
+def get_backend_once(name: str) -> Any:
+    """renderer.backends.get_backend; it logs its choice (auto → torch without GPU/pycuda) once."""
+    import logging
+
+    from renderer.backends import get_backend
+
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    return get_backend(name)
+
+
+def default_camera(scene: Any, size: tuple[int, int] | None, fov_y_deg: float = 40.0) -> Any:
+    """Training view 0 when the scene stores cameras (at ``size`` or its own size), else a box view."""
+    import numpy as np
+
+    from renderer.camera import Camera, look_at
+
+    cams = getattr(scene, "cameras", None)
+    if cams is not None and len(cams.c2w):
+        cam = Camera(width=cams.width, height=cams.height, focal=cams.focal, c2w=np.asarray(cams.c2w[0]))
+        return cam if size is None else resize_camera(cam, size)
+    w, h = size or (800, 800)
+    lo, hi = np.asarray(scene.bbox_min, float), np.asarray(scene.bbox_max, float)
+    c = 0.5 * (lo + hi)
+    dist = 0.5 * float(np.linalg.norm(hi - lo)) / math.sin(math.radians(fov_y_deg) / 2) * 1.05
+    el, az = math.radians(25.0), math.radians(-60.0)
+    eye = c + dist * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+    return Camera(
+        width=w, height=h, focal=0.5 * h / math.tan(math.radians(fov_y_deg) / 2), c2w=look_at(eye, c)
+    )
+
+
+def resize_camera(cam: Any, size: tuple[int, int]) -> Any:
+    """``cam`` at ``size``, keeping its vertical field of view and centring the principal point."""
+    from renderer.camera import Camera
+
+    w, h = size
+    return Camera(width=w, height=h, focal=cam.focal * h / cam.height, c2w=cam.c2w)
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from renderer.render import RenderOptions
+
+    return RenderOptions(ess=not args.no_ess, ert=not args.no_ert)
+
+
+def headless_screenshot(args: argparse.Namespace, scene: Any, size: tuple[int, int] | None) -> str:
+    """Render one image (and write its camera JSON beside it); returns the message."""
+    from app.export import render_to_uint8, save_screenshot
+    from renderer.camera import CameraFormatError, load_camera_json
+
+    if args.camera:
+        try:
+            cam = load_camera_json(args.camera)
+        except CameraFormatError as e:
+            raise UserError(str(e).splitlines()[0]) from None
+        if size is not None:
+            cam = resize_camera(cam, size)
+    else:
+        cam = default_camera(scene, size)
+    backend = get_backend_once(args.backend)
+    from app.render_worker import prepare_for_backend
+
+    t0 = time.perf_counter()
+    img = render_to_uint8(backend, prepare_for_backend(backend, scene), cam, _options(args))
+    png, cam_path = save_screenshot(img, cam, args.screenshot)
+    return f"wrote {png} and {cam_path} ({cam.width}x{cam.height}, {time.perf_counter() - t0:.2f} s)"
+
+
+def headless_turntable(args: argparse.Namespace, scene: Any, size: tuple[int, int] | None) -> str:
+    """Render and encode a turntable; returns the message."""
+    from app.export import check_video_size, render_to_uint8, turntable_cameras, write_video
+    from app.render_worker import prepare_for_backend
+
+    size = size or (400, 400)
+    try:
+        check_video_size(size)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.frames < 1 or args.fps <= 0:
+        raise UserError(f"--frames must be >= 1 and --fps > 0, got {args.frames} and {args.fps}")
+    cams = turntable_cameras(scene, args.frames, size, args.elevation, args.radius or None)
+    backend = get_backend_once(args.backend)
+    prepared = prepare_for_backend(backend, scene)
+    opts = _options(args)
+    t0 = time.perf_counter()
+
+    def progress(i: int, n: int) -> None:
+        print(f"\rframe {i}/{n}", end="", file=sys.stderr, flush=True)
+
+    frames = (render_to_uint8(backend, prepared, c, opts) for c in cams)
+    out = write_video(frames, args.turntable, args.fps, len(cams), progress)
+    print(file=sys.stderr)
+    secs = time.perf_counter() - t0
+    return f"wrote {out} ({len(cams)} frames {size[0]}x{size[1]} at {args.fps:g} fps, {secs:.1f} s)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except UserError as e:
+        print(f"run_viewer.py: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
+    size = parse_size(args.size) if args.size else None
+    if args.headless and not (args.screenshot or args.turntable):
+        raise UserError("--headless needs --screenshot OUT.png or --turntable OUT.mp4")
+    if (args.screenshot or args.turntable) and not args.headless:
+        raise UserError("--screenshot/--turntable export without a window: add --headless")
+    try:
+        scene, name, notice = initial_scene(args.scene)
+    except SceneLoadError as e:
+        raise UserError(str(e)) from None
+    if notice:
+        print(f"run_viewer.py: {notice}", file=sys.stderr)
+    if args.headless:
+        msg = (
+            headless_screenshot(args, scene, size)
+            if args.screenshot
+            else headless_turntable(args, scene, size)
+        )
+        print(msg)
+        return 0
+    from app.window import NoDisplayError
+
+    try:
+        from app.viewer import Viewer
+
+        viewer = Viewer(scene, name, get_backend_once(args.backend), size or (1280, 800), notice=notice)
+    except NoDisplayError as e:
+        raise UserError(str(e)) from None
+    r = viewer.settings.render
+    r.ess, r.ert = not args.no_ess, not args.no_ert
+    if args.bench:
+        from app.bench import run_bench
+
+        try:
+            print(run_bench(viewer, seconds=args.bench_seconds).report())
+        finally:
+            viewer.close()
+        return 0
+    if args.capture_window:
+        try:
+            return capture_window(viewer, args.capture_window)
+        finally:
+            viewer.close()
+    viewer.run()
+    return 0
+
+
+def capture_window(viewer: Any, out: str) -> int:
+    """Let the view refine, then save the whole window (panels included) as PNG."""
+    from app.export import png_bytes
+    from renderer.atomic import atomic_write_bytes
+
+    viewer.wait_full_frame(timeout=120)
+    for _ in range(3):
+        viewer.step()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, png_bytes(viewer.read_frame()))
+    print(f"wrote {out}")
+    return 0

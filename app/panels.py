@@ -1,0 +1,267 @@
+"""ImGui panels of the viewer: scene, camera, render (with live stats), overlays, training, export.
+
+Each function edits the viewer's settings dataclasses (app/settings.py) or calls a Viewer method; the
+viewer reads the settings every frame, so the panels hold no state of their own.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import imgui
+import numpy as np
+
+from app.jobs import PRESETS, STAGES, JobHistory
+from app.settings import BACKENDS, VIEWS
+
+if TYPE_CHECKING:
+    from app.viewer import Viewer
+
+PANEL_WIDTH = 360
+_path_buffer: dict[str, str] = {"open": ""}
+
+
+def draw_panels(v: Viewer) -> None:
+    """All panels for one frame."""
+    _, h = imgui.get_io().display_size
+    imgui.set_next_window_position(8, 8, imgui.FIRST_USE_EVER)
+    imgui.set_next_window_size(PANEL_WIDTH, max(200, h - 16), imgui.FIRST_USE_EVER)
+    imgui.begin("KiloNeRF studio")
+    _status(v)
+    if imgui.collapsing_header("Scene", flags=imgui.TREE_NODE_DEFAULT_OPEN)[0]:
+        _scene_panel(v)
+    if imgui.collapsing_header("Camera", flags=imgui.TREE_NODE_DEFAULT_OPEN)[0]:
+        _camera_panel(v)
+    if imgui.collapsing_header("Render", flags=imgui.TREE_NODE_DEFAULT_OPEN)[0]:
+        _render_panel(v)
+        _stats_panel(v)
+    if imgui.collapsing_header("Overlays")[0]:
+        _overlay_panel(v)
+    if imgui.collapsing_header("Training")[0]:
+        _training_panel(v)
+    if imgui.collapsing_header("Export")[0]:
+        _export_panel(v)
+    imgui.end()
+
+
+def _status(v: Viewer) -> None:
+    now = time.time()
+    for t, text, level in list(v.messages)[-3:]:
+        if now - t > 20:
+            continue
+        color = (1.0, 0.4, 0.4) if level == "error" else (0.7, 0.9, 1.0)
+        imgui.push_text_wrap_pos(0)
+        imgui.text_colored(text, *color)
+        imgui.pop_text_wrap_pos()
+
+
+def _scene_panel(v: Viewer) -> None:
+    s = v.scene
+    imgui.text_wrapped(f"{v.scene_name}")
+    imgui.text(f"grid {tuple(s.grid_res)}, {s.num_networks} networks, occupancy {tuple(s.occupancy_res)}")
+    if v.loader.loading:
+        imgui.text_colored(f"loading {v.loader.loading} ...", 1.0, 0.9, 0.4)
+    _, _path_buffer["open"] = imgui.input_text("##open", _path_buffer["open"], 1024)
+    imgui.same_line()
+    if imgui.button("Open") and _path_buffer["open"].strip():
+        v.open_scene(_path_buffer["open"].strip())
+
+
+def _camera_panel(v: Viewer) -> None:
+    c = v.camera
+    if imgui.radio_button("orbit", c.mode == "orbit"):
+        c.mode = "orbit"
+    imgui.same_line()
+    if imgui.radio_button("fly (Tab)", c.mode == "fly"):
+        c.mode = "fly"
+    _, c.settings.fov_y_deg = imgui.slider_float("FOV (deg)", c.settings.fov_y_deg, 10.0, 120.0)
+    _, c.settings.fly_speed = imgui.slider_float(
+        "fly speed", c.settings.fly_speed, 0.05, 10.0, flags=imgui.SLIDER_FLAGS_LOGARITHMIC
+    )
+    if imgui.button("reset (R)"):
+        v.reset_view()
+    cams = getattr(v.scene, "cameras", None)
+    if cams is not None and len(cams.c2w):
+        imgui.same_line()
+        changed, k = imgui.slider_int("view k", v.view_k, 0, len(cams.c2w) - 1)
+        if changed:
+            v.set_view(k)
+    if imgui.button("copy pose (Ctrl+C)"):
+        import glfw
+
+        glfw.set_clipboard_string(v.window, v.pose_json())
+        v.notify("camera pose copied to the clipboard")
+    imgui.same_line()
+    if imgui.button("paste pose (Ctrl+V)"):
+        import glfw
+
+        text = glfw.get_clipboard_string(v.window)
+        v.paste_pose(text.decode() if isinstance(text, bytes) else str(text or ""))
+
+
+def _render_panel(v: Viewer) -> None:
+    r = v.settings.render
+    names = list(BACKENDS)
+    cur = names.index(r.backend) if r.backend in names else 0
+    changed, idx = imgui.combo("backend", cur, names)
+    if changed and names[idx] != r.backend:
+        v.switch_backend(names[idx])
+    _, r.res_scale = imgui.slider_float("resolution", r.res_scale, 0.1, 1.0)
+    _, r.dynamic_res = imgui.checkbox("dynamic resolution", r.dynamic_res)
+    imgui.same_line()
+    imgui.push_item_width(80)
+    _, r.target_fps = imgui.slider_float("target FPS", r.target_fps, 2.0, 60.0)
+    imgui.pop_item_width()
+    _, r.ess = imgui.checkbox("ESS", r.ess)
+    imgui.same_line()
+    _, r.ert = imgui.checkbox("ERT", r.ert)
+    imgui.same_line()
+    imgui.push_item_width(120)
+    _, r.ert_threshold = imgui.slider_float(
+        "eps", r.ert_threshold, 1e-4, 0.2, "%.4f", flags=imgui.SLIDER_FLAGS_LOGARITHMIC
+    )
+    imgui.pop_item_width()
+    _, r.step_multiplier = imgui.slider_float("step x", r.step_multiplier, 0.25, 4.0)
+    changed, col = imgui.color_edit3("background", *r.background)
+    if changed:
+        r.background = tuple(col)  # type: ignore[assignment]
+    views = list(VIEWS)
+    changed, vi = imgui.combo("view", views.index(r.view) if r.view in views else 0, views)
+    if changed:
+        r.view = views[vi]
+
+
+def per_ray_stats(stats: dict[str, float]) -> dict[str, float]:
+    """Derived per-ray figures of renderer stats: samples marched/evaluated per ray, % skipped by ESS,
+    % rays stopped early (of rays that hit the box)."""
+    rays = max(stats.get("rays", 0), 1)
+    marched = stats.get("samples_marched", 0)
+    evaluated = stats.get("samples_evaluated", 0)
+    hit = max(stats.get("rays_hit_box", rays), 1)
+    return {
+        "marched_per_ray": marched / rays,
+        "evaluated_per_ray": evaluated / rays,
+        "ess_skipped_pct": 100.0 * (1 - evaluated / marched) if marched else 0.0,
+        "early_pct": 100.0 * stats.get("rays_terminated_early", 0) / hit,
+    }
+
+
+def _stats_panel(v: Viewer) -> None:
+    f = v.frame
+    tm = v.timing
+    imgui.separator()
+    if f is None:
+        imgui.text("rendering ...")
+        return
+    st = f.stats
+    d = per_ray_stats(st)
+    w, h = f.image.shape[1], f.image.shape[0]
+    state = "" if f.complete else f" (refining {100 * f.rows_done // max(h, 1)}%)"
+    imgui.text(f"{f.ms:.0f} ms/frame, {tm.fps:.1f} FPS, {w}x{h}{state}")
+    imgui.text(f"samples/ray marched {d['marched_per_ray']:.1f}, evaluated {d['evaluated_per_ray']:.1f}")
+    imgui.text(f"ESS skipped {d['ess_skipped_pct']:.1f}%, stopped early {d['early_pct']:.1f}%")
+    imgui.text(f"networks touched {int(st.get('networks_touched', 0))}, passes {int(st.get('passes', 0))}")
+    imgui.text(f"UI {tm.frame_ms:.1f} ms (upload {tm.upload_ms:.1f}, UI {tm.ui_ms:.1f}), {tm.ui_fps:.0f} Hz")
+    hist = v.worker.timing.history[-120:]
+    if len(hist) > 1:
+        imgui.plot_lines(
+            "##ms", np.asarray(hist, np.float32), graph_size=(PANEL_WIDTH - 30, 40), overlay_text="render ms"
+        )
+
+
+def _overlay_panel(v: Viewer) -> None:
+    o = v.settings.overlays
+    _, o.box = imgui.checkbox("scene box", o.box)
+    imgui.same_line()
+    _, o.grid = imgui.checkbox("network grid", o.grid)
+    _, o.frusta = imgui.checkbox("training cameras", o.frusta)
+    imgui.same_line()
+    _, o.depth_aware = imgui.checkbox("hide behind scene", o.depth_aware)
+    _, o.voxels = imgui.checkbox("occupied voxels", o.voxels)
+    if o.voxels:
+        _, o.voxel_axis = imgui.combo("slice axis", o.voxel_axis, ["x", "y", "z"])
+        _, o.voxel_lo = imgui.slider_float("slice from", o.voxel_lo, 0.0, 1.0)
+        _, o.voxel_hi = imgui.slider_float("slice to", o.voxel_hi, 0.0, 1.0)
+        o.voxel_hi = max(o.voxel_hi, o.voxel_lo)
+    imgui.text("debug views: Render > view = depth | network")
+
+
+def _training_panel(v: Viewer) -> None:
+    t = v.settings.train
+    _, t.data = imgui.input_text("dataset", t.data, 1024)
+    presets = list(PRESETS)
+    _, pi = imgui.combo("preset", presets.index(t.preset) if t.preset in presets else 0, presets)
+    t.preset = presets[pi]
+    _, t.out = imgui.input_text("output", t.out, 1024)
+    stages = ["all stages", *STAGES]
+    _, si = imgui.combo("run", stages.index(t.stage) if t.stage in stages else 0, stages)
+    t.stage = "" if si == 0 else stages[si]
+    _, t.auto_reload = imgui.checkbox("load new .kilo files (hot reload)", t.auto_reload)
+    job = v.job
+    running = job is not None and job.running
+    if not running:
+        if imgui.button("Run"):
+            v.start_training()
+        if job is not None and job.state.value in ("cancelled", "failed"):
+            imgui.same_line()
+            if imgui.button("Resume"):
+                v.start_training()
+    elif imgui.button("Cancel"):
+        assert job is not None
+        job.cancel()
+    if job is None:
+        return
+    imgui.text(f"state: {job.state.value}  {job.message}")
+    for st in job.stages.values():
+        eta = f", ETA {st.eta:.0f}s" if st.eta and st.status == "running" else ""
+        label = f"{st.name}: {st.status} {st.step}/{st.total}{eta}"
+        imgui.progress_bar(st.fraction, (PANEL_WIDTH - 30, 0), label)
+    hist = JobHistory.from_points(job.history, job.current_stage())
+    if len(hist.loss) > 1:
+        imgui.plot_lines(
+            "##loss",
+            np.log10(np.maximum(np.asarray(hist.loss, np.float32), 1e-12)),
+            graph_size=(PANEL_WIDTH - 30, 50),
+            overlay_text=f"log10 loss {hist.loss[-1]:.4g}",
+        )
+    if len(hist.psnr) > 1:
+        imgui.plot_lines(
+            "##psnr",
+            np.asarray(hist.psnr, np.float32),
+            graph_size=(PANEL_WIDTH - 30, 50),
+            overlay_text=f"PSNR {hist.psnr[-1]:.2f} dB",
+        )
+    imgui.begin_child("log", PANEL_WIDTH - 30, 120, border=True)
+    for line in list(job.log_tail)[-40:]:
+        imgui.text_unformatted(line[:200])
+    imgui.set_scroll_here_y(1.0)
+    imgui.end_child()
+
+
+def _export_panel(v: Viewer) -> None:
+    e = v.settings.export
+    _, (e.shot_width, e.shot_height) = imgui.input_int2("shot WxH", e.shot_width, e.shot_height)
+    e.shot_width, e.shot_height = max(e.shot_width, 1), max(e.shot_height, 1)
+    if imgui.button("Screenshot (F12)"):
+        v.screenshot()
+    imgui.text(f"into {e.folder}/ (PNG + camera JSON)")
+    imgui.separator()
+    _, e.frames = imgui.input_int("frames", e.frames)
+    _, e.fps = imgui.input_int("fps", e.fps)
+    _, e.elevation = imgui.slider_float("elevation", e.elevation, -80.0, 80.0)
+    _, e.radius = imgui.input_float("radius (0 auto)", e.radius)
+    _, (e.video_width, e.video_height) = imgui.input_int2("video WxH", e.video_width, e.video_height)
+    _, e.video_path = imgui.input_text("video", e.video_path, 1024)
+    e.frames, e.fps = max(e.frames, 1), max(e.fps, 1)
+    task: Any = v.export
+    if task is not None and not task.finished:
+        imgui.progress_bar(task.fraction, (PANEL_WIDTH - 110, 0), f"{task.kind} {task.done}/{task.total}")
+        imgui.same_line()
+        if imgui.button("Cancel##export"):
+            task.cancel()
+    elif imgui.button("Turntable"):
+        try:
+            v.turntable()
+        except ValueError as err:
+            v.notify(str(err), "error")

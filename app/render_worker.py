@@ -1,0 +1,257 @@
+"""Background rendering: a thread that renders the newest requested frame so the UI never waits on torch.
+
+The UI thread :meth:`RenderWorker.submit`\\ s a :class:`FrameRequest` (camera, options) whenever the view
+changes; only the newest pending request is kept. Large frames are rendered in bands of rows (each band
+is the same camera with its principal point shifted, so the pixels are exactly those of a full render),
+published after every band, and abandoned as soon as a newer request arrives — that keeps a full
+resolution refine from blocking the next moving frame.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from app.presenter import image_to_numpy
+
+MAX_STATS = ("networks_touched", "passes")
+
+
+class Backend(Protocol):
+    """The renderer backend interface (renderer/backends.py)."""
+
+    name: str
+
+    def render(self, scene_or_rs: Any, camera: Any, options: Any) -> Any:
+        """Render one camera; returns a RenderResult (image [H, W, 3], depth, stats)."""
+        ...
+
+
+@dataclass
+class FrameRequest:
+    """What to render."""
+
+    camera: Any
+    """renderer.camera.Camera at the render resolution."""
+    options: Any
+    """renderer.render.RenderOptions."""
+    serial: int = 0
+    """Increasing request number (set by the worker)."""
+    band_ms: float = 0.0
+    """Render in bands of about this many ms (0: one piece)."""
+    scene_version: int = 0
+    """Scene generation the request was made for."""
+
+
+@dataclass
+class FrameResult:
+    """A finished (or partially refined) frame."""
+
+    image: np.ndarray
+    """[H, W, 3] float32."""
+    depth: np.ndarray | None
+    """[H, W] expected ray distance, when the renderer gave it."""
+    stats: dict[str, float]
+    """Summed renderer stats of the rendered rows."""
+    ms: float
+    """Wall time spent rendering so far."""
+    request: FrameRequest
+    complete: bool
+    """False while bands remain."""
+    rows_done: int = 0
+
+
+def combine_stats(parts: list[dict[str, float]]) -> dict[str, float]:
+    """Sum per-band stats (``networks_touched`` and ``passes`` take the maximum)."""
+    out: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.items():
+            if not isinstance(v, int | float):
+                continue
+            out[k] = max(out.get(k, 0), v) if k in MAX_STATS else out.get(k, 0) + v
+    return out
+
+
+def stats_to_dict(stats: Any) -> dict[str, float]:
+    """RenderStats (or a dict) → plain dict of numbers."""
+    if stats is None:
+        return {}
+    if hasattr(stats, "to_dict"):
+        stats = stats.to_dict()
+    elif not isinstance(stats, dict):
+        stats = dict(vars(stats))
+    return {k: v for k, v in stats.items() if isinstance(v, int | float)}
+
+
+def band_camera(camera: Any, y0: int, y1: int) -> Any:
+    """The rows [y0, y1) of ``camera``'s image as a camera of its own: same focal and pose, cy shifted."""
+    cx, cy = camera.principal_point
+    return replace(camera, height=y1 - y0, cx=cx, cy=cy - y0)
+
+
+def prepare_for_backend(backend: Backend, scene: Any) -> Any:
+    """What ``backend.render`` should get for ``scene``: the backend's own prepared form when it has one,
+    the torch renderer's RenderScene for the torch backend, else the Scene itself."""
+    prepare = getattr(backend, "prepare", None)
+    if callable(prepare):
+        return prepare(scene)
+    if getattr(backend, "name", "") == "torch":
+        from renderer.render import prepare_scene
+
+        return prepare_scene(scene, getattr(backend, "device", "cpu"))
+    return scene
+
+
+@dataclass
+class WorkerTiming:
+    """Per-frame timing, for the stats panel and the benchmark."""
+
+    frames: int = 0
+    last_ms: float = 0.0
+    ms_per_px: float = 0.0
+    """Render cost of the last band or frame."""
+    history: list[float] = field(default_factory=list)
+
+
+class RenderWorker:
+    """A daemon thread rendering the newest request with ``backend`` on the current scene."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._scene: Any = None
+        self._scene_version = 0
+        self._cv = threading.Condition()
+        self._pending: FrameRequest | None = None
+        self._latest: FrameResult | None = None
+        self._serial = 0
+        self._stop = False
+        self.error: str | None = None
+        """Last render error (one line), shown in the UI."""
+        self.busy = False
+        self.timing = WorkerTiming()
+        self._thread = threading.Thread(target=self._run, name="render-worker", daemon=True)
+        self._thread.start()
+
+    # ---- UI thread side ------------------------------------------------------------------------------
+    def set_scene(self, prepared: Any) -> int:
+        """Render with ``prepared`` (a Scene or the backend's prepared form); returns the scene version."""
+        with self._cv:
+            self._scene = prepared
+            self._scene_version += 1
+            self._cv.notify_all()
+            return self._scene_version
+
+    def set_backend(self, backend: Backend, prepared: Any) -> None:
+        """Swap backend and scene together."""
+        with self._cv:
+            self.backend = backend
+            self._scene = prepared
+            self._scene_version += 1
+            self._cv.notify_all()
+
+    def submit(self, request: FrameRequest) -> int:
+        """Queue ``request`` (replacing any older pending one); returns its serial."""
+        with self._cv:
+            self._serial += 1
+            request.serial = self._serial
+            request.scene_version = self._scene_version
+            self._pending = request
+            self._cv.notify_all()
+            return request.serial
+
+    def poll(self) -> FrameResult | None:
+        """The newest published frame since the last poll, or None."""
+        with self._cv:
+            r, self._latest = self._latest, None
+            return r
+
+    def idle(self) -> bool:
+        """No pending request and nothing rendering."""
+        with self._cv:
+            return self._pending is None and not self.busy
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until idle (tests, export); True if it became idle."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.idle():
+                return True
+            time.sleep(0.005)
+        return self.idle()
+
+    def stop(self) -> None:
+        """End the thread (after the band in progress)."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join(timeout=30)
+
+    # ---- worker side ---------------------------------------------------------------------------------
+    def _newer_pending(self, serial: int) -> bool:
+        with self._cv:
+            return self._stop or (self._pending is not None and self._pending.serial > serial)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and (self._pending is None or self._scene is None):
+                    self._cv.wait()
+                if self._stop:
+                    return
+                req, self._pending = self._pending, None
+                scene, backend = self._scene, self.backend
+                self.busy = True
+            try:
+                assert req is not None
+                self._render(req, scene, backend)
+                self.error = None
+            except Exception as e:  # a render failure must not kill the viewer
+                self.error = f"render failed: {type(e).__name__}: {e}".splitlines()[0]
+                traceback.print_exc()
+            finally:
+                with self._cv:
+                    self.busy = False
+
+    def _render(self, req: FrameRequest, scene: Any, backend: Backend) -> None:
+        cam = req.camera
+        w, h = int(cam.width), int(cam.height)
+        t0 = time.perf_counter()
+        per_row = self.timing.ms_per_px * w
+        rows = h if req.band_ms <= 0 or per_row <= 0 else max(8, min(h, int(req.band_ms / per_row)))
+        image = np.zeros((h, w, 3), np.float32)
+        depth: np.ndarray | None = None
+        parts: list[dict[str, float]] = []
+        y = 0
+        while y < h:
+            y1 = min(h, y + rows)
+            c = cam if (y == 0 and y1 == h) else band_camera(cam, y, y1)
+            res = backend.render(scene, c, req.options)
+            image[y:y1] = image_to_numpy(res.image)
+            d = getattr(res, "depth", None)
+            if d is not None:
+                if depth is None:
+                    depth = np.zeros((h, w), np.float32)
+                depth[y:y1] = d.detach().cpu().numpy() if hasattr(d, "detach") else np.asarray(d)
+            parts.append(stats_to_dict(getattr(res, "stats", None)))
+            y = y1
+            ms = (time.perf_counter() - t0) * 1000
+            self.timing.ms_per_px = ms / (w * y)
+            done = y >= h
+            result = FrameResult(image, depth, combine_stats(parts), ms, req, done, y)
+            with self._cv:
+                if self._latest is None or done or not self._latest.complete:
+                    self._latest = result
+            if not done and self._newer_pending(req.serial):
+                return
+            if not done:  # later bands render into a fresh buffer so the published one stays intact
+                image = image.copy()
+                depth = depth.copy() if depth is not None else None
+        self.timing.frames += 1
+        self.timing.last_ms = (time.perf_counter() - t0) * 1000
+        self.timing.history.append(self.timing.last_ms)
+        del self.timing.history[:-240]

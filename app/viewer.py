@@ -1,0 +1,570 @@
+"""The interactive viewer: window, input, frame scheduling, overlays, panels, hot reload, export.
+
+One :meth:`Viewer.step` is one UI frame: poll events, move the camera (key motion scaled by the frame
+time), follow background work (render worker, scene loader, training job, export), submit a new render
+request when the view changed (small while moving, refined to full resolution in bands when still),
+upload the newest frame, draw it with overlays and the ImGui panels into an offscreen framebuffer, and
+copy that to the window. Nothing in the loop waits for the renderer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import glfw
+import imgui
+import moderngl
+import numpy as np
+from imgui.integrations.glfw import GlfwRenderer
+
+from app import overlay_geometry as og
+from app.camera_control import CameraController
+from app.dynres import DynamicResolution
+from app.export import ExportTask, screenshot_paths, start_screenshot, start_turntable
+from app.jobs import JobConfig, TrainingJob
+from app.overlays import OverlayRenderer
+from app.presenter import FramePresenter
+from app.render_worker import FrameRequest, FrameResult, RenderWorker, prepare_for_backend
+from app.scene_source import SceneLoader
+from app.settings import ViewerSettings
+from app.window import create_window, destroy_window
+
+STILL_DELAY_S = 0.2
+"""The camera counts as still after this long without change (then the full-resolution refine starts)."""
+BAND_MS = 80.0
+"""Target duration of one refine band: the longest a newer moving frame waits for the worker."""
+ORBIT_KEY_DEG_PER_S = 90.0
+"""Arrow keys in orbit mode turn by this many degrees per second."""
+
+
+@dataclass
+class FrameTiming:
+    """Per-frame breakdown of the UI thread, milliseconds."""
+
+    frame_ms: float = 0.0
+    upload_ms: float = 0.0
+    ui_ms: float = 0.0
+    draw_ms: float = 0.0
+    max_frame_ms: float = 0.0
+    fps: float = 0.0
+    """Displayed render frames per second (new frames shown)."""
+    ui_fps: float = 0.0
+
+
+class Viewer:
+    """The viewer window. ``scene`` is a renderer Scene; ``backend`` a renderer backend."""
+
+    def __init__(
+        self,
+        scene: Any,
+        scene_name: str,
+        backend: Any,
+        size: tuple[int, int] = (1280, 800),
+        notice: str = "",
+        settings: ViewerSettings | None = None,
+        title: str = "KiloNeRF studio",
+    ) -> None:
+        self.settings = settings or ViewerSettings()
+        self.title = title
+        self.window, self.ctx = create_window(size[0], size[1], title)
+        imgui.create_context()
+        imgui.get_io().ini_file_name = None  # type: ignore[assignment]
+        self.imgui = GlfwRenderer(self.window, attach_callbacks=False)
+        glfw.set_key_callback(self.window, self.handle_key)
+        glfw.set_char_callback(self.window, self.imgui.char_callback)
+        glfw.set_mouse_button_callback(self.window, self.handle_mouse_button)
+        glfw.set_cursor_pos_callback(self.window, self.handle_cursor)
+        glfw.set_scroll_callback(self.window, self.handle_scroll)
+        self.presenter = FramePresenter(self.ctx)
+        self.overlays = OverlayRenderer(self.ctx)
+        self.fbo: moderngl.Framebuffer | None = None
+        self.backend = backend
+        self.settings.render.backend = getattr(backend, "name", "torch")
+        self.worker = RenderWorker(backend)
+        self.loader = SceneLoader(prepare=lambda s: prepare_for_backend(self.worker.backend, s))
+        self.camera = CameraController()
+        self.dynres = DynamicResolution(target_fps=self.settings.render.target_fps)
+        self.messages: deque[tuple[float, str, str]] = deque(maxlen=8)
+        self.job: TrainingJob | None = None
+        self.export: ExportTask | None = None
+        self.frame: FrameResult | None = None
+        self.frame_c2w: np.ndarray | None = None
+        self.timing = FrameTiming()
+        self.scene: Any = None
+        self.scene_name = ""
+        self.scene_version = 0
+        self.view_k = 0
+        """Last training view chosen."""
+        self.held: set[int] = set()
+        self._buttons: set[int] = set()
+        self._drag_on_scene = False
+        self._cursor: tuple[float, float] | None = None
+        self._last_time = time.perf_counter()
+        self._view_key: Any = None
+        self._last_change = 0.0
+        self._submitted: Any = None
+        self._overlay_key: Any = None
+        self._shown_frames: deque[float] = deque(maxlen=30)
+        self._ui_frames: deque[float] = deque(maxlen=30)
+        self.set_scene(scene, scene_name)
+        self.reset_view()
+        if notice:
+            self.notify(notice)
+
+    # ---- messages ------------------------------------------------------------------------------------
+    def notify(self, text: str, level: str = "info") -> None:
+        """Show ``text`` in the status area (and print it once)."""
+        self.messages.append((time.time(), text, level))
+        print(f"[viewer] {text}", flush=True)
+
+    # ---- scene ---------------------------------------------------------------------------------------
+    def set_scene(self, scene: Any, name: str, prepared: Any = None) -> None:
+        """Show ``scene`` from now on (``prepared`` = the backend's prepared form, made here if None)."""
+        if prepared is None:
+            prepared = prepare_for_backend(self.worker.backend, scene)
+        self.scene, self.scene_name = scene, name
+        self.scene_version = self.worker.set_scene(prepared)
+        r = self.settings.render
+        r.ert_threshold = float(getattr(scene, "ert_threshold", r.ert_threshold))
+        r.background = tuple(float(c) for c in getattr(scene, "background", r.background))  # type: ignore[assignment]
+        self._overlay_key = None
+
+    def switch_backend(self, name: str) -> None:
+        """Render with backend ``name`` (auto, torch, cuda) from now on; a failure keeps the current one."""
+        from renderer.backends import get_backend
+
+        try:
+            backend = get_backend(name)
+            prepared = prepare_for_backend(backend, self.scene)
+        except Exception as e:
+            self.notify(f"backend {name} unavailable: {e}".splitlines()[0], "error")
+            return
+        self.worker.set_backend(backend, prepared)
+        self.settings.render.backend = getattr(backend, "name", name)
+        self.scene_version += 1
+        self.notify(f"rendering with the {self.settings.render.backend} backend")
+
+    def open_scene(self, path: str) -> None:
+        """Load ``path`` in the background; on failure the current scene stays and the error is shown."""
+        self.loader.request(path)
+        self.notify(f"loading {path} ...")
+
+    def scene_center(self) -> np.ndarray:
+        """Centre of the scene box [3]."""
+        return 0.5 * (np.asarray(self.scene.bbox_min, float) + np.asarray(self.scene.bbox_max, float))
+
+    def scene_radius(self) -> float:
+        """Half the diagonal of the scene box."""
+        return 0.5 * float(np.linalg.norm(np.asarray(self.scene.bbox_max) - np.asarray(self.scene.bbox_min)))
+
+    # ---- camera --------------------------------------------------------------------------------------
+    def reset_view(self) -> None:
+        """Training view 0 when the scene stores cameras, else a view of the whole box from the front-left."""
+        cams = getattr(self.scene, "cameras", None)
+        if cams is not None and len(cams.c2w) > 0:
+            self.set_view(0)
+            return
+        fov = math.radians(self.camera.settings.fov_y_deg)
+        dist = self.scene_radius() / math.sin(fov / 2) * 1.05
+        c = self.scene_center()
+        el, az = math.radians(25.0), math.radians(-60.0)
+        eye = c + dist * np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+        self.camera.look_at(eye, c)
+
+    def set_view(self, k: int) -> None:
+        """Jump to stored training camera ``k`` (its pose exactly, its vertical field of view)."""
+        cams = self.scene.cameras
+        k = int(k) % len(cams.c2w)
+        self.view_k = k
+        self.camera.settings.fov_y_deg = math.degrees(2 * math.atan(0.5 * cams.height / cams.focal))
+        self.camera.set_c2w(np.asarray(cams.c2w[k], np.float64), pivot=self.scene_center())
+
+    def render_camera(self, scale: float = 1.0, size: tuple[int, int] | None = None) -> Any:
+        """The renderer Camera for the current view at ``scale`` × the framebuffer (or ``size``)."""
+        from renderer.camera import Camera
+
+        w, h = size if size is not None else glfw.get_framebuffer_size(self.window)
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+        return Camera(width=w, height=h, focal=self.camera.focal(h), c2w=self.camera.c2w())
+
+    def pose_json(self) -> str:
+        """The current view as camera JSON (framebuffer size)."""
+        return json.dumps(self.render_camera().to_dict(), indent=2)
+
+    def paste_pose(self, text: str) -> bool:
+        """Jump to a camera JSON pose (vertical field of view from its focal); False with a message if bad."""
+        from renderer.camera import Camera, CameraFormatError
+
+        try:
+            cam = Camera.from_dict(json.loads(text), name="clipboard")
+        except (json.JSONDecodeError, TypeError, CameraFormatError) as e:
+            self.notify(f"paste: not a camera JSON ({str(e).splitlines()[0]})", "error")
+            return False
+        self.camera.settings.fov_y_deg = math.degrees(2 * math.atan(0.5 * cam.height / cam.focal))
+        self.camera.set_c2w(cam.c2w, pivot=self.scene_center())
+        return True
+
+    # ---- input ---------------------------------------------------------------------------------------
+    def _ui_wants(self, kind: str) -> bool:
+        if not self.settings.show_ui:
+            return False
+        io = imgui.get_io()
+        return bool(io.want_capture_mouse if kind == "mouse" else io.want_capture_keyboard)
+
+    def handle_key(self, window: Any, key: int, scancode: int, action: int, mods: int) -> None:
+        """glfw key callback: imgui first, then shortcuts and held keys for motion."""
+        self.imgui.keyboard_callback(window, key, scancode, action, mods)
+        if action == glfw.RELEASE:
+            self.held.discard(key)
+            return
+        if self._ui_wants("keyboard"):
+            return
+        if action == glfw.PRESS:
+            self.held.add(key)
+            ctrl = bool(mods & glfw.MOD_CONTROL)
+            if key == glfw.KEY_TAB:
+                self.camera.mode = "fly" if self.camera.mode == "orbit" else "orbit"
+            elif key == glfw.KEY_F12:
+                self.screenshot()
+            elif key == glfw.KEY_H:
+                self.settings.show_ui = not self.settings.show_ui
+            elif key == glfw.KEY_R and not ctrl:
+                self.reset_view()
+            elif key == glfw.KEY_C and ctrl:
+                glfw.set_clipboard_string(self.window, self.pose_json())
+                self.notify("camera pose copied to the clipboard")
+            elif key == glfw.KEY_V and ctrl:
+                text = glfw.get_clipboard_string(self.window)
+                self.paste_pose(text.decode() if isinstance(text, bytes) else str(text or ""))
+
+    def handle_mouse_button(self, window: Any, button: int, action: int, mods: int) -> None:
+        """glfw mouse button callback: a drag belongs to the scene if it starts outside the panels."""
+        if action == glfw.PRESS:
+            if not self._buttons:
+                self._drag_on_scene = not self._ui_wants("mouse")
+            self._buttons.add(button)
+        else:
+            self._buttons.discard(button)
+
+    def handle_cursor(self, window: Any, x: float, y: float) -> None:
+        """glfw cursor callback: drags rotate/pan (orbit) or look around (fly)."""
+        prev, self._cursor = self._cursor, (x, y)
+        if prev is None or not self._buttons or not self._drag_on_scene:
+            return
+        dx, dy = x - prev[0], y - prev[1]
+        if self.camera.mode == "orbit":
+            if glfw.MOUSE_BUTTON_LEFT in self._buttons:
+                self.camera.orbit_rotate(dx, dy)
+            else:
+                _, h = glfw.get_framebuffer_size(self.window)
+                self.camera.pan(dx, dy, max(h, 1))
+        else:
+            self.camera.look(dx, dy)
+
+    def handle_scroll(self, window: Any, xoff: float, yoff: float) -> None:
+        """glfw scroll callback: zoom (orbit) or fly speed (fly)."""
+        self.imgui.scroll_callback(window, xoff, yoff)
+        if self._ui_wants("mouse"):
+            return
+        if self.camera.mode == "orbit":
+            self.camera.zoom(yoff)
+        else:
+            self.camera.settings.fly_speed *= 1.25**yoff
+
+    def apply_held_keys(self, dt: float) -> None:
+        """Key motion for ``dt`` seconds: W/A/S/D/Q/E fly (Shift faster), arrows orbit."""
+        held = self.held
+        if self.camera.mode == "fly":
+            move = (
+                float((glfw.KEY_D in held) - (glfw.KEY_A in held)),
+                float((glfw.KEY_E in held) - (glfw.KEY_Q in held)),
+                float((glfw.KEY_W in held) - (glfw.KEY_S in held)),
+            )
+            fast = glfw.KEY_LEFT_SHIFT in held or glfw.KEY_RIGHT_SHIFT in held
+            self.camera.fly(move, dt, fast)
+        else:
+            px = ORBIT_KEY_DEG_PER_S * dt / self.camera.settings.rotate_deg_per_px
+            dx = float((glfw.KEY_RIGHT in held) - (glfw.KEY_LEFT in held)) * px
+            dy = float((glfw.KEY_DOWN in held) - (glfw.KEY_UP in held)) * px
+            if dx or dy:
+                self.camera.orbit_rotate(dx, dy)
+
+    # ---- background work -----------------------------------------------------------------------------
+    def poll_background(self) -> None:
+        """Follow the scene loader, the training job (hot reload) and the export task."""
+        for res in self.loader.poll():
+            if res.error is not None:
+                self.notify(f"could not load scene: {res.error} (keeping {self.scene_name})", "error")
+            else:
+                self.set_scene(res.scene, res.path, res.prepared)
+                self.notify(f"loaded {res.path}")
+        if self.job is not None:
+            was_running = self.job.running
+            self.job.poll()
+            new = self.job.pop_new_scenes()
+            if new and self.settings.train.auto_reload:
+                self.open_scene(new[-1])
+            if was_running and not self.job.running:
+                level = "error" if self.job.state.value == "failed" else "info"
+                self.notify(f"training: {self.job.message}", level)
+        if self.export is not None and self.export.finished and not self.export.reported:
+            self.export.reported = True
+            self.notify(self.export.message, "error" if self.export.error else "info")
+        if self.worker.error:
+            err, self.worker.error = self.worker.error, None
+            self.notify(err, "error")
+
+    def start_training(self) -> None:
+        """Start (or resume) a training job from the training panel's form."""
+        t = self.settings.train
+        if self.job is not None and self.job.running:
+            self.notify("a training job is already running", "error")
+            return
+        cfg = JobConfig(data=t.data, out=t.out, preset=t.preset, stage=t.stage)
+        if self.job is None or self.job.config != cfg:
+            self.job = TrainingJob(cfg)
+        self.job.start()
+        self.notify(f"training started: {' '.join(self.job.command or [])}".strip())
+
+    def screenshot(self) -> None:
+        """Render the current view at the export size into exports/ (PNG + camera JSON), in the background."""
+        if self.export is not None and not self.export.finished:
+            self.notify("an export is already running", "error")
+            return
+        e = self.settings.export
+        png, _ = screenshot_paths(e.folder)
+        cam = self.render_camera(size=(e.shot_width, e.shot_height))
+        self.export = start_screenshot(
+            self.worker.backend, self._prepared_scene(), cam, self.render_options(), png
+        )
+
+    def turntable(self) -> None:
+        """Start the turntable export from the export panel's settings."""
+        if self.export is not None and not self.export.finished:
+            self.notify("an export is already running", "error")
+            return
+        e = self.settings.export
+        self.export = start_turntable(
+            self.worker.backend,
+            self._prepared_scene(),
+            self.scene,
+            self.render_options(),
+            e.video_path,
+            frames=e.frames,
+            fps=e.fps,
+            size=(e.video_width, e.video_height),
+            elevation=e.elevation,
+            radius=e.radius or None,
+            fov_y_deg=self.camera.settings.fov_y_deg,
+        )
+
+    def _prepared_scene(self) -> Any:
+        return self.worker._scene
+
+    def render_options(self) -> Any:
+        """RenderOptions of the render panel."""
+        return self.settings.render.options()
+
+    # ---- frame scheduling ----------------------------------------------------------------------------
+    def schedule_render(self, now: float, fbw: int, fbh: int) -> None:
+        """Submit a render when the view changed: reduced scale while moving, full (banded) when still."""
+        r = self.settings.render
+        c2w = self.camera.c2w()
+        key = (
+            np.round(c2w, 9).tobytes(),
+            fbw,
+            fbh,
+            r.key(),
+            self.scene_version,
+            r.res_scale,
+            self.camera.settings.fov_y_deg,
+        )
+        if key != self._view_key:
+            self._view_key, self._last_change = key, now
+        moving = now - self._last_change < STILL_DELAY_S
+        self.dynres.target_fps = r.target_fps
+        if moving and r.dynamic_res:
+            scale = r.res_scale * self.dynres.moving_scale(round(fbw * r.res_scale), round(fbh * r.res_scale))
+            band = 0.0
+        else:
+            scale, band = r.res_scale, BAND_MS
+        want = (key, scale)
+        if want == self._submitted:
+            return
+        self._submitted = want
+        self.worker.submit(
+            FrameRequest(self.render_camera(scale, (fbw, fbh)), self.render_options(), band_ms=band)
+        )
+
+    def take_frame(self) -> bool:
+        """Upload the newest rendered frame, if any (a partial refine keeps the old frame below its rows)."""
+        res = self.worker.poll()
+        if res is None:
+            return False
+        image = res.image
+        if not res.complete and self.frame is not None:
+            image = image.copy()
+            prev = self.frame.image
+            h, w = image.shape[:2]
+            ys = np.minimum((np.arange(h) + 0.5) * prev.shape[0] / h, prev.shape[0] - 1).astype(np.int64)
+            xs = np.minimum((np.arange(w) + 0.5) * prev.shape[1] / w, prev.shape[1] - 1).astype(np.int64)
+            image[res.rows_done :] = prev[ys[res.rows_done :]][:, xs]
+            res = FrameResult(image, res.depth, res.stats, res.ms, res.request, False, res.rows_done)
+        self.presenter.upload_image(image)
+        if res.complete:
+            self.dynres.observe(res.ms, image.shape[0] * image.shape[1])
+            self._shown_frames.append(time.perf_counter())
+        self.frame = res
+        self.frame_c2w = np.asarray(res.request.camera.c2w)
+        depth_ok = res.depth is not None and self.settings.overlays.depth_aware and res.complete
+        self.overlays.set_depth(res.depth if depth_ok else None)
+        return True
+
+    # ---- overlays ------------------------------------------------------------------------------------
+    def update_overlays(self) -> None:
+        """(Re)build overlay layers when the scene or the overlay settings changed."""
+        o = self.settings.overlays
+        key = (self.scene_version, o.box, o.grid, o.voxels, o.voxel_axis, o.voxel_lo, o.voxel_hi, o.frusta)
+        if key == self._overlay_key:
+            return
+        self._overlay_key = key
+        s = self.scene
+        self.overlays.clear()
+        if o.box:
+            self.overlays.set_layer("box", og.box_lines(s.bbox_min, s.bbox_max), (1.0, 0.6, 0.0, 1.0))
+        if o.grid:
+            self.overlays.set_layer(
+                "grid", og.grid_lines(s.bbox_min, s.bbox_max, s.grid_res), (0.3, 0.6, 1.0, 0.5)
+            )
+        if o.voxels:
+            pts = og.occupied_voxel_centers(
+                s.occupancy, s.bbox_min, s.bbox_max, o.voxel_axis, o.voxel_lo, o.voxel_hi
+            )
+            self.overlays.set_layer("voxels", pts, (0.1, 0.9, 0.3, 0.6), lines=False, point_size=2.0)
+        if o.frusta and getattr(s, "cameras", None) is not None:
+            cams = s.cameras
+            depth = 0.08 * self.scene_radius() * 2
+            segs = [og.frustum_lines(c, cams.width, cams.height, cams.focal, depth) for c in cams.c2w]
+            if segs:
+                self.overlays.set_layer("frusta", np.concatenate(segs), (1.0, 0.2, 0.8, 0.9))
+
+    # ---- drawing -------------------------------------------------------------------------------------
+    def _ensure_fbo(self, w: int, h: int) -> moderngl.Framebuffer:
+        if self.fbo is None or self.fbo.size != (w, h):
+            if self.fbo is not None:
+                self.fbo.release()
+            self.fbo = self.ctx.framebuffer(color_attachments=[self.ctx.texture((w, h), 4)])
+        return self.fbo
+
+    def step(self, dt: float | None = None) -> None:
+        """One UI frame (``dt`` overrides the measured frame time, for tests)."""
+        t0 = time.perf_counter()
+        glfw.poll_events()
+        self.imgui.process_inputs()
+        measured, self._last_time = t0 - self._last_time, t0
+        self.apply_held_keys(min(measured, 0.25) if dt is None else dt)
+        self.poll_background()
+        fbw, fbh = glfw.get_framebuffer_size(self.window)
+        if fbw <= 0 or fbh <= 0:  # minimised
+            time.sleep(0.02)
+            return
+        fbo = self._ensure_fbo(fbw, fbh)
+        self.schedule_render(t0, fbw, fbh)
+        t1 = time.perf_counter()
+        self.take_frame()
+        t2 = time.perf_counter()
+        fbo.use()
+        bg = self.settings.render.background
+        self.ctx.clear(bg[0], bg[1], bg[2], 1.0)
+        viewport = (0, 0, fbw, fbh)
+        self.presenter.draw(viewport)
+        if self.settings.overlays.any() and self.frame is not None:
+            self.update_overlays()
+            c2w = self.frame_c2w if self.frame_c2w is not None else self.camera.c2w()
+            self.overlays.draw(c2w, self.camera.focal(fbh), viewport)
+        t3 = time.perf_counter()
+        if self.settings.show_ui:
+            from app.panels import draw_panels
+
+            imgui.new_frame()
+            draw_panels(self)
+            imgui.render()
+            self.imgui.render(imgui.get_draw_data())
+        t4 = time.perf_counter()
+        self.ctx.copy_framebuffer(self.ctx.screen, fbo)
+        glfw.swap_buffers(self.window)
+        t5 = time.perf_counter()
+        tm = self.timing
+        tm.upload_ms, tm.draw_ms, tm.ui_ms = (t2 - t1) * 1e3, (t3 - t2) * 1e3, (t4 - t3) * 1e3
+        tm.frame_ms = (t5 - t0) * 1e3
+        tm.max_frame_ms = max(tm.max_frame_ms, tm.frame_ms)
+        self._ui_frames.append(t5)
+        tm.ui_fps = _rate(self._ui_frames)
+        tm.fps = _rate(self._shown_frames)
+
+    def read_frame(self) -> np.ndarray:
+        """The last drawn frame (panels included when shown) as uint8 [H, W, 3], row 0 at the top."""
+        assert self.fbo is not None
+        w, h = self.fbo.size
+        data = np.frombuffer(self.fbo.read(components=3, alignment=1), np.uint8).reshape(h, w, 3)
+        return np.ascontiguousarray(data[::-1])
+
+    def wait_full_frame(self, timeout: float = 60.0, max_steps: int | None = None) -> bool:
+        """Step until a complete full-resolution frame for the current view is shown (tests, capture)."""
+        end = time.monotonic() + timeout
+        steps = 0
+        while time.monotonic() < end and (max_steps is None or steps < max_steps):
+            self.step()
+            steps += 1
+            f = self.frame
+            if (
+                f is not None
+                and f.complete
+                and self._submitted is not None
+                and self._submitted[1] == self.settings.render.res_scale
+                and f.request.serial >= self._last_serial_submitted()
+                and self.worker.idle()
+            ):
+                self.step()
+                return True
+            time.sleep(0.005)
+        return False
+
+    def _last_serial_submitted(self) -> int:
+        return self.worker._serial
+
+    def should_close(self) -> bool:
+        """Whether the user closed the window."""
+        return bool(glfw.window_should_close(self.window))
+
+    def run(self) -> None:
+        """The main loop, until the window closes."""
+        try:
+            while not self.should_close():
+                self.step()
+                if self.worker.idle() and not self._buttons and not self.held:
+                    time.sleep(0.008)  # idle: leave the CPU to the renderer and the trainer
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop background work and close the window."""
+        if self.export is not None:
+            self.export.cancel()
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+        self.worker.stop()
+        self.imgui.shutdown()
+        destroy_window(self.window)
+
+
+def _rate(stamps: deque[float]) -> float:
+    """Events per second over the recorded time stamps."""
+    if len(stamps) < 2 or stamps[-1] <= stamps[0]:
+        return 0.0
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
