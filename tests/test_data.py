@@ -201,6 +201,19 @@ def test_full_resolution_and_frame_order(tmp_path: Path) -> None:
     assert ds.alphas[0, 0, 1] == 0.0 and ds.alphas[0, 0, 0] == 1.0
 
 
+def test_blender_optional_intrinsics_and_planes(tmp_path: Path) -> None:
+    root = make_blender(tmp_path, n=2)
+    edits(lambda m: m.update(fl_x=3.0, cx=1.0, cy=3.0, w=4, h=4, near=0.5, far=3.5))(root)
+    ds = load_dataset(root, downscale=2)
+    assert ds.focal == 1.5 and ds.principal_point == (0.5, 1.5)
+    assert (ds.near, ds.far) == (0.5, 3.5) and default_near_far(ds) == (0.5, 3.5)
+    edits(lambda m: m.update(w=8, h=8))(root)
+    with pytest.raises(DatasetError) as excinfo:
+        load_dataset(root)
+    assert_one_line_error(excinfo, "r_0.png")
+    assert "8x8" in str(excinfo.value)
+
+
 def test_limit_keeps_first_frames(tmp_path: Path) -> None:
     ds = load_dataset(make_blender(tmp_path, n=5), limit=2)
     assert len(ds) == 2 and ds.names == ["train/r_0", "train/r_1"]

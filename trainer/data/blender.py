@@ -24,6 +24,7 @@ from trainer.data.common import (
     check_background,
     check_downscale,
     check_limit,
+    finite_float,
     finite_positive,
     load_images,
 )
@@ -143,8 +144,8 @@ def load_blender(
         focal = focal_from_fov(width, angle)
     else:
         raise DatasetError(json_path, "json has neither 'camera_angle_x' nor 'fl_x'")
-    cx = float(meta["cx"]) if "cx" in meta else None
-    cy = float(meta["cy"]) if "cy" in meta else None
+    cx = finite_float(meta["cx"], json_path, "'cx'") if "cx" in meta else None
+    cy = finite_float(meta["cy"], json_path, "'cy'") if "cy" in meta else None
     near = finite_positive(meta["near"], json_path, "'near'") if "near" in meta else None
     far = finite_positive(meta["far"], json_path, "'far'") if "far" in meta else None
     if near is not None and far is not None and far <= near:

@@ -109,29 +109,24 @@ class Dataset:
 
 
 def default_near_far(dataset: Dataset) -> tuple[float, float]:
-    """Near/far for ray sampling: the dataset's own when it has them, else a convention.
+    """Near/far for ray sampling: the dataset's own where it states them, else a convention.
 
-    Blender-layout scenes (the NeRF synthetic ones) use (2.0, 6.0). With a scene box, near/far bound the box
-    from every camera: near = the smallest camera-to-box distance (at least 1e-3 of the box diagonal), far =
-    the largest distance to a box corner. Otherwise (2.0, 6.0).
+    Blender-layout scenes (the NeRF synthetic ones) use (2.0, 6.0). With a scene box (NSVF), near/far bound
+    the box from every camera: near = the smallest camera-to-box distance (at least 1e-3 of the box
+    diagonal), far = the largest camera-to-corner distance. Otherwise (2.0, 6.0).
     """
-    if dataset.near is not None and dataset.far is not None:
-        return float(dataset.near), float(dataset.far)
+    near, far = SYNTHETIC_NEAR_FAR
     if dataset.layout != "blender" and dataset.bbox_min is not None and dataset.bbox_max is not None:
         lo = np.asarray(dataset.bbox_min, dtype=np.float64)
         hi = np.asarray(dataset.bbox_max, dtype=np.float64)
         eyes = np.asarray(dataset.c2w, dtype=np.float64)[:, :3, 3]  # [N, 3]
-        gap = np.maximum(np.maximum(lo - eyes, eyes - hi), 0.0)  # [N, 3]
-        near = float(np.linalg.norm(gap, axis=1).min())
-        corners = np.stack(np.meshgrid(*zip(lo, hi), indexing="ij"), axis=-1).reshape(8, 3)
+        gap = np.maximum(np.maximum(lo - eyes, eyes - hi), 0.0)  # [N, 3] per-axis distance outside the box
+        near = max(float(np.linalg.norm(gap, axis=1).min()), 1e-3 * float(np.linalg.norm(hi - lo)))
+        corners = np.stack(np.meshgrid(*zip(lo, hi), indexing="ij"), axis=-1).reshape(8, 3)  # [8, 3]
         far = float(np.linalg.norm(eyes[:, None, :] - corners[None], axis=2).max())
-        near = max(near, 1e-3 * float(np.linalg.norm(hi - lo)))
-        near = dataset.near if dataset.near is not None else near
-        far = dataset.far if dataset.far is not None else far
-        return float(near), float(far)
-    near, far = SYNTHETIC_NEAR_FAR
-    return float(dataset.near if dataset.near is not None else near), float(
-        dataset.far if dataset.far is not None else far
+    return (
+        float(dataset.near) if dataset.near is not None else near,
+        float(dataset.far) if dataset.far is not None else far,
     )
 
 
@@ -308,8 +303,12 @@ def run_parallel(fn: Callable[[int], None], n: int, num_workers: int | None = No
             fn(i)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kilonerf-load") as pool:
-        for _ in pool.map(fn, range(n)):
-            pass
+        try:
+            for _ in pool.map(fn, range(n)):
+                pass
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # do not decode the rest after a failure
+            raise
 
 
 def as_c2w(values: object, source: Path, what: str = "pose") -> np.ndarray:
@@ -344,12 +343,20 @@ def check_limit(limit: int | None) -> int | None:
     return int(limit)
 
 
-def finite_positive(value: object, source: Path, what: str) -> float:
-    """``value`` as a finite float > 0, or a DatasetError naming ``source``."""
+def finite_float(value: object, source: Path, what: str) -> float:
+    """``value`` as a finite float, or a DatasetError naming ``source``."""
     try:
         v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise DatasetError(source, f"{what} is not a number: {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
+    if not math.isfinite(v):
+        raise DatasetError(source, f"{what} must be finite, got {value!r}")
+    return v
+
+
+def finite_positive(value: object, source: Path, what: str) -> float:
+    """``value`` as a finite float > 0, or a DatasetError naming ``source``."""
+    v = finite_float(value, source, what)
+    if v <= 0:
         raise DatasetError(source, f"{what} must be a finite number > 0, got {value!r}")
     return v
