@@ -1,0 +1,155 @@
+"""Camera controllers, overlay projection/geometry, dynamic resolution and banded rendering (no GL needed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from app import overlay_geometry as og
+from app.camera_control import CameraController
+from app.dynres import DynamicResolution
+from app.render_worker import band_camera, combine_stats
+from renderer.camera import Camera, camera_directions, look_at
+
+
+def _cam() -> CameraController:
+    c = CameraController()
+    c.look_at(np.array([0.0, -4.0, 0.0]), np.array([0.0, 0.0, 0.0]))
+    return c
+
+
+def test_c2w_matches_renderer_look_at() -> None:
+    c = CameraController()
+    eye, tgt = np.array([1.0, -3.0, 2.0]), np.array([0.2, 0.1, -0.3])
+    c.look_at(eye, tgt)
+    np.testing.assert_allclose(c.c2w(), look_at(eye, tgt), atol=1e-12)
+    np.testing.assert_allclose(c.target, tgt, atol=1e-12)
+
+
+def test_orbit_drag_right_circles_left_keeping_distance_to_target() -> None:
+    c = _cam()
+    c.settings.rotate_deg_per_px = 0.5
+    c.orbit_rotate(180.0, 0.0)  # 90 degrees
+    # started at -Y looking at +Y; a 90° turn to the camera's left puts the eye on -X
+    np.testing.assert_allclose(c.eye, [-4.0, 0.0, 0.0], atol=1e-9)
+    np.testing.assert_allclose(c.target, [0.0, 0.0, 0.0], atol=1e-9)
+
+
+def test_orbit_drag_down_raises_camera() -> None:
+    c = _cam()
+    c.settings.rotate_deg_per_px = 0.5
+    c.orbit_rotate(0.0, 60.0)  # 30 degrees
+    np.testing.assert_allclose(c.eye, [0.0, -4 * math.cos(math.pi / 6), 4 * math.sin(math.pi / 6)], atol=1e-9)
+    c.orbit_rotate(0.0, 1000.0)  # pitch clamps at 89°, never flips
+    assert c.eye[2] == pytest.approx(4 * math.sin(math.radians(89)))
+
+
+def test_pan_moves_target_with_cursor_and_zoom_scales_distance() -> None:
+    c = _cam()
+    h = 500
+    f = c.focal(h)
+    c.pan(100.0, 0.0, h)  # drag right by 100 px: the scene follows, so the camera moves left
+    np.testing.assert_allclose(c.eye, [-100 * 4 / f, -4.0, 0.0], atol=1e-9)
+    c.pan(0.0, 50.0, h)  # drag down: camera moves up
+    assert c.eye[2] == pytest.approx(50 * 4 / f)
+    tgt = c.target.copy()
+    c.zoom(2)
+    assert c.distance == pytest.approx(4 * 0.81)
+    np.testing.assert_allclose(c.target, tgt, atol=1e-12)
+
+
+def test_fly_motion_is_frame_rate_independent() -> None:
+    a, b = _cam(), _cam()
+    a.fly((0, 0, 1), 1.0)
+    for _ in range(60):
+        b.fly((0, 0, 1), 1 / 60)
+    np.testing.assert_allclose(a.eye, [0.0, -3.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(a.eye, b.eye, atol=1e-12)
+    c = _cam()
+    c.fly((1, 0, 0), 0.5, fast=True)  # strafe right at 4x speed
+    np.testing.assert_allclose(c.eye, [2.0, -4.0, 0.0], atol=1e-12)
+    c.fly((0, 1, 0), 0.25)  # E: world up
+    assert c.eye[2] == pytest.approx(0.25)
+
+
+def test_mouse_look_turns_about_the_eye() -> None:
+    c = _cam()
+    c.settings.look_deg_per_px = 1.0
+    c.look(90.0, 0.0)
+    np.testing.assert_allclose(c.eye, [0.0, -4.0, 0.0])
+    np.testing.assert_allclose(c.forward, [1.0, 0.0, 0.0], atol=1e-12)  # looked right
+    c.look(0.0, 30.0)
+    assert c.pitch == pytest.approx(math.radians(-30))  # mouse down → look down
+
+
+def test_exact_pose_kept_until_moved() -> None:
+    c = _cam()
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    q *= np.sign(np.linalg.det(q))
+    m = np.eye(4)
+    m[:3, :3], m[:3, 3] = q, [0.5, -3.0, 1.0]
+    c.set_c2w(m, pivot=np.zeros(3))
+    np.testing.assert_array_equal(c.c2w(), m)  # a training view with roll is reproduced exactly
+    np.testing.assert_allclose(c.forward, -q[:, 2] / np.linalg.norm(q[:, 2]), atol=1e-9)
+    c.zoom(1)
+    assert not np.array_equal(c.c2w(), m)
+
+
+def test_projection_puts_world_points_on_the_renderers_pixels() -> None:
+    cam = Camera(
+        width=37, height=23, focal=30.0, c2w=look_at((1.0, -3.0, 1.5), (0.0, 0.2, 0.1)), cx=17.2, cy=12.9
+    )
+    dirs = camera_directions(cam).reshape(cam.height, cam.width, 3)
+    mvp = og.projection_matrix(cam.width, cam.height, cam.focal, cam.cx, cam.cy) @ og.view_matrix(cam.c2w)
+    pix = [(0, 0), (36, 22), (5, 17), (20, 3)]
+    pts = np.array([cam.c2w[:3, 3] + 2.5 * dirs[py, px] for px, py in pix])
+    got = og.project_points(mvp, pts, cam.width, cam.height)
+    np.testing.assert_allclose(got, np.array(pix) + 0.5, atol=1e-6)
+
+
+def test_overlay_geometry_counts_and_positions() -> None:
+    lines = og.box_lines((0, 0, 0), (1, 2, 3))
+    assert lines.shape == (24, 3)
+    lengths = sorted(np.linalg.norm(lines[0::2] - lines[1::2], axis=1).round(6))
+    assert lengths == [1.0] * 4 + [2.0] * 4 + [3.0] * 4
+    g = og.grid_lines((0, 0, 0), (1, 1, 1), (2, 3, 1))
+    assert g.shape == (2 * (4 * 2 + 3 * 2 + 3 * 4), 3)
+    occ = np.zeros((4, 4, 4), bool)
+    occ[1, 2, 0] = occ[3, 3, 3] = True
+    pts = og.occupied_voxel_centers(occ, (0, 0, 0), (4, 8, 4))
+    np.testing.assert_allclose(pts, [[1.5, 5.0, 0.5], [3.5, 7.0, 3.5]])
+    only_top = og.occupied_voxel_centers(occ, (0, 0, 0), (4, 8, 4), axis=2, lo=0.5, hi=1.0)
+    np.testing.assert_allclose(only_top, [[3.5, 7.0, 3.5]])
+    fr = og.frustum_lines(np.eye(4), 100, 50, 50.0, 2.0)
+    assert fr.shape == (16, 3)
+    np.testing.assert_allclose(fr[1], [-2.0, 1.0, -2.0])  # top-left image corner at depth 2
+
+
+def test_band_camera_rays_equal_rows_of_the_full_camera() -> None:
+    cam = Camera(width=16, height=11, focal=12.0, c2w=look_at((0.0, -3.0, 1.0), (0.0, 0.0, 0.0)))
+    full = camera_directions(cam).reshape(11, 16, 3)
+    band = band_camera(cam, 4, 9)
+    np.testing.assert_allclose(camera_directions(band).reshape(5, 16, 3), full[4:9], atol=1e-12)
+
+
+def test_combine_stats_sums_counts_and_maxes_networks() -> None:
+    s = combine_stats(
+        [{"rays": 10, "networks_touched": 5, "passes": 2}, {"rays": 6, "networks_touched": 7, "passes": 1}]
+    )
+    assert s == {"rays": 16, "networks_touched": 7, "passes": 2}
+
+
+def test_dynamic_resolution_meets_budget() -> None:
+    d = DynamicResolution(target_fps=10.0)
+    d.observe(ms=400.0, pixels=400 * 400)  # 0.0025 ms/px → 100 ms buys 40000 px = 200²
+    s = d.moving_scale(800, 800)
+    assert s == pytest.approx(0.25, abs=1 / 64)
+    assert d.predicted_ms(int((800 * s) ** 2)) <= 100.0 + 1e-9
+    d.observe(ms=1.0, pixels=1_000_000)  # much faster now: the estimate moves half way each frame
+    assert d.ms_per_px == pytest.approx(0.5 * 0.0025 + 0.5 * 1e-6)
+    for _ in range(20):
+        d.observe(ms=1.0, pixels=1_000_000)
+    assert d.moving_scale(800, 800) == 1.0  # clamps at full resolution
