@@ -440,7 +440,10 @@ def save_scene(scene: Scene, path: str | os.PathLike[str], dtype: str | None = N
             for k, v in scene.weights.items():
                 if isinstance(v, torch.Tensor) and bool((v.detach().float().abs() > F16_MAX).any()):
                     raise _error(name, f"{k} has values beyond ±{F16_MAX:g}, which float16 cannot hold")
-        weights = {k: v.detach().to(_DTYPE_ARG[dtype]) for k, v in scene.weights.items()}
+        weights = {
+            k: v.detach().to(_DTYPE_ARG[dtype]) if isinstance(v, torch.Tensor) else v
+            for k, v in scene.weights.items()
+        }
         scene = dataclasses.replace(scene, weights=weights)
     validate_scene(scene, name)
     tensors: dict[str, np.ndarray] = {
