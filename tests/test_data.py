@@ -263,11 +263,16 @@ def test_dataset_rejects_inconsistent_shapes() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"downscale": 0}, {"downscale": 1.5}, {"limit": 0}, {"background": (1.0, 2.0, 0.0)}]
+    "kwargs",
+    [{"downscale": 0}, {"downscale": 1.5}, {"downscale": 5}, {"limit": 0}, {"background": (1.0, 2.0, 0.0)}],
 )
-def test_bad_arguments(tmp_path: Path, kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
-        load_dataset(make_blender(tmp_path, n=1), **kwargs)  # type: ignore[arg-type]
+@pytest.mark.parametrize("layout", ["blender", "nsvf"])
+def test_bad_arguments(tmp_path: Path, kwargs: dict[str, object], layout: str) -> None:
+    root = make_blender(tmp_path, n=1) if layout == "blender" else make_nsvf(tmp_path, n=1)
+    with pytest.raises(DatasetError) as excinfo:
+        load_dataset(root, **kwargs)  # type: ignore[arg-type]
+    assert_one_line_error(excinfo, str(tmp_path))
+    assert next(iter(kwargs)) in str(excinfo.value)
 
 
 # -------------------------------------------------------------------------------------------- errors

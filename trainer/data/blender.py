@@ -21,9 +21,7 @@ from trainer.data.common import (
     Dataset,
     DatasetError,
     as_c2w,
-    check_background,
-    check_downscale,
-    check_limit,
+    check_options,
     finite_float,
     finite_positive,
     load_images,
@@ -104,9 +102,7 @@ def load_blender(
 ) -> Dataset:
     """Load one split of a Blender-layout scene -> :class:`Dataset` (``near``/``far`` None unless stated)."""
     root = Path(root)
-    factor = check_downscale(downscale)
-    bg = check_background(background)
-    limit = check_limit(limit)
+    factor, bg, limit = check_options(root, downscale, background, limit)
     json_path = root / f"transforms_{split}.json"
     meta = read_transforms(json_path)
     frames = meta["frames"][:limit] if limit is not None else meta["frames"]

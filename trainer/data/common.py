@@ -279,7 +279,7 @@ def load_images(
     """
     w, h = downscaled_size(width, height, downscale)
     if w < 1 or h < 1:
-        raise ValueError(f"downscale {downscale} leaves no pixels of a {width}x{height} image")
+        raise DatasetError(paths[0], f"downscale {downscale} leaves no pixels of a {width}x{height} image")
     images = np.empty((len(paths), h, w, 3), dtype=np.float32)
     alphas = np.empty((len(paths), h, w), dtype=np.float32)
 
@@ -332,6 +332,16 @@ def as_c2w(values: object, source: Path, what: str = "pose") -> np.ndarray:
     if abs(np.linalg.det(m[:3, :3])) < 1e-12:
         raise DatasetError(source, f"{what} rotation is singular")
     return m
+
+
+def check_options(
+    root: Path, downscale: int, background: Sequence[float] | np.ndarray, limit: int | None
+) -> tuple[int, np.ndarray, int | None]:
+    """Validate loader options -> (downscale, background [3] float32, limit); DatasetError naming ``root``."""
+    try:
+        return check_downscale(downscale), check_background(background), check_limit(limit)
+    except ValueError as e:
+        raise DatasetError(root, str(e)) from None
 
 
 def check_limit(limit: int | None) -> int | None:

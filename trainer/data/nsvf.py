@@ -19,9 +19,7 @@ from trainer.data.common import (
     Dataset,
     DatasetError,
     as_c2w,
-    check_background,
-    check_downscale,
-    check_limit,
+    check_options,
     finite_positive,
     load_images,
 )
@@ -153,9 +151,7 @@ def load_nsvf(
 ) -> Dataset:
     """Load one split of an NSVF-layout scene -> :class:`Dataset` (poses converted to OpenGL)."""
     root = Path(root)
-    factor = check_downscale(downscale)
-    bg = check_background(background)
-    limit = check_limit(limit)
+    factor, bg, limit = check_options(root, downscale, background, limit)
     focal, cx, cy, width, height = read_intrinsics(root / "intrinsics.txt")
     bbox_path = root / "bbox.txt"
     bbox_min, bbox_max, voxel = read_bbox(bbox_path) if bbox_path.exists() else (None, None, None)
