@@ -1,0 +1,192 @@
+"""Fine-tuning: rays, transmittance, the l3/l4 regulariser, gradient locality, early stop, loss reduction."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from renderer.camera import Camera, generate_rays, orbit_pose
+from renderer.networks import LAYER_KEYS, NetworkSpec, init_weights
+from trainer.finetune import (
+    REGULARISED_KEYS,
+    FinetuneConfig,
+    FinetuneState,
+    TrainingRays,
+    finetune,
+    l2_norm_regulariser,
+    order_front_to_back,
+    pixel_rays,
+    render_training_rays,
+    transmittance_before,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops run far faster on one thread on a shared 2-core machine; restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_pixel_rays_match_the_camera_module() -> None:
+    cam = Camera(
+        width=7, height=5, focal=6.5, c2w=orbit_pose((0.1, 0.2, 0.0), 3.0, 30.0, 20.0), cx=3.2, cy=2.9
+    )
+    o_ref, d_ref = generate_rays(cam)
+    py, px = torch.meshgrid(torch.arange(5), torch.arange(7), indexing="ij")
+    c2w = torch.as_tensor(cam.c2w, dtype=torch.float32).expand(35, 4, 4)
+    o, d = pixel_rays(c2w, px.reshape(-1), py.reshape(-1), cam.focal, 3.2, 2.9)
+    torch.testing.assert_close(o, o_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(d, d_ref, atol=1e-5, rtol=0)
+
+
+def test_transmittance_before_hand_computed() -> None:
+    sigma = torch.tensor([1.0, 2.0, 3.0, 5.0, 1.0])
+    ray = torch.tensor([0, 0, 0, 2, 2])
+    t = transmittance_before(sigma, ray, 0.5)
+    expected = torch.tensor([1.0, math.exp(-0.5), math.exp(-1.5), 1.0, math.exp(-2.5)])
+    torch.testing.assert_close(t, expected)
+
+
+def test_order_front_to_back_sorts_by_ray_then_t() -> None:
+    ray = torch.tensor([1, 0, 1, 0])
+    t = torch.tensor([0.5, 0.7, 0.2, 0.1])
+    o = order_front_to_back(ray, t)
+    assert ray[o].tolist() == [0, 0, 1, 1]
+    assert t[o].tolist() == pytest.approx([0.1, 0.7, 0.2, 0.5])
+    assert order_front_to_back(ray[o], t[o]).tolist() == [0, 1, 2, 3]
+
+
+def test_regulariser_is_sum_of_per_network_norms_of_l3_l4_only() -> None:
+    spec = NetworkSpec((-1, -1, -1), (1, 1, 1), (2, 1, 1), pos_freqs=2, dir_freqs=1, hidden=4)
+    params = {k: v.clone().requires_grad_(True) for k, v in init_weights(2, spec, seed=3).items()}
+    reg = l2_norm_regulariser(params)
+    expected = sum(
+        float(torch.linalg.vector_norm(params[k][m].detach())) for k in REGULARISED_KEYS for m in range(2)
+    )
+    assert float(reg.detach()) == pytest.approx(expected, rel=1e-6)
+    reg.backward()
+    for k in LAYER_KEYS:
+        if k in REGULARISED_KEYS:
+            g = params[k].grad
+            assert g is not None
+            for m in range(2):
+                p = params[k][m].detach()
+                torch.testing.assert_close(g[m], p / torch.linalg.vector_norm(p))
+        else:
+            assert params[k].grad is None, f"{k} must not be regularised"
+
+
+def _box_scene(density_bias: float = 0.0):
+    """2x2x1 networks over [-1,1]x[-1,1]x[-0.5,0.5], every voxel occupied, softplus density."""
+    from renderer.scene import Scene
+
+    grid = (2, 2, 1)
+    spec = NetworkSpec((-1.0, -1.0, -0.5), (1.0, 1.0, 0.5), grid, 3, 2, 8, "softplus", 10.0)
+    w = init_weights(4, spec, seed=7)
+    w["l2.bias"][:, 0] += density_bias
+    scene = Scene(
+        bbox_min=spec.bbox_min,
+        bbox_max=spec.bbox_max,
+        grid_res=grid,
+        occupancy_res=(4, 4, 2),
+        network_index=np.arange(4, dtype=np.int32).reshape(grid),
+        occupancy=np.ones((4, 4, 2), bool),
+        weights=w,
+        pos_freqs=3,
+        dir_freqs=2,
+        hidden=8,
+        step_size=0.05,
+        background=(1.0, 1.0, 1.0),
+        density_activation="softplus",
+        density_scale=10.0,
+    )
+    return scene, spec
+
+
+def test_gradients_reach_only_networks_that_rays_hit() -> None:
+    from renderer.render import prepare_scene
+
+    scene, spec = _box_scene()
+    rs = prepare_scene(scene, "cpu")
+    params = {k: v.clone().requires_grad_(True) for k, v in scene.weights.items()}
+    # rays along +x at y = -0.5 (cells with iy = 0), z in the box
+    n = 16
+    origins = torch.stack([torch.full((n,), -3.0), torch.full((n,), -0.5), torch.linspace(-0.4, 0.4, n)], -1)
+    dirs = torch.tensor([[1.0, 0.0, 0.0]]).expand(n, 3).contiguous()
+    color, counts = render_training_rays(params, rs, spec, origins, dirs, scene.step_size, torch.ones(3))
+    assert counts["evaluated"] > 0
+    (color - 0.3).square().mean().backward()
+    index = scene.network_index
+    for key in LAYER_KEYS:
+        g = params[key].grad
+        assert g is not None
+        per_net = g.reshape(4, -1).abs().sum(dim=1)
+        for ix in range(2):
+            assert per_net[index[ix, 0, 0]] > 0, f"{key}: network hit by the rays got no gradient"
+            assert per_net[index[ix, 1, 0]] == 0, f"{key}: network never hit got a gradient"
+
+
+def test_early_stop_changes_colour_by_less_than_threshold_and_saves_samples() -> None:
+    from renderer.render import prepare_scene
+
+    scene, spec = _box_scene(density_bias=3.0)  # nearly opaque
+    rs = prepare_scene(scene, "cpu")
+    cam = Camera(width=12, height=10, focal=12.0, c2w=orbit_pose((0, 0, 0), 3.5, 40.0, 25.0))
+    o, d = generate_rays(cam)
+    with torch.no_grad():
+        full, c_full = render_training_rays(scene.weights, rs, spec, o, d, scene.step_size, torch.ones(3))
+        cut, c_cut = render_training_rays(
+            scene.weights, rs, spec, o, d, scene.step_size, torch.ones(3), early_stop_transmittance=1e-3
+        )
+    assert c_cut["evaluated"] < 0.5 * c_full["evaluated"]
+    assert float((full - cut).abs().max()) <= 1e-3 + 1e-6
+
+
+def test_finetune_reduces_photometric_error() -> None:
+    from renderer.render import RenderOptions, prepare_scene, render_image
+
+    target, spec = _box_scene(density_bias=1.0)
+    images, poses = [], []
+    for az in (0.0, 60.0, 120.0, 200.0):
+        c2w = orbit_pose((0, 0, 0), 3.5, az, 25.0)
+        cam = Camera(width=16, height=16, focal=16.0, c2w=c2w)
+        images.append(render_image(target, cam, RenderOptions(ert=False)).image.numpy())
+        poses.append(c2w)
+    rays = TrainingRays(
+        images=torch.as_tensor(np.stack(images)),
+        c2w=torch.as_tensor(np.stack(poses), dtype=torch.float32),
+        focal=16.0,
+        cx=8.0,
+        cy=8.0,
+    )
+    start = {
+        k: v + 0.3 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1))
+        for k, v in target.weights.items()
+    }
+    rs = prepare_scene(target, "cpu")
+
+    def error(params) -> float:
+        gen = torch.Generator().manual_seed(99)
+        o, d, c = rays.sample(1024, gen)
+        with torch.no_grad():
+            col, _ = render_training_rays(params, rs, spec, o, d, target.step_size, torch.ones(3))
+        return float((col - c).square().mean())
+
+    before = error(start)
+    cfg = FinetuneConfig(
+        steps=60, rays_per_batch=256, lr=3e-3, checkpoint_seconds=1e9, checkpoint_every=10**9
+    )
+    psnrs: list[float] = []
+    final = finetune(
+        rays, rs, spec, target.step_size, torch.ones(3), cfg, FinetuneState(step=0, params=start),
+        on_step=lambda s, t, loss, p: psnrs.append(p),
+    )  # fmt: skip
+    after = error(final.params)
+    assert final.step == 60 and len(psnrs) == 60
+    assert after < 0.5 * before, (before, after)

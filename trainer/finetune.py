@@ -1,0 +1,308 @@
+"""Stage 3, fine-tuning: photometric L2 on random training rays through the differentiable renderer.
+
+Each step draws random pixels over all training images, marches their rays exactly as the renderer does
+(`march_rays`, ESS through the occupancy grid, no gradient), evaluates the networks on the kept samples
+(`evaluate_networks`, with gradient) and composites them front to back (`composite_front_to_back`). An
+ERT-style early stop drops the samples that lie behind a transmittance below a threshold, found by a cheap
+no-grad pass first, so the backward pass only sees samples that can change the pixel. The loss adds
+``l2_reg`` x the sum of the L2 norms (per network) of the weights and biases of ``l3`` and ``l4`` only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from renderer.composite import composite_front_to_back
+from renderer.march import march_rays
+
+from renderer.atomic import atomic_write
+from renderer.networks import NetworkSpec, evaluate_networks
+from trainer.distill import exponential_lr
+
+REGULARISED_KEYS: tuple[str, ...] = ("l3.weight", "l3.bias", "l4.weight", "l4.bias")
+
+
+@dataclass
+class FinetuneConfig:
+    """Stage 3: photometric L2 through the differentiable multi-network renderer (ESS as the renderer)."""
+
+    steps: int = 1000
+    """Optimiser steps."""
+    rays_per_batch: int = 4096
+    """Random training rays per step, drawn over all images."""
+    lr: float = 1e-3
+    """Adam learning rate at the start."""
+    lr_final_factor: float = 0.1
+    """The learning rate decays exponentially to lr * this at the last step."""
+    l2_reg: float = 1e-6
+    """Weight of the sum of L2 norms of the l3/l4 weights and biases (per network)."""
+    early_stop_transmittance: float = 1e-3
+    """Drop samples behind a transmittance below this (found by a no-grad pass); 0 disables."""
+    max_samples_per_ray: int | None = None
+    """Cap on marched samples per ray (None: all occupied samples)."""
+    checkpoint_seconds: float = 60.0
+    """Write a checkpoint at least this often (seconds)."""
+    checkpoint_every: int = 500
+    """... and at least every this many steps."""
+    scene_seconds: float = 120.0
+    """Rewrite the output .kilo (and announce it) at least this often (seconds)."""
+    seed: int = 0
+    """Seed of the ray sampler."""
+
+
+def pixel_rays(
+    c2w: torch.Tensor, px: torch.Tensor, py: torch.Tensor, focal: float, cx: float, cy: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays of pixels (px, py) of cameras ``c2w [R, 4, 4]``: origins ``[R, 3]``, unit directions ``[R, 3]``.
+
+    Camera-space direction ((px + 0.5 - cx) / f, -(py + 0.5 - cy) / f, -1), rotated by c2w (DESIGN.md).
+    """
+    cam = torch.stack(
+        [
+            (px.float() + 0.5 - cx) / focal,
+            -(py.float() + 0.5 - cy) / focal,
+            -torch.ones_like(px, dtype=torch.float32),
+        ],
+        dim=-1,
+    )
+    dirs = torch.einsum("rij,rj->ri", c2w[:, :3, :3], cam)
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    return c2w[:, :3, 3].contiguous(), dirs
+
+
+def l2_norm_regulariser(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Sum over networks m and the l3/l4 weight and bias tensors of ||W_m||_2 (a scalar)."""
+    total = torch.zeros((), device=params[REGULARISED_KEYS[0]].device)
+    for key in REGULARISED_KEYS:
+        p = params[key]
+        total = total + p.reshape(p.shape[0], -1).norm(dim=1).sum()
+    return total
+
+
+def transmittance_before(sigma: torch.Tensor, ray_idx: torch.Tensor, step: float) -> torch.Tensor:
+    """Transmittance T_k in front of each sample: exp(-sum of sigma*s of the earlier samples of its ray).
+
+    ``sigma [S]``, ``ray_idx [S]`` with the samples of a ray contiguous and in front-to-back order; ``[S]``.
+    """
+    if sigma.numel() == 0:
+        return sigma
+    tau = sigma.double() * step
+    cs = torch.cumsum(tau, 0) - tau  # exclusive prefix over all samples
+    is_start = torch.ones_like(ray_idx, dtype=torch.bool)
+    is_start[1:] = ray_idx[1:] != ray_idx[:-1]
+    pos = torch.arange(sigma.numel(), device=sigma.device)
+    start = torch.cummax(torch.where(is_start, pos, torch.zeros_like(pos)), 0).values
+    return torch.exp(-(cs - cs[start])).to(sigma.dtype)
+
+
+def order_front_to_back(ray_idx: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Permutation sorting samples by ray, then by t (stable); identity when already ordered."""
+    if ray_idx.numel() < 2:
+        return torch.arange(ray_idx.numel(), device=ray_idx.device)
+    dr = ray_idx[1:] - ray_idx[:-1]
+    if bool(((dr > 0) | ((dr == 0) & (t[1:] >= t[:-1]))).all()):
+        return torch.arange(ray_idx.numel(), device=ray_idx.device)
+    o1 = torch.argsort(t, stable=True)
+    o2 = torch.argsort(ray_idx[o1], stable=True)
+    return o1[o2]
+
+
+@dataclass
+class TrainingRays:
+    """All training pixels: ``images [N, H, W, 3]``, ``c2w [N, 4, 4]``, pinhole focal and principal point."""
+
+    images: torch.Tensor
+    c2w: torch.Tensor
+    focal: float
+    cx: float
+    cy: float
+
+    @staticmethod
+    def from_dataset(ds: Any, device: torch.device | str) -> TrainingRays:
+        """From a `trainer.data.Dataset`."""
+        cx = ds.cx if getattr(ds, "cx", None) is not None else ds.width / 2
+        cy = ds.cy if getattr(ds, "cy", None) is not None else ds.height / 2
+        return TrainingRays(
+            images=torch.as_tensor(np.ascontiguousarray(ds.images), dtype=torch.float32, device=device),
+            c2w=torch.as_tensor(np.ascontiguousarray(ds.c2w), dtype=torch.float32, device=device),
+            focal=float(ds.focal),
+            cx=float(cx),
+            cy=float(cy),
+        )
+
+    def sample(
+        self, count: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``count`` random pixels over all images: origins, dirs, colours ``[R, 3]``."""
+        n, h, w, _ = self.images.shape
+        flat = torch.randint(0, n * h * w, (count,), generator=generator, device=self.images.device)
+        img = flat // (h * w)
+        py = (flat // w) % h
+        px = flat % w
+        o, d = pixel_rays(self.c2w[img], px, py, self.focal, self.cx, self.cy)
+        return o, d, self.images[img, py, px]
+
+
+@dataclass
+class FinetuneState:
+    """Resumable state: step, parameters (float32), optimiser, elapsed seconds, loss history."""
+
+    step: int
+    params: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None = None
+    elapsed: float = 0.0
+    history: list[tuple[int, float, float]] = field(default_factory=list)
+
+    def save(self, path: str | Path) -> None:
+        """Atomic torch.save of the state."""
+        blob = {
+            "step": self.step,
+            "params": {k: v.detach().cpu() for k, v in self.params.items()},
+            "optimizer": self.optimizer,
+            "elapsed": self.elapsed,
+            "history": self.history,
+        }
+        with atomic_write(path) as f:
+            torch.save(blob, f)
+
+    @staticmethod
+    def load(path: str | Path, device: torch.device | str) -> FinetuneState:
+        """Load a state saved by `save`."""
+        blob = torch.load(path, map_location=device, weights_only=False)
+        return FinetuneState(
+            step=int(blob["step"]),
+            params={k: v.to(device) for k, v in blob["params"].items()},
+            optimizer=blob["optimizer"],
+            elapsed=float(blob.get("elapsed", 0.0)),
+            history=[tuple(h) for h in blob.get("history", [])],  # type: ignore[misc]
+        )
+
+
+def render_training_rays(
+    params: Mapping[str, torch.Tensor],
+    rs: Any,
+    spec: NetworkSpec,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    step_size: float,
+    background: torch.Tensor,
+    *,
+    early_stop_transmittance: float = 0.0,
+    max_samples_per_ray: int | None = None,
+) -> tuple[torch.Tensor, dict[str, int]]:
+    """Differentiable colours ``[R, 3]`` of rays ``origins/dirs [R, 3]`` (the renderer's rule), and counts.
+
+    Marching (ESS) runs without gradient; the networks and the compositing carry the gradient to ``params``.
+    """
+    r = origins.shape[0]
+    with torch.no_grad():
+        s = march_rays(rs, origins, dirs, ess=True, max_samples_per_ray=max_samples_per_ray)
+        ray_idx, t, x, net = s.ray_idx, s.t, s.x, s.net
+        order = order_front_to_back(ray_idx, t)
+        ray_idx, x, net = ray_idx[order], x[order], net[order].long()
+        marched = int(ray_idx.numel())
+        d = dirs[ray_idx]
+        if early_stop_transmittance > 0 and marched > 0:
+            sigma0, _ = evaluate_networks(params, x, d, net, scene_meta=spec)
+            keep = transmittance_before(sigma0, ray_idx, step_size) >= early_stop_transmittance
+            ray_idx, x, d, net = ray_idx[keep], x[keep], d[keep], net[keep]
+    sigma, rgb = evaluate_networks(params, x, d, net, scene_meta=spec)
+    color, _ = composite_front_to_back(sigma, rgb, ray_idx, step_size, r, background)
+    return color, {"marched": marched, "evaluated": int(ray_idx.numel())}
+
+
+def finetune(
+    rays: TrainingRays,
+    rs: Any,
+    spec: NetworkSpec,
+    step_size: float,
+    background: torch.Tensor,
+    cfg: FinetuneConfig,
+    state: FinetuneState,
+    *,
+    on_step: Callable[[int, int, float, float], None] | None = None,
+    checkpoint: Callable[[FinetuneState], None] | None = None,
+    publish: Callable[[FinetuneState], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> FinetuneState:
+    """Fine-tune from ``state.step`` to ``cfg.steps``; returns the final state.
+
+    ``on_step(step, total, loss, psnr)`` after every step (psnr of the photometric term);
+    ``checkpoint(state)`` every ``cfg.checkpoint_seconds`` / ``cfg.checkpoint_every`` steps and at the end;
+    ``publish(state)`` every ``cfg.scene_seconds`` (the pipeline rewrites the output .kilo);
+    ``should_stop()`` polled each step: when true, checkpoint and return early.
+    """
+    device = rays.images.device
+    params = {
+        k: v.detach().to(device=device, dtype=torch.float32).requires_grad_(True)
+        for k, v in state.params.items()
+    }
+    opt = torch.optim.Adam(params.values(), lr=cfg.lr)
+    if state.optimizer is not None:
+        opt.load_state_dict(state.optimizer)
+    bg = background.to(device=device, dtype=torch.float32)
+    gen = torch.Generator(device=device)
+    t_start = time.monotonic() - state.elapsed
+    last_ckpt_t = last_pub_t = time.monotonic()
+    last_ckpt_step = state.step
+    step = state.step
+    history = list(state.history)
+
+    def snapshot() -> FinetuneState:
+        return FinetuneState(
+            step=step,
+            params={k: v.detach().clone() for k, v in params.items()},
+            optimizer=opt.state_dict(),
+            elapsed=time.monotonic() - t_start,
+            history=list(history),
+        )
+
+    while step < cfg.steps:
+        if should_stop is not None and should_stop():
+            break
+        gen.manual_seed(cfg.seed * 1_000_003 + step)
+        for group in opt.param_groups:
+            group["lr"] = exponential_lr(cfg.lr, cfg.lr_final_factor, step, cfg.steps)
+        o, d, target = rays.sample(cfg.rays_per_batch, gen)
+        color, _ = render_training_rays(
+            params,
+            rs,
+            spec,
+            o,
+            d,
+            step_size,
+            bg,
+            early_stop_transmittance=cfg.early_stop_transmittance,
+            max_samples_per_ray=cfg.max_samples_per_ray,
+        )
+        photo = (color - target).square().mean()
+        loss = photo + cfg.l2_reg * l2_norm_regulariser(params)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        mse = float(photo.detach())
+        psnr = -10.0 * float(np.log10(max(mse, 1e-12)))
+        if step % 25 == 0 or step == cfg.steps:
+            history.append((step, float(loss.detach()), psnr))
+        if on_step is not None:
+            on_step(step, cfg.steps, float(loss.detach()), psnr)
+        now = time.monotonic()
+        if checkpoint is not None and (
+            now - last_ckpt_t >= cfg.checkpoint_seconds or step - last_ckpt_step >= cfg.checkpoint_every
+        ):
+            checkpoint(snapshot())
+            last_ckpt_t, last_ckpt_step = now, step
+        if publish is not None and now - last_pub_t >= cfg.scene_seconds and step < cfg.steps:
+            publish(snapshot())
+            last_pub_t = now
+    final = snapshot()
+    if checkpoint is not None:
+        checkpoint(final)
+    return final
