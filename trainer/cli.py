@@ -1,0 +1,122 @@
+"""`python -m trainer`: run the whole pipeline, one stage, or evaluate a scene.
+
+User errors (missing folder, bad dataset file, unwritable output, mismatched work folder) exit with code 2
+and one line on stderr; SIGINT / SIGTERM checkpoint and exit with 130 / 143.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trainer.progress import STAGES, Cancelled
+
+PRESET_NAMES = ("tiny", "cpu", "gpu", "paper")
+
+
+def _add_common(p: argparse.ArgumentParser, *, need_data: bool) -> None:
+    p.add_argument("--data", type=Path, required=need_data, help="dataset folder (Blender or NSVF layout)")
+    p.add_argument("--out", type=Path, default=None, help="output .kilo (run: default from the work folder)")
+    p.add_argument(
+        "--preset", default=None, help=f"training preset: {' | '.join(PRESET_NAMES)} (default cpu)"
+    )
+    p.add_argument("--workdir", type=Path, default=None, help="work folder (default OUT.work/)")
+    p.add_argument(
+        "--downscale", type=int, default=None, help="image downscale factor (default: the preset's)"
+    )
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    p.add_argument("--no-bar", action="store_true", help="no tqdm progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="python -m trainer", description="KiloNeRF trainer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="teacher -> occupancy -> distill -> finetune (resumable)")
+    _add_common(run, need_data=True)
+    for stage in STAGES:
+        sp = sub.add_parser(stage, help=f"run only the {stage} stage in a work folder")
+        _add_common(sp, need_data=False)
+    ev = sub.add_parser("eval", help="PSNR / SSIM / LPIPS / ms per frame of a .kilo on a dataset split")
+    ev.add_argument("scene", type=Path, help="the .kilo file")
+    ev.add_argument("--data", type=Path, required=True, help="dataset folder")
+    ev.add_argument("--split", default="test", help="split (default test)")
+    ev.add_argument("--downscale", type=int, default=1, help="image downscale factor")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate K evenly spaced views")
+    ev.add_argument("--json", type=Path, default=None, help="write the results here as JSON")
+    ev.add_argument("--save-dir", type=Path, default=None, help="save rendered PNGs here")
+    ev.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    return parser
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    from renderer.scene import SceneFormatError
+    from trainer.data import DatasetError
+
+    user_errors: tuple[type[Exception], ...] = (DatasetError, SceneFormatError, FileNotFoundError)
+    try:
+        if args.command == "eval":
+            from trainer.eval import EvalError, run_eval
+
+            try:
+                run_eval(
+                    args.scene,
+                    args.data,
+                    split=args.split,
+                    downscale=args.downscale,
+                    limit=args.limit,
+                    json_out=args.json,
+                    save_dir=args.save_dir,
+                    device=args.device,
+                )
+            except EvalError as e:
+                return _fail(str(e))
+            return 0
+        from trainer.pipeline import PipelineError, RunConfig, open_context, run_pipeline, run_stages
+        from trainer.presets import PresetError
+
+        user_errors += (PipelineError, PresetError)
+        if args.workdir is None:
+            if args.out is None:
+                return _fail(f"{args.command}: give --workdir W or --out SCENE.kilo")
+            workdir = Path(str(args.out) + ".work")
+        else:
+            workdir = args.workdir
+        cfg = RunConfig(
+            data=args.data,
+            out=args.out,
+            workdir=workdir,
+            preset=args.preset,
+            downscale=args.downscale,
+            device=args.device,
+            progress_bar=not args.no_bar,
+        )
+        if args.command == "run":
+            out = run_pipeline(cfg)
+            print(f"wrote {out}")
+            return 0
+        ctx = open_context(cfg)
+        from trainer.pipeline import stage_record
+
+        if stage_record(ctx, args.command) is not None:
+            print(
+                f"stage {args.command} already finished in {ctx.workdir} "
+                f"(delete {args.command}.done to redo it)"
+            )
+            return 0
+        run_stages(ctx, [args.command])
+        print(f"stage {args.command} finished")
+        return 0
+    except Cancelled as e:
+        print(f"cancelled; rerun the same command to resume ({e})", file=sys.stderr)
+        return e.exit_code
+    except user_errors as e:
+        return _fail(str(e))

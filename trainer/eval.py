@@ -1,0 +1,168 @@
+"""Evaluate a .kilo on a dataset split: PSNR, SSIM, LPIPS (when available offline), mean ms per frame."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class EvalError(ValueError):
+    """A user error (missing scene or data, unwritable output): one line naming the file."""
+
+
+def evenly_spaced(n: int, limit: int | None) -> list[int]:
+    """Indices of ``limit`` views evenly spaced over ``n`` (all when limit is None or >= n)."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    if limit < 1:
+        raise EvalError(f"--limit must be >= 1, got {limit}")
+    return sorted({int(i * n / limit) for i in range(limit)})
+
+
+def evaluate_scene(
+    scene_path: Path,
+    data: Path,
+    *,
+    split: str = "test",
+    downscale: int = 1,
+    limit: int | None = None,
+    save_dir: Path | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Render every chosen view of ``split`` with the scene and compare with the images.
+
+    Returns ``{"scene", "data", "split", "width", "height", "views", "psnr", "ssim", "lpips",
+    "ms_per_frame", "per_view": [{"name", "psnr", "ssim", "lpips", "ms"}]}`` (means over the views).
+    """
+    import torch
+
+    from renderer.render import RenderOptions, prepare_scene, render_image
+    from renderer.scene import load_scene
+    from trainer.data import load_dataset
+    from trainer.metrics import Lpips, psnr, ssim
+
+    scene = load_scene(scene_path)
+    ds = load_dataset(data, split, downscale, background=scene.background)
+    idx = evenly_spaced(len(ds.images), limit)
+    dev = torch.device(device)
+    rs = prepare_scene(scene, dev)
+    lp = Lpips.try_load()
+    if save_dir is not None:
+        try:
+            save_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EvalError(f"{save_dir}: cannot create the folder ({e.strerror or e})") from e
+    opts = RenderOptions()
+    # one warm-up render so the first timing does not include lazy initialisation
+    cam0 = _camera(ds, idx[0])
+    render_image(rs, cam0, opts)
+    rows = []
+    for i in idx:
+        cam = _camera(ds, i)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        res = render_image(rs, cam, opts)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        ms = (time.perf_counter() - t0) * 1000.0
+        img = res.image.clamp(0, 1).numpy()
+        gt = ds.images[i]
+        row = {
+            "name": ds.names[i] if i < len(ds.names) else str(i),
+            "psnr": psnr(img, gt),
+            "ssim": ssim(img, gt),
+            "lpips": lp(img, gt) if lp is not None else None,
+            "ms": ms,
+        }
+        rows.append(row)
+        if save_dir is not None:
+            _save_png(save_dir / f"{i:04d}.png", img)
+    return {
+        "scene": str(scene_path),
+        "data": str(data),
+        "split": split,
+        "downscale": downscale,
+        "width": int(ds.width),
+        "height": int(ds.height),
+        "views": len(rows),
+        "psnr": float(np.mean([r["psnr"] for r in rows])),
+        "ssim": float(np.mean([r["ssim"] for r in rows])),
+        "lpips": float(np.mean([r["lpips"] for r in rows])) if lp is not None else None,
+        "ms_per_frame": float(np.mean([r["ms"] for r in rows])),
+        "device": str(dev),
+        "per_view": rows,
+    }
+
+
+def _camera(ds: Any, i: int) -> Any:
+    from renderer.camera import Camera
+
+    return Camera(
+        width=int(ds.width),
+        height=int(ds.height),
+        focal=float(ds.focal),
+        c2w=np.asarray(ds.c2w[i], np.float64),
+        cx=None if ds.cx is None else float(ds.cx),
+        cy=None if ds.cy is None else float(ds.cy),
+    )
+
+
+def _save_png(path: Path, img: np.ndarray) -> None:
+    import imageio.v3 as iio
+
+    from renderer.atomic import atomic_write_bytes
+
+    data = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    atomic_write_bytes(path, iio.imwrite("<bytes>", data, extension=".png"))
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A small text table of the means."""
+    lp = "n/a (weights not available offline)" if result["lpips"] is None else f"{result['lpips']:.4f}"
+    lines = [
+        f"scene   {result['scene']}",
+        f"data    {result['data']} [{result['split']}] "
+        f"{result['width']}x{result['height']}, {result['views']} views",
+        f"{'PSNR':<8}{result['psnr']:.2f} dB",
+        f"{'SSIM':<8}{result['ssim']:.4f}",
+        f"{'LPIPS':<8}{lp}",
+        f"{'ms/frame':<8} {result['ms_per_frame']:.1f} ({result['device']})",
+    ]
+    return "\n".join(lines)
+
+
+def run_eval(
+    scene: Path,
+    data: Path,
+    *,
+    split: str = "test",
+    downscale: int = 1,
+    limit: int | None = None,
+    json_out: Path | None = None,
+    save_dir: Path | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """The `eval` subcommand: evaluate, print the table, write JSON."""
+    from renderer.atomic import atomic_write_text
+
+    if not scene.exists():
+        raise EvalError(f"{scene}: scene file not found")
+    if downscale < 1:
+        raise EvalError(f"--downscale must be >= 1, got {downscale}")
+    if json_out is not None and not (json_out.parent if str(json_out.parent) else Path(".")).is_dir():
+        raise EvalError(f"{json_out}: output folder does not exist")
+    result = evaluate_scene(
+        scene, data, split=split, downscale=downscale, limit=limit, save_dir=save_dir, device=device
+    )
+    print(format_table(result))
+    if json_out is not None:
+        try:
+            atomic_write_text(json_out, json.dumps(result, indent=1) + "\n")
+        except OSError as e:
+            raise EvalError(f"{json_out}: cannot write ({e.strerror or e})") from e
+    return result
