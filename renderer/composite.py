@@ -1,0 +1,112 @@
+"""Front-to-back alpha compositing: α = 1 − exp(−σ·s), T_(k+1) = T_k·(1 − α_k), C = Σ T_k·α_k·rgb_k."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def segment_starts(ray_idx: torch.Tensor, num_rays: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For ``[S]`` int64 ray ids sorted ascending: (first sample index of each ray ``[R]``, count ``[R]``)."""
+    counts = torch.bincount(ray_idx, minlength=num_rays)
+    starts = torch.cumsum(counts, dim=0) - counts
+    return starts, counts
+
+
+def composite_front_to_back(
+    sigma: torch.Tensor,
+    rgb: torch.Tensor,
+    ray_idx: torch.Tensor,
+    step: float,
+    num_rays: int,
+    background: torch.Tensor | Sequence[float],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Composite samples ordered by ray then t; differentiable with respect to ``sigma`` and ``rgb``.
+
+    T_k = exp(−Σ_(j<k) σ_j·s) is computed as a per-ray exclusive cumulative sum (float64, so long batches
+    keep their precision); a ray without samples keeps T = 1.
+
+    Args:
+        sigma: ``[S]`` densities ≥ 0.
+        rgb: ``[S, 3]`` colours.
+        ray_idx: ``[S]`` int64 ray of each sample, non-decreasing.
+        step: the marching step s.
+        num_rays: R.
+        background: ``[3]`` colour behind the scene.
+
+    Returns:
+        pixel colour ``[R, 3]`` = C + T_end·background, and T_end ``[R]``.
+    """
+    dev = sigma.device
+    bg = torch.as_tensor(background, dtype=rgb.dtype, device=dev).reshape(3)
+    tau = (sigma * step).clamp(max=1e4)  # T = exp(−1e4) is already 0
+    if sigma.numel() == 0:
+        t_end = torch.ones(num_rays, dtype=rgb.dtype, device=dev)
+        return t_end[:, None] * bg, t_end
+    tau64 = tau.double()
+    incl = torch.cumsum(tau64, dim=0)
+    starts, counts = segment_starts(ray_idx, num_rays)
+    has = counts > 0
+    before = torch.zeros(num_rays, dtype=torch.float64, device=dev)
+    before = torch.where(has, (incl - tau64)[starts.clamp(max=sigma.numel() - 1)], before)
+    excl = incl - tau64 - before[ray_idx]
+    trans = torch.exp(-excl).to(rgb.dtype)  # T_k, [S]
+    alpha = 1.0 - torch.exp(-tau).to(rgb.dtype)
+    weight = trans * alpha
+    color = torch.zeros(num_rays, 3, dtype=rgb.dtype, device=dev).index_add(0, ray_idx, weight[:, None] * rgb)
+    total = torch.zeros(num_rays, dtype=torch.float64, device=dev).index_add(0, ray_idx, tau64)
+    t_end = torch.exp(-total).to(rgb.dtype)
+    return color + t_end[:, None] * bg, t_end
+
+
+def composite_pass(
+    sigma: torch.Tensor,
+    rgb: torch.Tensor,
+    row: torch.Tensor,
+    slot: torch.Tensor,
+    trans_in: torch.Tensor,
+    step: float,
+    slots: int,
+    ert_threshold: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One marching pass: composite ≤ ``slots`` new samples per ray onto rays with transmittance ``trans_in``.
+
+    Samples are laid out in a padded ``[R, slots]`` table and multiplied in order, T_(k+1) = T_k·(1 − α_k).
+    With ``ert_threshold`` ε a sample contributes only while the ray's T before it is ≥ ε (the ray stops
+    as soon as T < ε).
+
+    Args:
+        sigma: ``[S]`` densities; rgb ``[S, 3]``.
+        row: ``[S]`` int64 ray (0..R−1) of each sample; slot ``[S]`` int64 its order within the ray's pass.
+        trans_in: ``[R]`` transmittance before the pass.
+
+    Returns:
+        colour added ``[R, 3]``, transmittance after the pass ``[R]``, weight T_k·α_k of each sample ``[S]``.
+    """
+    r = trans_in.shape[0]
+    one_minus = torch.ones(r, slots, dtype=trans_in.dtype, device=trans_in.device)
+    alpha = 1.0 - torch.exp(-sigma * step)
+    one_minus[row, slot] = 1.0 - alpha
+    prod = torch.cumprod(one_minus, dim=1)  # T after each slot, relative to trans_in
+    t_before = torch.ones_like(prod)
+    t_before[:, 1:] = prod[:, :-1]
+    t_before *= trans_in[:, None]
+    tk = t_before[row, slot]
+    if ert_threshold is not None:
+        live = tk >= ert_threshold
+        weight = torch.where(live, tk * alpha, torch.zeros_like(tk))
+        # T after the pass: T before the first sample that was skipped, else T after all
+        stopped = t_before < ert_threshold
+        first_stop = torch.where(
+            stopped.any(dim=1),
+            stopped.to(torch.int8).argmax(dim=1),
+            torch.full_like(trans_in, slots, dtype=torch.int64),
+        )
+        t_all = torch.cat((t_before, (prod[:, -1] * trans_in)[:, None]), dim=1)
+        trans_out = t_all.gather(1, first_stop[:, None]).squeeze(1)
+    else:
+        weight = tk * alpha
+        trans_out = prod[:, -1] * trans_in
+    color = torch.zeros(r, 3, dtype=rgb.dtype, device=rgb.device).index_add_(0, row, weight[:, None] * rgb)
+    return color, trans_out, weight

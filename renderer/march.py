@@ -1,0 +1,304 @@
+"""Ray marching on the sample lattice t_k = t0 + (k + ½)·s with empty-space skipping (ESS).
+
+A lattice sample *contributes* when its network cell has a network and, with ESS on, its occupancy voxel
+is set. The marcher finds the contributing samples of each ray without visiting every lattice step: a
+per-voxel Chebyshev distance (in voxels, capped) to the nearest voxel that can hold a contributing sample
+lets a ray jump over whole empty cubes, and near the surface a window of lattice steps is tested at once.
+Every jump lands exactly on the lattice, and every kept sample passes the exact test, so the samples are
+the same as a step-by-step walk would keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from renderer.grid import cell_index, flat_index
+
+if TYPE_CHECKING:
+    from renderer.render import RenderScene
+
+DISTANCE_CAP = 24
+"""Largest stored empty-space distance, in voxels (a stored value of CAP means "at least CAP")."""
+WINDOW = 16
+"""Lattice steps tested at once by a ray that is next to possibly contributing voxels."""
+JUMP_MARGIN = 0.01
+"""Jumps stop this fraction of a voxel before the empty cube's exit (guards against rounding)."""
+
+
+@dataclass
+class Samples:
+    """Contributing lattice samples of a batch of rays, ordered by ray then t (no grad)."""
+
+    ray_idx: torch.Tensor
+    """``[S]`` int64 ray of each sample."""
+    t: torch.Tensor
+    """``[S]`` float32 distance along the ray."""
+    x: torch.Tensor
+    """``[S, 3]`` float32 world position o + t·d."""
+    net: torch.Tensor
+    """``[S]`` int64 network id of the sample's cell."""
+    k: torch.Tensor
+    """``[S]`` int64 lattice index."""
+
+    @property
+    def count(self) -> int:
+        """Number of samples S."""
+        return int(self.ray_idx.shape[0])
+
+
+def intersect_aabb(
+    origins: torch.Tensor, dirs: torch.Tensor, bbox_min: torch.Tensor, bbox_max: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slab test of ``[R, 3]`` rays against the box (``[3]`` float32 corners).
+
+    Per axis t = (min − o)/d and (max − o)/d; an axis with d = 0 is an unbounded slab when o lies inside
+    it and empty otherwise.
+
+    Returns:
+        t0 = max(0, t_enter) ``[R]`` and t1 = t_exit ``[R]``; the ray misses when not t1 > t0.
+    """
+    ta = (bbox_min - origins) / dirs
+    tb = (bbox_max - origins) / dirs
+    zero = dirs == 0
+    inside = (origins >= bbox_min) & (origins <= bbox_max)
+    inf = torch.full_like(ta, float("inf"))
+    near = torch.where(zero, torch.where(inside, -inf, inf), torch.minimum(ta, tb))
+    far = torch.where(zero, torch.where(inside, inf, -inf), torch.maximum(ta, tb))
+    t0 = torch.clamp(near.amax(dim=1), min=0.0)
+    return t0, far.amin(dim=1)
+
+
+def lattice_t(t0: torch.Tensor, k: torch.Tensor, step: float) -> torch.Tensor:
+    """t_k = t0 + (k + ½)·s in float32 (``t0``, ``k`` broadcast; ``step`` a float32-representable float)."""
+    return t0 + (k.to(torch.float32) + 0.5) * step
+
+
+def lattice_count(t0: torch.Tensor, t1: torch.Tensor, step: float) -> torch.Tensor:
+    """``[R]`` int64 number of lattice samples with t_k < t1 (0 when the ray misses the box)."""
+    hit = (t1 > t0) & torch.isfinite(t1)
+    span = torch.where(hit, t1 - t0, torch.zeros_like(t0)).double()
+    n = torch.ceil(span / step - 0.5).clamp(min=0).to(torch.int64)
+    for _ in range(2):  # exact float32 comparison of the rule t_k < t1, one step either way
+        n = n + (hit & (lattice_t(t0, n, step) < t1)).to(torch.int64)
+        n = n - ((n > 0) & (lattice_t(t0, n - 1, step) >= t1)).to(torch.int64)
+    return torch.where(hit, n, torch.zeros_like(n))
+
+
+def empty_space_distance(valid: torch.Tensor, cap: int = DISTANCE_CAP) -> torch.Tensor:
+    """Chebyshev distance in voxels from each voxel to the nearest ``valid`` one, capped at ``cap``.
+
+    Args:
+        valid: ``[ox, oy, oz]`` bool.
+
+    Returns:
+        ``[ox, oy, oz]`` uint8: 0 on valid voxels, d when the nearest valid voxel is d voxels away (in the
+        max-norm of index differences), ``cap`` when none is closer than ``cap``.
+    """
+    dist = torch.full(valid.shape, cap, dtype=torch.uint8, device=valid.device)
+    dist[valid] = 0
+    cur = valid.clone()
+    for r in range(1, cap):
+        for axis in range(3):  # Chebyshev dilation by one voxel, one axis at a time
+            grown = cur.clone()
+            n = cur.shape[axis]
+            if n > 1:
+                grown.narrow(axis, 1, n - 1).logical_or_(cur.narrow(axis, 0, n - 1))
+                grown.narrow(axis, 0, n - 1).logical_or_(cur.narrow(axis, 1, n - 1))
+            cur = grown
+        reached = cur & (dist == cap)
+        if not bool(reached.any()):  # everything reached, or nothing valid at all
+            break
+        dist[reached] = r
+    return dist
+
+
+def contributing(rs: RenderScene, x: torch.Tensor, ess: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact per-sample rule: ``[..., 3]`` points → (contributes ``[...]`` bool, net id ``[...]`` int64)."""
+    shape = x.shape[:-1]
+    flat = x.reshape(-1, 3)
+    cell = cell_index(flat, rs.bbox_min_t, rs.bbox_max_t, rs.grid_res)
+    net = rs.network_index_flat[flat_index(cell, rs.grid_res)]
+    ok = net >= 0
+    if ess:
+        vox = cell_index(flat, rs.bbox_min_t, rs.bbox_max_t, rs.occupancy_res)
+        ok &= rs.occupancy_flat[flat_index(vox, rs.occupancy_res)]
+    return ok.reshape(shape), net.reshape(shape)
+
+
+@dataclass
+class RayBatch:
+    """Marching state of R rays."""
+
+    origins: torch.Tensor
+    """``[R, 3]`` float32."""
+    dirs: torch.Tensor
+    """``[R, 3]`` float32 unit directions."""
+    t0: torch.Tensor
+    """``[R]`` start of the lattice (box entry, ≥ 0)."""
+    n: torch.Tensor
+    """``[R]`` int64 number of lattice samples inside the box."""
+    k: torch.Tensor
+    """``[R]`` int64 next lattice index to examine."""
+
+    @classmethod
+    def start(cls, rs: RenderScene, origins: torch.Tensor, dirs: torch.Tensor, step: float) -> RayBatch:
+        """Clip the rays to the box and put every ray at k = 0."""
+        t0, t1 = intersect_aabb(origins, dirs, rs.bbox_min_t, rs.bbox_max_t)
+        n = lattice_count(t0, t1, step)
+        return cls(origins, dirs, t0, n, torch.zeros_like(n))
+
+
+def voxel_lookup(rs: RenderScene, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Occupancy voxel of ``[..., 3]`` points by the rule clamp(floor((x − min)/(max − min)·res), 0, res − 1).
+
+    Returns:
+        voxel indices ``[..., 3]`` as float32 and the C-order flat index ``[...]`` int64.
+    """
+    lo, ext, res_f, top, strides = rs.voxel_tables
+    g = torch.floor((x - lo) / ext * res_f)
+    g = torch.minimum(torch.clamp_min(g, 0.0), top)
+    if rs.voxel_count < (1 << 24):  # exact in float32
+        flat = (g * strides).sum(dim=-1).to(torch.int64)
+    else:
+        gi = g.to(torch.int64)
+        r = rs.occupancy_res
+        flat = (gi[..., 0] * r[1] + gi[..., 1]) * r[2] + gi[..., 2]
+    return g, flat
+
+
+def next_samples(
+    rs: RenderScene,
+    rays: RayBatch,
+    step: float,
+    max_per_ray: int,
+    ess: bool,
+    rows: torch.Tensor | None = None,
+    window: int = WINDOW,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advance rays to their next ≤ ``max_per_ray`` contributing lattice samples each.
+
+    A ray whose current voxel is ≥ 2 voxels (Chebyshev) from any voxel that may contribute jumps to the
+    first lattice step at the exit of the empty cube around it; otherwise it tests ``window`` lattice steps
+    at once against the per-voxel table (a voxel contributes when its cell has a network and, with
+    ``ess``, it is occupied) and keeps the first ones.
+
+    Args:
+        rays: the batch; ``rays.k`` is advanced past the returned samples (or to ``rays.n``).
+        rows: ``[A]`` int64 rays of the batch to advance (default: all).
+
+    Returns:
+        ray ``[S]`` int64 (rows of the batch) and lattice index ``[S]`` int64, ordered by ray then k.
+    """
+    dev = rays.k.device
+    if rows is None:
+        rows = torch.arange(rays.k.shape[0], device=dev)
+    dist = rs.distance_field(ess)
+    valid = rs.valid_flat(ess)
+    lo = rs.bbox_min_t
+    vox_size = rs.voxel_size_t
+    margin = JUMP_MARGIN * float(vox_size.min())
+    count = torch.zeros(rays.k.shape[0], dtype=torch.int64, device=dev)
+    out_ray: list[torch.Tensor] = []
+    out_k: list[torch.Tensor] = []
+    lane = torch.arange(window, device=dev)
+    inf = torch.tensor(float("inf"), device=dev)
+    active = rows[rays.k[rows] < rays.n[rows]]
+    while active.numel() > 0:
+        ka = rays.k[active]
+        oa, da, t0a = rays.origins[active], rays.dirs[active], rays.t0[active]
+        x = oa + lattice_t(t0a, ka, step)[:, None] * da
+        vox, flat = voxel_lookup(rs, x)
+        dvox = dist[flat]
+        far = dvox >= 2
+        fi = far.nonzero().squeeze(1)
+        if fi.numel() > 0:
+            # jump out of the cube of voxels within dvox−1 of this one: none of them can contribute
+            df = dvox[fi, None].to(torch.float32)
+            vf = vox[fi]
+            dfi, ofi = da[fi], oa[fi]
+            face = lo + torch.where(dfi > 0, vf + df, vf - (df - 1.0)) * vox_size
+            te = torch.where(dfi != 0, (face - ofi) / dfi, inf).amin(dim=1)
+            knew = torch.ceil((te - margin - t0a[fi]) / step - 0.5).clamp(max=2.0**40).to(torch.int64)
+            knew = torch.maximum(knew, ka[fi] + 1)
+            rows_f = active[fi]
+            rays.k[rows_f] = torch.minimum(knew, rays.n[rows_f])
+        ni = active[~far]
+        if ni.numel() > 0:
+            kw = rays.k[ni, None] + lane  # [B, W]
+            tw = lattice_t(rays.t0[ni, None], kw, step)
+            xw = rays.origins[ni, None, :] + tw[..., None] * rays.dirs[ni, None, :]
+            ok = valid[voxel_lookup(rs, xw)[1]] & (kw < rays.n[ni, None])
+            remaining = max_per_ray - count[ni]
+            take = ok & (torch.cumsum(ok, dim=1) <= remaining[:, None])
+            got = take.sum(dim=1)
+            count[ni] += got
+            filled = got >= remaining
+            last = torch.where(take, lane, -1).amax(dim=1)
+            rays.k[ni] = torch.where(
+                filled, kw[:, 0] + last + 1, torch.minimum(kw[:, 0] + window, rays.n[ni])
+            )
+            if bool(take.any()):
+                out_ray.append(ni[:, None].expand_as(kw)[take])
+                out_k.append(kw[take])
+        still = (rays.k[active] < rays.n[active]) & (count[active] < max_per_ray)
+        active = active[still]
+    if not out_ray:
+        empty = torch.zeros(0, dtype=torch.int64, device=dev)
+        return empty, empty.clone()
+    ray = torch.cat(out_ray)
+    k = torch.cat(out_k)
+    key = ray * (int(rays.n.max()) + 1) + k
+    order = torch.argsort(key)
+    return ray[order], k[order]
+
+
+def march_rays(
+    rs: RenderScene,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    *,
+    ess: bool = True,
+    max_samples_per_ray: int | None = None,
+    step: float | None = None,
+) -> Samples:
+    """Every contributing lattice sample of ``[R, 3]`` rays (or each ray's first ``max_samples_per_ray``).
+
+    Samples sit at t_k = t0 + (k + ½)·s inside the box; kept when their cell has a network and, with
+    ``ess``, their occupancy voxel is set. Ordered by ray then t; no grad; on the rays' device.
+
+    Args:
+        step: marching step s (default: the scene's step size).
+    """
+    with torch.no_grad():
+        s = rs.step_size if step is None else float(torch.tensor(step, dtype=torch.float32))
+        origins = origins.to(rs.device, torch.float32)
+        dirs = dirs.to(rs.device, torch.float32)
+        rays = RayBatch.start(rs, origins, dirs, s)
+        per_pass = 64 if max_samples_per_ray is None else max_samples_per_ray
+        rays_out: list[torch.Tensor] = []
+        ks_out: list[torch.Tensor] = []
+        rows = torch.arange(origins.shape[0], device=rs.device)
+        while True:
+            rows = rows[rays.k[rows] < rays.n[rows]]
+            if rows.numel() == 0:
+                break
+            r, k = next_samples(rs, rays, s, per_pass, ess, rows)
+            rays_out.append(r)
+            ks_out.append(k)
+            if max_samples_per_ray is not None:
+                break
+        if rays_out:
+            ray = torch.cat(rays_out)
+            k = torch.cat(ks_out)
+            order = torch.argsort(ray * (int(rays.n.max()) + 1) + k)
+            ray, k = ray[order], k[order]
+        else:
+            ray = torch.zeros(0, dtype=torch.int64, device=rs.device)
+            k = ray.clone()
+        t = lattice_t(rays.t0[ray], k, s)
+        x = origins[ray] + t[:, None] * dirs[ray]
+        _, net = contributing(rs, x, ess)
+        return Samples(ray_idx=ray, t=t, x=x, net=net, k=k)

@@ -1,0 +1,379 @@
+"""The torch renderer: rays → box clip → lattice samples (ESS) → networks → compositing with ERT, in
+passes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from renderer.camera import Camera, generate_rays
+from renderer.composite import composite_pass, segment_starts
+from renderer.march import RayBatch, contributing, empty_space_distance, lattice_t, next_samples
+from renderer.networks import NetworkSpec, evaluate_networks
+
+OUTPUTS = ("rgb", "depth", "network")
+
+
+@dataclass
+class RenderOptions:
+    """How to render a frame."""
+
+    ess: bool = True
+    """Empty-space skipping through the occupancy grid."""
+    ert: bool = True
+    """Early ray termination when transmittance falls below the threshold."""
+    ert_threshold: float | None = None
+    """ERT threshold ε (None → the scene's)."""
+    step_multiplier: float = 1.0
+    """Marching step = scene step size × this."""
+    background: tuple[float, float, float] | None = None
+    """Background colour (None → the scene's)."""
+    samples_per_pass: int = 8
+    """Contributing samples gathered per ray per pass (K)."""
+    output: str = "rgb"
+    """"rgb", "depth" (expected t, shaded) or "network" (colour of the dominant network's id)."""
+    chunk_size: int = 1 << 18
+    """Rays marched at once (bounds memory)."""
+
+
+@dataclass
+class RenderStats:
+    """What a frame cost."""
+
+    rays: int = 0
+    """Rays cast."""
+    rays_hit_box: int = 0
+    """Rays that cross the scene box."""
+    samples_marched: int = 0
+    """Lattice steps walked over (skipped or tested) before the rays stopped."""
+    samples_evaluated: int = 0
+    """Samples sent through a network."""
+    networks_touched: int = 0
+    """Distinct networks evaluated."""
+    passes: int = 0
+    """Marching passes (largest over the ray chunks)."""
+    rays_terminated_early: int = 0
+    """Rays stopped by ERT before leaving the box."""
+    ms: float = 0.0
+    """Wall-clock time in milliseconds."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-ready)."""
+        return asdict(self)
+
+
+@dataclass
+class RenderResult:
+    """A rendered frame."""
+
+    image: torch.Tensor
+    """``[H, W, 3]`` float32 CPU."""
+    depth: torch.Tensor | None
+    """``[H, W]`` float32 CPU expected t of the composited samples (0 where nothing was hit), or None."""
+    stats: RenderStats
+    """Counters and time."""
+    network: torch.Tensor | None = None
+    """``[H, W]`` int64 id of the network with the largest weight per pixel (−1: none), or None."""
+
+
+@dataclass
+class RenderScene:
+    """A scene prepared for rendering on one device (reuse it between frames)."""
+
+    device: torch.device
+    """Where the tensors live."""
+    spec: NetworkSpec
+    """Network layout and box (bbox floats are float32-representable)."""
+    occupancy_res: tuple[int, int, int]
+    """Occupancy voxels per axis."""
+    network_index_flat: torch.Tensor
+    """``[rx·ry·rz]`` int64 network id per cell (C order), −1 = none."""
+    occupancy_flat: torch.Tensor
+    """``[ox·oy·oz]`` bool occupancy (C order)."""
+    params: dict[str, torch.Tensor]
+    """``l0.weight`` … ``l4.bias`` float32 on the device (live parameters when built from a module)."""
+    step_size: float
+    """Scene marching step (float32-representable)."""
+    background: tuple[float, float, float]
+    """Scene background colour."""
+    ert_threshold: float
+    """Scene ERT threshold."""
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def grid_res(self) -> tuple[int, int, int]:
+        """Network cells per axis."""
+        return self.spec.grid_res
+
+    @property
+    def num_networks(self) -> int:
+        """M."""
+        return int(self.params["l0.weight"].shape[0])
+
+    @property
+    def bbox_min_t(self) -> torch.Tensor:
+        """``[3]`` float32 box minimum on the device."""
+        return torch.tensor(self.spec.bbox_min, dtype=torch.float32, device=self.device)
+
+    @property
+    def bbox_max_t(self) -> torch.Tensor:
+        """``[3]`` float32 box maximum on the device."""
+        return torch.tensor(self.spec.bbox_max, dtype=torch.float32, device=self.device)
+
+    @property
+    def voxel_size_t(self) -> torch.Tensor:
+        """``[3]`` float32 occupancy voxel edge lengths."""
+        res = torch.tensor(self.occupancy_res, dtype=torch.float32, device=self.device)
+        return (self.bbox_max_t - self.bbox_min_t) / res
+
+    def valid_voxels(self, ess: bool) -> torch.Tensor:
+        """``[ox, oy, oz]`` bool: voxels whose cell has a network (and, with ``ess``, that are occupied)."""
+        ratio = [o // g for o, g in zip(self.occupancy_res, self.grid_res)]
+        has = (self.network_index_flat >= 0).reshape(self.grid_res)
+        valid = (
+            has.repeat_interleave(ratio[0], 0).repeat_interleave(ratio[1], 1).repeat_interleave(ratio[2], 2)
+        )
+        if ess:
+            valid = valid & self.occupancy_flat.reshape(self.occupancy_res)
+        return valid
+
+    @property
+    def voxel_count(self) -> int:
+        """ox·oy·oz."""
+        return int(np.prod(self.occupancy_res))
+
+    @property
+    def voxel_tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """float32 ``[3]`` tensors for voxel lookups: min, max − min, res, res − 1, C-order strides."""
+        if "voxel" not in self._cache:
+            lo, hi = self.bbox_min_t, self.bbox_max_t
+            r = self.occupancy_res
+            dev = self.device
+            self._cache["voxel"] = (
+                lo,
+                hi - lo,
+                torch.tensor(r, dtype=torch.float32, device=dev),
+                torch.tensor([v - 1 for v in r], dtype=torch.float32, device=dev),
+                torch.tensor([r[1] * r[2], r[2], 1], dtype=torch.float32, device=dev),
+            )
+        return self._cache["voxel"]
+
+    def valid_flat(self, ess: bool) -> torch.Tensor:
+        """``[ox·oy·oz]`` bool ``valid_voxels(ess)``, cached."""
+        key = f"valid{int(ess)}"
+        if key not in self._cache:
+            self._cache[key] = self.valid_voxels(ess).reshape(-1).contiguous()
+        return self._cache[key]
+
+    def distance_field(self, ess: bool) -> torch.Tensor:
+        """``[ox·oy·oz]`` uint8 empty-space distance (see ``march.empty_space_distance``), cached."""
+        key = f"dist{int(ess)}"
+        if key not in self._cache:
+            self._cache[key] = empty_space_distance(self.valid_voxels(ess)).reshape(-1)
+        return self._cache[key]
+
+
+def _f32(v: float) -> float:
+    """``v`` rounded to the nearest float32, as a Python float."""
+    return float(np.float32(v))
+
+
+def prepare_scene(scene: Any, device: str | torch.device = "cpu", networks: Any = None) -> RenderScene:
+    """Move a ``Scene`` to ``device``: float32 weights, flat lookup tables, float32-rounded box and step.
+
+    Args:
+        scene: a ``renderer.scene.Scene`` (its weights are ignored when ``networks`` is given).
+        networks: optional ``KiloNetworks`` whose live parameters are used (render while training; the
+            module must already be on ``device``).
+    """
+    dev = torch.device(device)
+    spec = NetworkSpec.from_scene(scene)
+    spec = NetworkSpec(
+        bbox_min=tuple(_f32(v) for v in spec.bbox_min),  # type: ignore[arg-type]
+        bbox_max=tuple(_f32(v) for v in spec.bbox_max),  # type: ignore[arg-type]
+        grid_res=spec.grid_res,
+        pos_freqs=spec.pos_freqs,
+        dir_freqs=spec.dir_freqs,
+        hidden=spec.hidden,
+        density_activation=spec.density_activation,
+        density_scale=spec.density_scale,
+    )
+    if networks is not None:
+        params = dict(networks.params())
+    else:
+        params = {k: v.detach().to(dev, torch.float32).contiguous() for k, v in scene.weights.items()}
+    index = torch.as_tensor(np.ascontiguousarray(scene.network_index).astype(np.int64)).reshape(-1).to(dev)
+    occ = torch.as_tensor(np.ascontiguousarray(scene.occupancy).astype(bool)).reshape(-1).to(dev)
+    return RenderScene(
+        device=dev,
+        spec=spec,
+        occupancy_res=tuple(int(v) for v in scene.occupancy_res),  # type: ignore[arg-type]
+        network_index_flat=index,
+        occupancy_flat=occ,
+        params=params,
+        step_size=_f32(scene.step_size),
+        background=tuple(float(v) for v in scene.background),  # type: ignore[arg-type]
+        ert_threshold=float(scene.ert_threshold),
+    )
+
+
+def network_colors(net: torch.Tensor) -> torch.Tensor:
+    """``[N]`` int64 network ids → ``[N, 3]`` float32 colours from an integer hash (ids < 0 → 0)."""
+    h = (net.clamp(min=0) * 2654435761 + 12345) % (1 << 32)
+    h = (h ^ (h >> 15)) * 2246822519 % (1 << 32)
+    rgb = torch.stack(((h >> 16) & 255, (h >> 8) & 255, h & 255), dim=1).to(torch.float32) / 255.0
+    return 0.25 + 0.75 * rgb
+
+
+@dataclass
+class _Accum:
+    """Per-ray accumulators of one chunk."""
+
+    color: torch.Tensor
+    trans: torch.Tensor
+    depth: torch.Tensor
+    best_w: torch.Tensor
+    best_net: torch.Tensor
+
+
+def _march_chunk(
+    rs: RenderScene,
+    o: torch.Tensor,
+    d: torch.Tensor,
+    opts: RenderOptions,
+    stats: RenderStats,
+    touched: torch.Tensor,
+) -> _Accum:
+    """Render ``[R, 3]`` rays in passes of ≤ K contributing samples; fills ``stats`` counters."""
+    step = _f32(rs.step_size * opts.step_multiplier)
+    eps: float | None = None
+    if opts.ert:
+        eps = float(rs.ert_threshold if opts.ert_threshold is None else opts.ert_threshold)
+    k_per_pass = max(1, int(opts.samples_per_pass)) if opts.ert else max(32, int(opts.samples_per_pass))
+    r = o.shape[0]
+    rays = RayBatch.start(rs, o, d, step)
+    acc = _Accum(
+        color=torch.zeros(r, 3, device=rs.device),
+        trans=torch.ones(r, device=rs.device),
+        depth=torch.zeros(r, device=rs.device),
+        best_w=torch.zeros(r, device=rs.device),
+        best_net=torch.full((r,), -1, dtype=torch.int64, device=rs.device),
+    )
+    live = torch.nonzero(rays.n > 0).squeeze(1)
+    stats.rays_hit_box += int(live.numel())
+    row_of = torch.full((r,), -1, dtype=torch.int64, device=rs.device)
+    passes = 0
+    while live.numel() > 0:
+        ray, k = next_samples(rs, rays, step, k_per_pass, opts.ess, live)
+        passes += 1
+        if ray.numel() > 0:
+            t = lattice_t(rays.t0[ray], k, step)
+            x = o[ray] + t[:, None] * d[ray]
+            ok, net = contributing(rs, x, opts.ess)
+            if not bool(ok.all()):  # rounding at a cell face disagreed with the voxel table: exact rule wins
+                ray, k, t, x, net = ray[ok], k[ok], t[ok], x[ok], net[ok]
+            sigma, rgb = evaluate_networks(rs.params, x, d[ray], net, scene_meta=rs.spec)
+            stats.samples_evaluated += int(ray.numel())
+            touched[net] = True
+            row_of[live] = torch.arange(live.numel(), device=rs.device)
+            row = row_of[ray]
+            starts, _ = segment_starts(row, live.numel())
+            slot = torch.arange(row.numel(), device=rs.device) - starts[row]
+            c_add, t_out, w = composite_pass(sigma, rgb, row, slot, acc.trans[live], step, k_per_pass, eps)
+            acc.color[live] += c_add
+            acc.trans[live] = t_out
+            acc.depth.index_add_(0, ray, w * t)
+            # dominant network: the first sample with the largest weight
+            best = torch.zeros(live.numel(), device=rs.device).scatter_reduce_(0, row, w, "amax")
+            is_best = (w == best[row]) & (w > acc.best_w[ray])
+            first = torch.full((live.numel(),), row.numel(), dtype=torch.int64, device=rs.device)
+            first.scatter_reduce_(0, row[is_best], torch.nonzero(is_best).squeeze(1), "amin")
+            upd = first < row.numel()
+            acc.best_net[live[upd]] = net[first[upd]]
+            acc.best_w[live[upd]] = w[first[upd]]
+        done = rays.k[live] >= rays.n[live]
+        if eps is not None:
+            stop = acc.trans[live] < eps
+            stats.rays_terminated_early += int((stop & ~done).sum())
+            done = done | stop
+        live = live[~done]
+    stats.samples_marched += int(rays.k.sum())
+    stats.passes = max(stats.passes, passes)
+    return acc
+
+
+def render_rays_full(
+    rs: RenderScene, origins: torch.Tensor, dirs: torch.Tensor, options: RenderOptions | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, RenderStats]:
+    """Render rays: rgb ``[N, 3]``, depth ``[N]``, network id ``[N]``, T_end ``[N]`` and the stats.
+
+    rgb = C + T_end·background; depth = Σ w_k t_k / Σ w_k (0 where Σ w = 0).
+    """
+    opts = options or RenderOptions()
+    if opts.output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {opts.output!r}")
+    start = time.perf_counter()
+    stats = RenderStats(rays=int(origins.shape[0]))
+    bg = torch.tensor(rs.background if opts.background is None else opts.background, device=rs.device)
+    touched = torch.zeros(rs.num_networks, dtype=torch.bool, device=rs.device)
+    parts: list[tuple[torch.Tensor, ...]] = []
+    with torch.no_grad():
+        o_all = origins.to(rs.device, torch.float32)
+        d_all = dirs.to(rs.device, torch.float32)
+        for a in range(0, max(1, o_all.shape[0]), opts.chunk_size):
+            o, d = o_all[a : a + opts.chunk_size], d_all[a : a + opts.chunk_size]
+            acc = _march_chunk(rs, o, d, opts, stats, touched)
+            wsum = 1.0 - acc.trans
+            depth = torch.where(wsum > 0, acc.depth / wsum.clamp(min=1e-12), torch.zeros_like(wsum))
+            parts.append((acc.color + acc.trans[:, None] * bg, depth, acc.best_net, acc.trans))
+    if rs.device.type == "cuda":
+        torch.cuda.synchronize(rs.device)
+    stats.networks_touched = int(touched.sum())
+    stats.ms = (time.perf_counter() - start) * 1e3
+    rgb, depth, net, trans = (torch.cat([p[i] for p in parts]) for i in range(4))
+    return rgb, depth, net, trans, stats
+
+
+def render_rays(
+    rs: RenderScene, origins: torch.Tensor, dirs: torch.Tensor, options: RenderOptions | None = None
+) -> tuple[torch.Tensor, RenderStats]:
+    """Pixel colours ``[N, 3]`` of ``[N, 3]`` rays (on ``rs.device``) and the stats."""
+    rgb, _, _, _, stats = render_rays_full(rs, origins, dirs, options)
+    return rgb, stats
+
+
+def shade_depth(depth: torch.Tensor, hit: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """``[N]`` depths → ``[N, 3]`` grey (near = bright) normalised over ``hit`` pixels, else background."""
+    out = background.reshape(1, 3).expand(depth.shape[0], 3).clone()
+    if bool(hit.any()):
+        lo, hi = depth[hit].min(), depth[hit].max()
+        g = 1.0 - 0.85 * (depth - lo) / (hi - lo).clamp(min=1e-6)
+        out[hit] = g[hit, None].expand(-1, 3)
+    return out
+
+
+def render_image(scene_or_rs: Any, camera: Camera, options: RenderOptions | None = None) -> RenderResult:
+    """Render a camera's image with the torch backend (``Scene`` is prepared on the CPU first)."""
+    opts = options or RenderOptions()
+    rs = scene_or_rs if isinstance(scene_or_rs, RenderScene) else prepare_scene(scene_or_rs, "cpu")
+    start = time.perf_counter()
+    origins, dirs = generate_rays(camera, rs.device)
+    rgb, depth, net, _, stats = render_rays_full(rs, origins, dirs, opts)
+    bg = torch.tensor(rs.background if opts.background is None else opts.background, device=rs.device)
+    if opts.output == "network":
+        rgb = torch.where((net >= 0)[:, None], network_colors(net), bg[None, :])
+    elif opts.output == "depth":
+        rgb = shade_depth(depth, net >= 0, bg)
+    h, w = camera.height, camera.width
+    stats.ms = (time.perf_counter() - start) * 1e3
+    return RenderResult(
+        image=rgb.reshape(h, w, 3).float().cpu(),
+        depth=depth.reshape(h, w).float().cpu(),
+        stats=stats,
+        network=net.reshape(h, w).cpu(),
+    )
