@@ -129,18 +129,24 @@ def headless_screenshot(args: argparse.Namespace, scene: Any, size: tuple[int, i
     return f"wrote {png} and {cam_path} ({cam.width}x{cam.height}, {time.perf_counter() - t0:.2f} s)"
 
 
-def headless_turntable(args: argparse.Namespace, scene: Any, size: tuple[int, int] | None) -> str:
-    """Render and encode a turntable; returns the message."""
-    from app.export import check_video_size, render_to_uint8, turntable_cameras, write_video
-    from app.render_worker import prepare_for_backend
+def _check_turntable_args(args: argparse.Namespace, size: tuple[int, int] | None) -> None:
+    from app.export import check_video_size
 
-    size = size or (400, 400)
     try:
-        check_video_size(size)
+        check_video_size(size or (400, 400))
     except ValueError as e:
         raise UserError(str(e)) from None
     if args.frames < 1 or args.fps <= 0:
         raise UserError(f"--frames must be >= 1 and --fps > 0, got {args.frames} and {args.fps}")
+
+
+def headless_turntable(args: argparse.Namespace, scene: Any, size: tuple[int, int] | None) -> str:
+    """Render and encode a turntable; returns the message."""
+    from app.export import render_to_uint8, turntable_cameras, write_video
+    from app.render_worker import prepare_for_backend
+
+    size = size or (400, 400)
+    _check_turntable_args(args, size)
     cams = turntable_cameras(scene, args.frames, size, args.elevation, args.radius or None)
     backend = get_backend_once(args.backend)
     prepared = prepare_for_backend(backend, scene)
@@ -175,6 +181,8 @@ def _main(args: argparse.Namespace) -> int:
         raise UserError("--headless needs --screenshot OUT.png or --turntable OUT.mp4")
     if (args.screenshot or args.turntable) and not args.headless:
         raise UserError("--screenshot/--turntable export without a window: add --headless")
+    if args.headless and args.turntable:
+        _check_turntable_args(args, size)
     try:
         scene, name, notice = initial_scene(args.scene)
     except SceneLoadError as e:

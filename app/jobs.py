@@ -64,20 +64,13 @@ def trainer_command(cfg: JobConfig) -> list[str]:
     sub = cfg.stage if cfg.stage else "run"
     if sub != "run" and sub not in STAGES:
         raise ValueError(f"unknown stage {sub!r} (expected one of {', '.join(STAGES)})")
-    return [
-        cfg.python,
-        "-m",
-        "trainer",
-        sub,
-        "--data",
-        cfg.data,
-        "--out",
-        cfg.out,
-        "--preset",
-        cfg.preset,
-        "--workdir",
-        str(cfg.resolved_workdir()),
-    ]
+    cmd = [cfg.python, "-m", "trainer", sub]
+    if cfg.data:
+        cmd += ["--data", cfg.data]
+    if cfg.out:
+        cmd += ["--out", cfg.out]
+    cmd += ["--preset", cfg.preset, "--workdir", str(cfg.resolved_workdir()), "--no-bar"]
+    return cmd
 
 
 @dataclass
@@ -172,6 +165,7 @@ class TrainingJob:
         self.history: list[HistoryPoint] = []
         self.log_tail: deque[str] = deque(maxlen=log_lines)
         self.returncode: int | None = None
+        self.last_command: list[str] = []
         self.started_at: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._progress: JsonlTail | None = None
@@ -188,6 +182,7 @@ class TrainingJob:
             raise RuntimeError("a training job is already running")
         self.workdir.mkdir(parents=True, exist_ok=True)
         cmd = self.command if self.command is not None else trainer_command(self.config)
+        self.last_command = cmd
         if self._progress is None:  # first start: earlier runs' events fill the stage history
             self._progress = JsonlTail(self.progress_path)
         self._run_offset = self.progress_path.stat().st_size if self.progress_path.exists() else 0

@@ -88,16 +88,10 @@ def _camera_panel(v: Viewer) -> None:
         if changed:
             v.set_view(k)
     if imgui.button("copy pose (Ctrl+C)"):
-        import glfw
-
-        glfw.set_clipboard_string(v.window, v.pose_json())
-        v.notify("camera pose copied to the clipboard")
+        v.copy_pose()
     imgui.same_line()
     if imgui.button("paste pose (Ctrl+V)"):
-        import glfw
-
-        text = glfw.get_clipboard_string(v.window)
-        v.paste_pose(text.decode() if isinstance(text, bytes) else str(text or ""))
+        v.paste_pose_from_clipboard()
 
 
 def _render_panel(v: Viewer) -> None:

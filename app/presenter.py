@@ -78,7 +78,7 @@ class FramePresenter:
         """Upload an ``[H, W, 3]`` image (float32 in [0, 1] or uint8; numpy or torch)."""
         arr = image_to_numpy(image)
         h, w = arr.shape[:2]
-        dtype = "u1" if arr.dtype == np.uint8 else "f4"
+        dtype = "f1" if arr.dtype == np.uint8 else "f4"  # f1: normalised bytes (u1 is integer)
         tex = self._texture(w, h, 3, dtype)
         # rows of 3 float32 or 3 bytes: GL's default 4-byte row alignment breaks odd widths of uint8
         tex.write(arr.tobytes(), alignment=1)
@@ -90,7 +90,7 @@ class FramePresenter:
 
     def upload_pbo(self, pbo: moderngl.Buffer, width: int, height: int) -> None:
         """Copy ``width × height`` RGBA8 pixels from ``pbo`` into the frame texture, on the GPU."""
-        tex = self._texture(width, height, 4, "u1")
+        tex = self._texture(width, height, 4, "f1")
         tex.write(pbo)
         self.size = (width, height)
 

@@ -45,7 +45,7 @@ class RenderSettings:
             ert=self.ert,
             ert_threshold=float(self.ert_threshold),
             step_multiplier=float(self.step_multiplier),
-            background=tuple(float(c) for c in self.background),
+            background=(float(self.background[0]), float(self.background[1]), float(self.background[2])),
             output=self.view,
         )
 

@@ -38,6 +38,8 @@ STILL_DELAY_S = 0.2
 """The camera counts as still after this long without change (then the full-resolution refine starts)."""
 BAND_MS = 80.0
 """Target duration of one refine band: the longest a newer moving frame waits for the worker."""
+_NO_WINDOW: Any = None
+"""glfw's clipboard functions take no window any more (passing one is deprecated)."""
 ORBIT_KEY_DEG_PER_S = 90.0
 """Arrow keys in orbit mode turn by this many degrees per second."""
 
@@ -196,6 +198,16 @@ class Viewer:
         """The current view as camera JSON (framebuffer size)."""
         return json.dumps(self.render_camera().to_dict(), indent=2)
 
+    def copy_pose(self) -> None:
+        """Put the current view's camera JSON on the clipboard."""
+        glfw.set_clipboard_string(_NO_WINDOW, self.pose_json())
+        self.notify("camera pose copied to the clipboard")
+
+    def paste_pose_from_clipboard(self) -> bool:
+        """Jump to the camera JSON on the clipboard."""
+        text = glfw.get_clipboard_string(_NO_WINDOW)
+        return self.paste_pose(text.decode() if isinstance(text, bytes) else str(text or ""))
+
     def paste_pose(self, text: str) -> bool:
         """Jump to a camera JSON pose (vertical field of view from its focal); False with a message if bad."""
         from renderer.camera import Camera, CameraFormatError
@@ -236,11 +248,9 @@ class Viewer:
             elif key == glfw.KEY_R and not ctrl:
                 self.reset_view()
             elif key == glfw.KEY_C and ctrl:
-                glfw.set_clipboard_string(self.window, self.pose_json())
-                self.notify("camera pose copied to the clipboard")
+                self.copy_pose()
             elif key == glfw.KEY_V and ctrl:
-                text = glfw.get_clipboard_string(self.window)
-                self.paste_pose(text.decode() if isinstance(text, bytes) else str(text or ""))
+                self.paste_pose_from_clipboard()
 
     def handle_mouse_button(self, window: Any, button: int, action: int, mods: int) -> None:
         """glfw mouse button callback: a drag belongs to the scene if it starts outside the panels."""
@@ -329,7 +339,7 @@ class Viewer:
         if self.job is None or self.job.config != cfg:
             self.job = TrainingJob(cfg)
         self.job.start()
-        self.notify(f"training started: {' '.join(self.job.command or [])}".strip())
+        self.notify(f"training started: {' '.join(self.job.last_command)}".strip())
 
     def screenshot(self) -> None:
         """Render the current view at the export size into exports/ (PNG + camera JSON), in the background."""

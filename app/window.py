@@ -26,9 +26,7 @@ NO_DISPLAY_MESSAGE = (
 )
 
 
-def create_window(
-    width: int, height: int, title: str, visible: bool = True
-) -> tuple[Any, moderngl.Context]:
+def create_window(width: int, height: int, title: str, visible: bool = True) -> tuple[Any, moderngl.Context]:
     """Open a ``width × height`` window and return (glfw window, moderngl context). Raises NoDisplayError."""
     glfw.ERROR_REPORTING = "ignore"
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):

@@ -1,0 +1,335 @@
+"""The viewer window under a display (make test runs pytest inside xvfb-run; Mesa llvmpipe through EGL).
+
+One small window is shared by the tests in this module (opening one costs about a second); each test
+puts the viewer state it needs back in place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [
+    pytest.mark.gl,
+    pytest.mark.skipif(
+        not os.environ.get("DISPLAY"), reason="needs a display: run under xvfb-run (make test does)"
+    ),
+]
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+import glfw  # noqa: E402
+from renderer.backends import get_backend  # noqa: E402
+
+from app.presenter import to_uint8  # noqa: E402
+from renderer.scene import SceneCameras, load_scene, save_scene  # noqa: E402
+from renderer.synthetic import random_scene  # noqa: E402
+
+W, H = 64, 48
+
+
+def _scene_with_cameras(seed: int) -> object:
+    from renderer.camera import orbit_pose
+
+    s = random_scene(grid_res=(3, 2, 4), seed=seed, background=(1.0, 1.0, 1.0), density_bias=10.0)
+    poses = np.stack([orbit_pose((0.0, 0.0, 0.0), 3.0, az, 20.0) for az in (-90.0, 0.0, 120.0)])
+    s.cameras = SceneCameras(width=80, height=60, focal=70.0, c2w=poses.astype(np.float32))
+    return s
+
+
+@pytest.fixture(scope="module")
+def scene_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("scenes")
+    paths = {"a": d / "a.kilo", "b": d / "b.kilo"}
+    save_scene(_scene_with_cameras(3), paths["a"])
+    save_scene(_scene_with_cameras(5), paths["b"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def viewer(scene_paths: dict[str, Path]) -> Iterator[object]:
+    from app.viewer import Viewer
+
+    v = Viewer(
+        load_scene(scene_paths["a"]),
+        str(scene_paths["a"]),
+        get_backend("torch"),
+        (W, H),
+        title="kilonerf-test-viewer",
+    )
+    yield v
+    v.close()
+
+
+@pytest.fixture
+def v(viewer: object, scene_paths: dict[str, Path]) -> object:
+    """The shared viewer, reset: scene a, panels hidden, overlays off, orbit mode, view 0."""
+    from app.settings import ViewerSettings
+
+    vw = viewer
+    if vw.scene_name != str(scene_paths["a"]):  # type: ignore[attr-defined]
+        vw.set_scene(load_scene(scene_paths["a"]), str(scene_paths["a"]))  # type: ignore[attr-defined]
+    vw.settings = ViewerSettings(show_ui=False)  # type: ignore[attr-defined]
+    vw.settings.render.backend = "torch"  # type: ignore[attr-defined]
+    vw.settings.render.ert_threshold = vw.scene.ert_threshold  # type: ignore[attr-defined]
+    vw.camera.mode = "orbit"  # type: ignore[attr-defined]
+    vw.held.clear()  # type: ignore[attr-defined]
+    vw.reset_view()  # type: ignore[attr-defined]
+    return vw
+
+
+def test_window_shows_the_renderers_frame(v: object) -> None:
+    assert v.wait_full_frame(60)  # type: ignore[attr-defined]
+    shown = v.read_frame()  # type: ignore[attr-defined]
+    cam = v.render_camera()  # type: ignore[attr-defined]
+    assert (cam.width, cam.height) == (W, H)
+    ref = get_backend("torch").render(v.scene, cam, v.render_options())  # type: ignore[attr-defined]
+    expected = to_uint8(ref.image)
+    assert shown.shape == expected.shape
+    assert np.abs(shown.astype(int) - expected.astype(int)).max() <= 1
+    assert expected.std() > 5  # a real image, not a blank frame
+
+
+def test_panels_draw_over_the_frame(v: object) -> None:
+    assert v.wait_full_frame(60)  # type: ignore[attr-defined]
+    plain = v.read_frame()  # type: ignore[attr-defined]
+    v.settings.show_ui = True  # type: ignore[attr-defined]
+    for _ in range(3):
+        v.step()  # type: ignore[attr-defined]
+    with_ui = v.read_frame()  # type: ignore[attr-defined]
+    assert (np.abs(with_ui.astype(int) - plain.astype(int)).sum(axis=2) > 30).mean() > 0.2
+
+
+def test_keys_move_the_camera_in_fly_mode_frame_rate_independently(v: object) -> None:
+    key = v.handle_key  # type: ignore[attr-defined]
+    key(v.window, glfw.KEY_TAB, 0, glfw.PRESS, 0)  # type: ignore[attr-defined]
+    key(v.window, glfw.KEY_TAB, 0, glfw.RELEASE, 0)  # type: ignore[attr-defined]
+    assert v.camera.mode == "fly"  # type: ignore[attr-defined]
+    speed = v.camera.settings.fly_speed  # type: ignore[attr-defined]
+    eye0, fwd = v.camera.eye.copy(), v.camera.forward  # type: ignore[attr-defined]
+    key(v.window, glfw.KEY_W, 0, glfw.PRESS, 0)  # type: ignore[attr-defined]
+    for _ in range(4):
+        v.step(dt=0.05)  # type: ignore[attr-defined]
+    key(v.window, glfw.KEY_W, 0, glfw.RELEASE, 0)  # type: ignore[attr-defined]
+    v.step(dt=0.05)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(v.camera.eye, eye0 + fwd * speed * 0.2, atol=1e-9)  # type: ignore[attr-defined]
+    # Shift + Q for 0.1 s: down along world Z at fast_factor × speed
+    eye1 = v.camera.eye.copy()  # type: ignore[attr-defined]
+    key(v.window, glfw.KEY_LEFT_SHIFT, 0, glfw.PRESS, glfw.MOD_SHIFT)  # type: ignore[attr-defined]
+    key(v.window, glfw.KEY_Q, 0, glfw.PRESS, glfw.MOD_SHIFT)  # type: ignore[attr-defined]
+    v.step(dt=0.1)  # type: ignore[attr-defined]
+    key(v.window, glfw.KEY_Q, 0, glfw.RELEASE, 0)  # type: ignore[attr-defined]
+    key(v.window, glfw.KEY_LEFT_SHIFT, 0, glfw.RELEASE, 0)  # type: ignore[attr-defined]
+    fast = v.camera.settings.fast_factor  # type: ignore[attr-defined]
+    np.testing.assert_allclose(v.camera.eye - eye1, [0, 0, -speed * fast * 0.1], atol=1e-9)  # type: ignore[attr-defined]
+    # mouse look: drag 40 px right turns the view right by 40 × look_deg_per_px
+    yaw0 = v.camera.yaw  # type: ignore[attr-defined]
+    _drag(v, glfw.MOUSE_BUTTON_LEFT, (30, 20), (70, 20))
+    assert v.camera.yaw == pytest.approx(yaw0 - math.radians(40 * v.camera.settings.look_deg_per_px))  # type: ignore[attr-defined]
+
+
+def _drag(v: object, button: int, start: tuple[float, float], end: tuple[float, float]) -> None:
+    v.handle_cursor(v.window, *start)  # type: ignore[attr-defined]
+    v.handle_mouse_button(v.window, button, glfw.PRESS, 0)  # type: ignore[attr-defined]
+    v.handle_cursor(v.window, *end)  # type: ignore[attr-defined]
+    v.handle_mouse_button(v.window, button, glfw.RELEASE, 0)  # type: ignore[attr-defined]
+
+
+def test_mouse_and_keys_in_orbit_mode(v: object) -> None:
+    c = v.camera  # type: ignore[attr-defined]
+    target, dist = c.target.copy(), c.distance
+    _drag(v, glfw.MOUSE_BUTTON_LEFT, (10, 10), (40, 10))  # rotate 30 px × 0.3° = 9°
+    np.testing.assert_allclose(c.target, target, atol=1e-9)
+    assert np.linalg.norm(c.eye - target) == pytest.approx(dist)
+    v.handle_scroll(v.window, 0.0, 1.0)  # type: ignore[attr-defined]
+    assert c.distance == pytest.approx(dist * c.settings.zoom_per_notch)
+    yaw = c.yaw
+    v.handle_key(v.window, glfw.KEY_LEFT, 0, glfw.PRESS, 0)  # type: ignore[attr-defined]
+    v.step(dt=0.5)  # type: ignore[attr-defined]
+    v.handle_key(v.window, glfw.KEY_LEFT, 0, glfw.RELEASE, 0)  # type: ignore[attr-defined]
+    assert c.yaw == pytest.approx(yaw + math.radians(45.0))  # 90°/s for 0.5 s
+    _drag(v, glfw.MOUSE_BUTTON_RIGHT, (10, 10), (10, 30))  # pan: eye and target move together
+    assert np.linalg.norm(c.target - target) > 0
+    assert c.distance == pytest.approx(dist * c.settings.zoom_per_notch)
+
+
+@pytest.mark.skipif(shutil.which("xdotool") is None, reason="xdotool not installed")
+def test_real_x11_events_reach_the_viewer(v: object) -> None:
+    wid = subprocess.run(
+        ["xdotool", "search", "--name", "kilonerf-test-viewer"], capture_output=True, text=True, timeout=10
+    ).stdout.split()
+    assert wid, "window not found by xdotool"
+    subprocess.run(["xdotool", "windowfocus", "--sync", wid[0]], timeout=10, check=False)
+    yaw0 = v.camera.yaw  # type: ignore[attr-defined]
+    subprocess.run(
+        [
+            "xdotool",
+            "mousemove",
+            "--window",
+            wid[0],
+            "20",
+            "20",
+            "mousedown",
+            "1",
+            "mousemove",
+            "--window",
+            wid[0],
+            "50",
+            "20",
+            "mouseup",
+            "1",
+        ],
+        timeout=10,
+        check=True,
+    )
+    end = time.monotonic() + 5
+    while v.camera.yaw == yaw0 and time.monotonic() < end:  # type: ignore[attr-defined]
+        v.step()  # type: ignore[attr-defined]
+    assert v.camera.yaw < yaw0  # type: ignore[attr-defined]  # dragged right: camera circles left
+
+
+def test_ess_and_ert_toggles_change_the_renderers_stats(v: object) -> None:
+    def stats() -> dict[str, float]:
+        assert v.wait_full_frame(60)  # type: ignore[attr-defined]
+        return dict(v.frame.stats)  # type: ignore[attr-defined]
+
+    base = stats()
+    v.settings.render.ess = False  # type: ignore[attr-defined]
+    no_ess = stats()
+    v.settings.render.ess = True  # type: ignore[attr-defined]
+    v.settings.render.ert = False  # type: ignore[attr-defined]
+    no_ert = stats()
+    assert no_ess["samples_evaluated"] > base["samples_evaluated"]
+    assert no_ert["rays_terminated_early"] == 0 < base["rays_terminated_early"]
+    assert no_ert["samples_evaluated"] > base["samples_evaluated"]
+
+
+def test_training_view_selector_and_pose_copy_paste(v: object) -> None:
+    cams = v.scene.cameras  # type: ignore[attr-defined]
+    v.set_view(2)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(v.camera.c2w(), cams.c2w[2], atol=1e-6)  # type: ignore[attr-defined]
+    fov = math.degrees(2 * math.atan(0.5 * cams.height / cams.focal))
+    assert v.camera.settings.fov_y_deg == pytest.approx(fov)  # type: ignore[attr-defined]
+    text = v.pose_json()  # type: ignore[attr-defined]
+    v.handle_key(v.window, glfw.KEY_C, 0, glfw.PRESS, glfw.MOD_CONTROL)  # type: ignore[attr-defined]
+    assert json.loads(glfw.get_clipboard_string(None).decode()) == json.loads(text)  # type: ignore[attr-defined]
+    v.set_view(0)  # type: ignore[attr-defined]
+    v.handle_key(v.window, glfw.KEY_V, 0, glfw.PRESS, glfw.MOD_CONTROL)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(v.camera.c2w(), cams.c2w[2], atol=1e-6)  # type: ignore[attr-defined]
+    assert not v.paste_pose("{not json")  # type: ignore[attr-defined]
+    assert "not a camera JSON" in v.messages[-1][1]  # type: ignore[attr-defined]
+
+
+def test_missing_and_corrupt_scenes_are_reported_and_the_viewer_keeps_running(
+    v: object, tmp_path: Path
+) -> None:
+    name = v.scene_name  # type: ignore[attr-defined]
+    bad = tmp_path / "corrupt.kilo"
+    bad.write_bytes(b"PK\x03\x04 this is not a kilo file")
+    for path in (tmp_path / "missing.kilo", bad):
+        v.open_scene(str(path))  # type: ignore[attr-defined]
+        v.loader.wait(30)  # type: ignore[attr-defined]
+        v.step()  # type: ignore[attr-defined]
+        msg = v.messages[-1]  # type: ignore[attr-defined]
+        assert msg[2] == "error" and str(path) in msg[1] and "\n" not in msg[1]
+        assert v.scene_name == name  # type: ignore[attr-defined]
+    assert v.wait_full_frame(60)  # type: ignore[attr-defined]  # still rendering the old scene
+
+
+def test_job_scene_events_hot_reload(v: object, scene_paths: dict[str, Path], tmp_path: Path) -> None:
+    from app.jobs import JobConfig, TrainingJob
+
+    script = tmp_path / "fake.py"
+    work = tmp_path / "w"
+    script.write_text(
+        "import json, sys, time\n"
+        f"open({str(work / 'progress.jsonl')!r}, 'a').write(json.dumps("
+        f"{{'event': 'scene', 'stage': 'distill', 'path': {str(scene_paths['b'])!r}, 'time': 0}}) + '\\n')\n"
+    )
+    v.job = TrainingJob(
+        JobConfig(out=str(tmp_path / "o.kilo"), workdir=str(work)),  # type: ignore[attr-defined]
+        command=[sys.executable, str(script)],
+    )
+    v.job.start()  # type: ignore[attr-defined]
+    end = time.monotonic() + 30
+    while v.scene_name != str(scene_paths["b"]) and time.monotonic() < end:  # type: ignore[attr-defined]
+        v.step()  # type: ignore[attr-defined]
+        time.sleep(0.01)
+    assert v.scene_name == str(scene_paths["b"])  # type: ignore[attr-defined]
+    v.job = None  # type: ignore[attr-defined]
+
+
+def test_f12_screenshot_matches_a_headless_render_of_its_camera(v: object, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from app.cli import main
+
+    v.settings.export.folder = str(tmp_path / "exports")  # type: ignore[attr-defined]
+    v.settings.export.shot_width, v.settings.export.shot_height = 50, 36  # type: ignore[attr-defined]
+    v.handle_key(v.window, glfw.KEY_F12, 0, glfw.PRESS, 0)  # type: ignore[attr-defined]
+    assert v.export is not None and v.export.wait(60) and not v.export.error, v.export.message  # type: ignore[attr-defined]
+    pngs = list((tmp_path / "exports").glob("screenshot-*.png"))
+    assert len(pngs) == 1
+    shot = np.asarray(Image.open(pngs[0]).convert("RGB"))
+    assert shot.shape == (36, 50, 3)
+    cam_json = pngs[0].with_suffix(".json")
+    again = tmp_path / "again.png"
+    scene_file = tmp_path / "scene.kilo"
+    save_scene(v.scene, scene_file)  # type: ignore[attr-defined]
+    assert (
+        main(
+            ["--scene", str(scene_file), "--headless", "--screenshot", str(again), "--camera", str(cam_json)]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(np.asarray(Image.open(again).convert("RGB")), shot)
+
+
+def test_pbo_upload_path_shows_the_buffer(v: object) -> None:
+    ctx = v.ctx  # type: ignore[attr-defined]
+    p = v.presenter  # type: ignore[attr-defined]
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, size=(H, W, 4), dtype=np.uint8)
+    pbo = p.pixel_buffer(W, H)
+    pbo.write(rgba.tobytes())
+    fbo = ctx.framebuffer(color_attachments=[ctx.texture((W, H), 4)])
+    fbo.use()
+    p.upload_pbo(pbo, W, H)
+    p.draw((0, 0, W, H))
+    got = np.frombuffer(fbo.read(components=3, alignment=1), np.uint8).reshape(H, W, 3)[::-1]
+    np.testing.assert_array_equal(got, rgba[:, :, :3])
+    fbo.release()
+    pbo.release()
+
+
+def test_box_overlay_lands_on_projected_corners(v: object) -> None:
+    from app import overlay_geometry as og
+
+    v.settings.render.background = (0.0, 0.0, 0.0)  # type: ignore[attr-defined]
+    v.settings.overlays.box = True  # type: ignore[attr-defined]
+    v.settings.overlays.depth_aware = False  # type: ignore[attr-defined]
+    assert v.wait_full_frame(60)  # type: ignore[attr-defined]
+    img = v.read_frame().astype(int)  # type: ignore[attr-defined]
+    s = v.scene  # type: ignore[attr-defined]
+    cam = v.render_camera()  # type: ignore[attr-defined]
+    mvp = og.projection_matrix(W, H, cam.focal) @ og.view_matrix(cam.c2w)
+    lines = og.box_lines(s.bbox_min, s.bbox_max)
+    mids = og.project_points(mvp, 0.5 * (lines[0::2] + lines[1::2]), W, H)
+    hits = 0
+    for x, y in mids:
+        xi, yi = int(x), int(y)
+        if 1 <= xi < W - 1 and 1 <= yi < H - 1:
+            patch = img[yi - 1 : yi + 2, xi - 1 : xi + 2]
+            # the box is orange (1.0, 0.6, 0.0): red clearly above blue somewhere in the 3x3 patch
+            hits += bool(((patch[..., 0] - patch[..., 2]) > 100).any())
+    assert hits >= 3
