@@ -115,14 +115,16 @@ class Viewer:
         self._ui_frames: deque[float] = deque(maxlen=30)
         self.set_scene(scene, scene_name)
         self.reset_view()
+        self.notify(f"rendering with the {self.settings.render.backend} backend", echo=False)
         if notice:
             self.notify(notice)
 
     # ---- messages ------------------------------------------------------------------------------------
-    def notify(self, text: str, level: str = "info") -> None:
-        """Show ``text`` in the status area (and print it once)."""
+    def notify(self, text: str, level: str = "info", echo: bool = True) -> None:
+        """Show ``text`` in the status area (and print it once, unless ``echo`` is False)."""
         self.messages.append((time.time(), text, level))
-        print(f"[viewer] {text}", flush=True)
+        if echo:
+            print(f"[viewer] {text}", flush=True)
 
     # ---- scene ---------------------------------------------------------------------------------------
     def set_scene(self, scene: Any, name: str, prepared: Any = None) -> None:

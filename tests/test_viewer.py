@@ -333,3 +333,32 @@ def test_box_overlay_lands_on_projected_corners(v: object) -> None:
             # the box is orange (1.0, 0.6, 0.0): red clearly above blue somewhere in the 3x3 patch
             hits += bool(((patch[..., 0] - patch[..., 2]) > 100).any())
     assert hits >= 3
+
+
+@pytest.mark.slow
+def test_training_panel_runs_tiny_preset_and_hot_loads_the_result(
+    v: object, blender_lego: Path, tmp_path: Path
+) -> None:
+    """The real trainer: `tiny` preset end to end from the training panel's API, result loaded live."""
+    t = v.settings.train  # type: ignore[attr-defined]
+    out = tmp_path / "tiny.kilo"
+    t.data, t.preset, t.out, t.stage, t.auto_reload = str(blender_lego), "tiny", str(out), "", True
+    v.start_training()  # type: ignore[attr-defined]
+    job = v.job  # type: ignore[attr-defined]
+    end = time.monotonic() + 600
+    while (job.running or v.loader.loading) and time.monotonic() < end:
+        v.step()  # type: ignore[attr-defined]
+        time.sleep(0.05)
+    for _ in range(20):  # let the last hot reload land
+        v.step()  # type: ignore[attr-defined]
+        v.loader.wait(30)  # type: ignore[attr-defined]
+        if v.scene_name == str(out):  # type: ignore[attr-defined]
+            break
+    assert job.state.value == "done", f"{job.message}; log: {list(job.log_tail)[-5:]}"
+    assert all(st.status == "done" for st in job.stages.values()), job.stages
+    assert any(p.loss is not None for p in job.history)
+    assert out.exists()
+    assert Path(v.scene_name).resolve() == out.resolve()  # type: ignore[attr-defined]
+    assert v.scene.num_networks > 0  # type: ignore[attr-defined]
+    assert v.wait_full_frame(120)  # type: ignore[attr-defined]  # and it renders
+    v.job = None  # type: ignore[attr-defined]
