@@ -1,0 +1,373 @@
+"""Building and launching the CUDA kernels: nvcc discovery, a cubin cache, the kernels' binary interface
+(parameter structs, packed weights) and launch geometry.
+
+Nothing here compiles or touches a GPU at import time; pycuda is imported only by ``load_module``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SOURCE_DIR = Path(__file__).resolve().parent
+"""Folder of the ``.cu`` / ``.cuh`` sources."""
+KERNEL_SOURCE = SOURCE_DIR / "kilonerf.cu"
+"""The renderer's kernels."""
+EMULATOR_SOURCE = SOURCE_DIR / "emulate.cu"
+"""The CPU emulator of the kernels (host-only shared library, for tests without a GPU)."""
+HIDDEN_WIDTHS = (16, 32, 64)
+"""Hidden widths with a compiled ``evaluate_networks_h{H}_{f32,f16}`` kernel."""
+MAX_SAMPLES_PER_PASS = 32
+"""Largest K the marching kernel supports (kn::kMaxSamplesPerPass)."""
+MAX_GRID_X = 2**31 - 1
+"""CUDA's limit on gridDim.x."""
+INT32_MAX = 2**31 - 1
+
+# Frame and pass counter slots (enum FrameCounter / PassCounter in kilonerf.cu).
+FRAME_RAYS_HIT, FRAME_MARCHED, FRAME_EVALUATED, FRAME_TERMINATED = 0, 1, 2, 3
+PASS_REQUESTED, PASS_STORED, PASS_TILES, PASS_ACTIVE_NEXT = 0, 1, 2, 3
+NUM_COUNTERS = 8
+
+
+class NvccError(RuntimeError):
+    """nvcc is missing or failed; the message names the source file."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# nvcc and the cubin cache
+
+
+def find_nvcc() -> str | None:
+    """Path of nvcc: ``$PATH``, then ``$CUDA_HOME``/``$CUDA_PATH``/``bin``, then ``/usr/local/cuda/bin``."""
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if root and (Path(root) / "bin" / "nvcc").is_file():
+            return str(Path(root) / "bin" / "nvcc")
+    return None
+
+
+def cuda_sources() -> list[Path]:
+    """Every ``.cu`` file of the CUDA renderer, sorted."""
+    return sorted(SOURCE_DIR.glob("*.cu"))
+
+
+def nvcc_command(nvcc: str, source: Path, output: Path, arch: str, fmt: str = "cubin") -> list[str]:
+    """nvcc command line compiling ``source`` for ``arch`` (e.g. ``"sm_90"``) into ``fmt`` (cubin, ptx, fatbin).
+
+    Warnings are errors for our code; the headers of this folder are on the include path. No fast math:
+    the index maths must round exactly as the torch renderer does.
+    """
+    if fmt not in ("cubin", "ptx", "fatbin"):
+        raise ValueError(f"unknown nvcc output format {fmt!r}")
+    return [
+        nvcc,
+        f"-{fmt}",
+        f"-arch={arch}",
+        "-std=c++17",
+        "-O3",
+        "-lineinfo",
+        "-Werror=all-warnings",
+        f"-I{SOURCE_DIR}",
+        "-o",
+        str(output),
+        str(source),
+    ]
+
+
+def emulator_command(nvcc: str, output: Path) -> list[str]:
+    """nvcc command line building the CPU emulator as a shared library (no device code is run)."""
+    return [nvcc, "-shared", "-std=c++17", "-O2", "-Xcompiler", "-fPIC", "-Xcompiler", "-O2",
+            f"-I{SOURCE_DIR}", "-o", str(output), str(EMULATOR_SOURCE)]  # fmt: skip
+
+
+def cache_dir() -> Path:
+    """Where built cubins live: ``$KILONERF_CUDA_CACHE`` or ``~/.cache/kilonerf/cuda``."""
+    env = os.environ.get("KILONERF_CUDA_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "kilonerf" / "cuda"
+
+
+def _sources_digest(command: list[str]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(SOURCE_DIR.glob("*.cu*")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    h.update("\0".join(command[1:]).encode())
+    return h.hexdigest()[:20]
+
+
+def run_nvcc(command: list[str], source: Path, timeout: float = 600.0) -> None:
+    """Run an nvcc command; ``NvccError`` with nvcc's first error lines on failure."""
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise NvccError(f"{source}: nvcc not found at {command[0]}") from None
+    except subprocess.TimeoutExpired:
+        raise NvccError(f"{source}: nvcc took longer than {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        raise NvccError(f"{source}: nvcc failed: " + " | ".join(lines[:8]))
+
+
+def build_cached(command_for: Any, suffix: str, source: Path) -> Path:
+    """Build (once) the artefact that ``command_for(output_path)`` makes; cached by sources and flags."""
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise NvccError(f"{source}: nvcc not found (put it on PATH or set CUDA_HOME)")
+    probe = command_for(nvcc, Path("OUT"))
+    out = cache_dir() / f"{source.stem}-{_sources_digest(probe)}{suffix}"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        log.info("compiling %s (once; cached in %s)", source.name, out.parent)
+        run_nvcc(command_for(nvcc, Path(tmp)), source)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def build_cubin(arch: str) -> Path:
+    """The renderer's kernels compiled for ``arch`` (e.g. ``"sm_90"``), from the cache when up to date."""
+    return build_cached(lambda nvcc, out: nvcc_command(nvcc, KERNEL_SOURCE, out, arch), ".cubin", KERNEL_SOURCE)
+
+
+def build_emulator() -> Path:
+    """The CPU emulator shared library, from the cache when up to date."""
+    return build_cached(emulator_command, ".so", EMULATOR_SOURCE)
+
+
+def load_module(arch: str) -> Any:
+    """Load the kernels' cubin into the current pycuda context (imports pycuda)."""
+    import pycuda.driver as cuda  # noqa: PLC0415  (lazy: optional dependency)
+
+    return cuda.module_from_buffer(build_cubin(arch).read_bytes())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Launch geometry
+
+
+def blocks_for(n: int, block: int, max_blocks: int = 65536) -> int:
+    """Blocks of a grid-stride launch over ``n`` items: ceil(n / block) capped at ``max_blocks`` (≥ 1)."""
+    if block <= 0 or block > 1024:
+        raise ValueError(f"block size must be in 1..1024, got {block}")
+    if n < 0:
+        raise ValueError(f"item count must be >= 0, got {n}")
+    return max(1, min(-(-n // block), max_blocks, MAX_GRID_X))
+
+
+def tile_blocks(samples: int, num_networks: int, tile: int) -> int:
+    """Upper bound on the work tiles of one pass: sum_m ceil(c_m / tile) ≤ ceil(S / tile) + min(M, S).
+
+    One block per tile (blocks past the real count exit at once); ``ValueError`` past gridDim.x.
+    """
+    if tile <= 0:
+        raise ValueError(f"tile must be > 0, got {tile}")
+    n = -(-samples // tile) + min(num_networks, samples)
+    if n > MAX_GRID_X:
+        raise ValueError(f"{n} tiles exceed CUDA's grid limit; lower max_samples_per_pass")
+    return max(1, n)
+
+
+def sample_capacity(n_rays: int, samples_per_pass: int, max_samples: int) -> int:
+    """Sample slots of one pass: min(rays · K, max_samples), as a Python int (no 32-bit overflow)."""
+    return max(1, min(int(n_rays) * int(samples_per_pass), int(max_samples)))
+
+
+def evaluate_shared_bytes(hidden: int, stride: int, weight_bytes: int, block: int) -> int:
+    """Dynamic shared memory of evaluate_networks: packed weights + one H-float column per thread."""
+    return stride * weight_bytes + hidden * block * 4
+
+
+def evaluate_kernel_name(hidden: int, half: bool) -> str:
+    """Name of the fused MLP kernel for hidden width H and F16 / F32 weights."""
+    if hidden not in HIDDEN_WIDTHS:
+        raise ValueError(f"the CUDA renderer supports hidden widths {HIDDEN_WIDTHS}, not {hidden}")
+    return f"evaluate_networks_h{hidden}_{'f16' if half else 'f32'}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Binary interface: parameter structs and packed weights
+
+RENDER_PARAMS_DTYPE = np.dtype(
+    [
+        ("bbox_min", "<f4", 3),
+        ("bbox_max", "<f4", 3),
+        ("cell_size", "<f4", 3),
+        ("grid_res", "<i4", 3),
+        ("occ_res", "<i4", 3),
+        ("step", "<f4"),
+        ("ert_threshold", "<f4"),
+        ("ert", "<i4"),
+        ("ess", "<i4"),
+        ("pos_freqs", "<i4"),
+        ("dir_freqs", "<i4"),
+        ("density_activation", "<i4"),
+        ("density_scale", "<f4"),
+        ("background", "<f4", 3),
+        ("samples_per_pass", "<i4"),
+        ("num_networks", "<i4"),
+        ("weight_stride", "<i4"),
+        ("hidden", "<i4"),
+    ]
+)
+"""Layout of ``kn::RenderParams`` (all fields 4 bytes: no padding)."""
+
+CAMERA_PARAMS_DTYPE = np.dtype(
+    [("c2w", "<f8", 12), ("focal", "<f8"), ("cx", "<f8"), ("cy", "<f8"), ("width", "<i4"), ("height", "<i4")]
+)
+"""Layout of ``kn::CameraParams``."""
+
+DENSITY_ACTIVATIONS = {"relu": 0, "softplus": 1, "exp": 2}
+"""``kn::DensityActivation`` codes."""
+
+
+@dataclass(frozen=True)
+class WeightLayout:
+    """Element offsets of each tensor inside one network's packed weights (``kn::WeightLayout``)."""
+
+    w0: int
+    """l0.weight ``[3+6P, H]``."""
+    b0: int
+    """l0.bias ``[H]``."""
+    w1: int
+    """l1.weight ``[H, H]``."""
+    b1: int
+    """l1.bias ``[H]``."""
+    w2f: int
+    """l2.weight columns 1..H (feature) ``[H, H]``."""
+    w2d: int
+    """l2.weight column 0 (density) ``[H]``."""
+    b2f: int
+    """l2.bias 1..H ``[H]``."""
+    b2d: int
+    """l2.bias 0 ``[1]``."""
+    w3: int
+    """l3.weight ``[H+3+6D, H]``."""
+    b3: int
+    """l3.bias ``[H]``."""
+    w4: int
+    """l4.weight padded to ``[H, 4]``."""
+    b4: int
+    """l4.bias padded to ``[4]``."""
+    stride: int
+    """Elements per network (a multiple of 8: 16-byte aligned rows for F16 and F32)."""
+
+
+def _round8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def weight_layout(hidden: int, pos_freqs: int, dir_freqs: int) -> WeightLayout:
+    """The packed layout for hidden width H and P / D encoding octaves (same as ``kn::weight_layout``)."""
+    h = hidden
+    sizes = [(3 + 6 * pos_freqs) * h, h, h * h, h, h * h, h, h, 1, (h + 3 + 6 * dir_freqs) * h, h, h * 4, 4]
+    offsets = []
+    o = 0
+    for s in sizes:
+        offsets.append(o)
+        o += _round8(s)
+    return WeightLayout(*offsets, stride=o)
+
+
+def _as_numpy(t: Any) -> np.ndarray:
+    if hasattr(t, "detach"):
+        t = t.detach().cpu()
+        if str(t.dtype) == "torch.bfloat16":
+            t = t.float()
+        t = t.numpy()
+    return np.asarray(t)
+
+
+def pack_weights(
+    weights: Mapping[str, Any], hidden: int, pos_freqs: int, dir_freqs: int, dtype: Any = np.float32
+) -> np.ndarray:
+    """Pack the ten ``l*`` tensors (``y = x @ W + b``, W ``[M, in, out]``) into ``[M, stride]`` rows.
+
+    Args:
+        weights: scene keys ``l0.weight`` … ``l4.bias`` (torch tensors or arrays).
+        dtype: ``np.float32`` or ``np.float16`` (F16 values are kept bit for bit when the input is F16).
+
+    Returns:
+        C-contiguous ``[M, stride]`` array of ``dtype``; padding is zero.
+    """
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float16)):
+        raise ValueError(f"packed weights must be float32 or float16, not {dt}")
+    w = {k: _as_numpy(v) for k, v in weights.items()}
+    m = w["l0.weight"].shape[0]
+    L = weight_layout(hidden, pos_freqs, dir_freqs)
+    h = hidden
+    out = np.zeros((m, L.stride), dtype=dt)
+
+    def put(offset: int, a: np.ndarray) -> None:
+        flat = a.reshape(m, -1)
+        out[:, offset : offset + flat.shape[1]] = flat.astype(dt)
+
+    l2w, l2b = w["l2.weight"], w["l2.bias"]
+    put(L.w0, w["l0.weight"])
+    put(L.b0, w["l0.bias"])
+    put(L.w1, w["l1.weight"])
+    put(L.b1, w["l1.bias"])
+    put(L.w2f, l2w[:, :, 1:])
+    put(L.w2d, l2w[:, :, 0])
+    put(L.b2f, l2b[:, 1:])
+    put(L.b2d, l2b[:, :1])
+    put(L.w3, w["l3.weight"])
+    put(L.b3, w["l3.bias"])
+    w4 = np.zeros((m, h, 4), dtype=w["l4.weight"].dtype)
+    w4[:, :, :3] = w["l4.weight"]
+    b4 = np.zeros((m, 4), dtype=w["l4.bias"].dtype)
+    b4[:, :3] = w["l4.bias"]
+    put(L.w4, w4)
+    put(L.b4, b4)
+    return np.ascontiguousarray(out)
+
+
+def unpack_weights(packed: np.ndarray, hidden: int, pos_freqs: int, dir_freqs: int) -> dict[str, np.ndarray]:
+    """Inverse of ``pack_weights``: the ten scene tensors (in the packed dtype)."""
+    m = packed.shape[0]
+    L = weight_layout(hidden, pos_freqs, dir_freqs)
+    h, p_in, d_in = hidden, 3 + 6 * pos_freqs, hidden + 3 + 6 * dir_freqs
+
+    def get(offset: int, *shape: int) -> np.ndarray:
+        n = int(np.prod(shape))
+        return packed[:, offset : offset + n].reshape(m, *shape)
+
+    l2w = np.concatenate((get(L.w2d, h, 1), get(L.w2f, h, h)), axis=2)
+    l2b = np.concatenate((get(L.b2d, 1), get(L.b2f, h)), axis=1)
+    return {
+        "l0.weight": get(L.w0, p_in, h),
+        "l0.bias": get(L.b0, h),
+        "l1.weight": get(L.w1, h, h),
+        "l1.bias": get(L.b1, h),
+        "l2.weight": l2w,
+        "l2.bias": l2b,
+        "l3.weight": get(L.w3, d_in, h),
+        "l3.bias": get(L.b3, h),
+        "l4.weight": get(L.w4, h, 4)[:, :, :3],
+        "l4.bias": get(L.b4, 4)[:, :3],
+    }
+
+
+def layout_tuple(layout: WeightLayout) -> tuple[int, ...]:
+    """The layout's offsets in ``kn::WeightLayout`` field order."""
+    return tuple(getattr(layout, f.name) for f in fields(layout))
