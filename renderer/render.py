@@ -254,7 +254,7 @@ def _march_chunk(
     eps: float | None = None
     if opts.ert:
         eps = float(rs.ert_threshold if opts.ert_threshold is None else opts.ert_threshold)
-    k_per_pass = max(1, int(opts.samples_per_pass)) if opts.ert else max(32, int(opts.samples_per_pass))
+    k_per_pass = max(1, int(opts.samples_per_pass))
     r = o.shape[0]
     rays = RayBatch.start(rs, o, d, step)
     acc = _Accum(
