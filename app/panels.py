@@ -29,20 +29,26 @@ def draw_panels(v: Viewer) -> None:
     imgui.set_next_window_size(PANEL_WIDTH, max(200, h - 16), imgui.FIRST_USE_EVER)
     imgui.begin("KiloNeRF studio")
     _status(v)
-    if imgui.collapsing_header("Scene", flags=imgui.TREE_NODE_DEFAULT_OPEN)[0]:
+    if _header(v, "Scene"):
         _scene_panel(v)
-    if imgui.collapsing_header("Camera", flags=imgui.TREE_NODE_DEFAULT_OPEN)[0]:
+    if _header(v, "Camera"):
         _camera_panel(v)
-    if imgui.collapsing_header("Render", flags=imgui.TREE_NODE_DEFAULT_OPEN)[0]:
+    if _header(v, "Render"):
         _render_panel(v)
         _stats_panel(v)
-    if imgui.collapsing_header("Overlays")[0]:
+    if _header(v, "Overlays"):
         _overlay_panel(v)
-    if imgui.collapsing_header("Training")[0]:
+    if _header(v, "Training"):
         _training_panel(v)
-    if imgui.collapsing_header("Export")[0]:
+    if _header(v, "Export"):
         _export_panel(v)
     imgui.end()
+
+
+def _header(v: Viewer, name: str) -> bool:
+    """A collapsing header, expanded on first show when listed in ``settings.open_panels``."""
+    imgui.set_next_item_open(name in v.settings.open_panels, imgui.ONCE)
+    return bool(imgui.collapsing_header(name)[0])
 
 
 def _status(v: Viewer) -> None:

@@ -139,3 +139,5 @@ class ViewerSettings:
     train: TrainSettings = field(default_factory=TrainSettings)
     show_ui: bool = True
     """Draw the ImGui panels (H toggles)."""
+    open_panels: tuple[str, ...] = ("Scene", "Camera", "Render")
+    """Panels expanded when the window opens."""
