@@ -62,13 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def get_backend_once(name: str) -> Any:
-    """renderer.backends.get_backend; it logs its choice (auto → torch without GPU/pycuda) once."""
+    """renderer.backends.get_backend; it logs its choice (auto → torch without GPU/pycuda) once. An explicit
+    ``cuda`` that cannot run falls back to torch with one line saying why."""
     import logging
 
-    from renderer.backends import get_backend
+    from renderer.backends import BackendError, get_backend
 
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    return get_backend(name)
+    try:
+        return get_backend(name)
+    except BackendError as e:
+        print(f"run_viewer.py: {str(e).splitlines()[0]}; using the torch backend", file=sys.stderr)
+        return get_backend("torch")
 
 
 def default_camera(scene: Any, size: tuple[int, int] | None, fov_y_deg: float = 40.0) -> Any:
