@@ -32,8 +32,11 @@ from tqdm import tqdm
 STAGES = ("teacher", "occupancy", "distill", "finetune")
 
 
-class Cancelled(Exception):
-    """Raised at a step boundary after SIGINT/SIGTERM; ``exit_code`` is 130 or 143."""
+class Cancelled(KeyboardInterrupt):
+    """Raised at a step boundary after SIGINT/SIGTERM; ``exit_code`` is 130 or 143.
+
+    A KeyboardInterrupt, so code that checkpoints on Ctrl-C (the teacher's loop) does so here too.
+    """
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"cancelled by signal {signum}")
@@ -83,8 +86,15 @@ class ProgressLog:
         self._last_write = 0.0
         self.write({"event": "stage_start", "stage": stage})
         if self.bar_enabled and total:
+            tty = sys.stderr.isatty()
             self._bar = tqdm(
-                total=total, initial=initial, desc=stage, unit="it", dynamic_ncols=True, leave=True
+                total=total,
+                initial=initial,
+                desc=stage,
+                unit="it",
+                dynamic_ncols=True,
+                leave=True,
+                mininterval=0.2 if tty else 30.0,  # a log file gets a line every 30 s, not every step
             )
 
     def progress(self, step: int, total: int, loss: float, psnr: float | None = None) -> None:
@@ -100,7 +110,7 @@ class ProgressLog:
             if psnr is not None:
                 post["psnr"] = f"{psnr:.2f}"
             self._bar.set_postfix(post, refresh=False)
-            self._bar.refresh()
+            self._bar.update(0)  # redraws only when mininterval has passed
         if step >= total or step <= self._step0 + 1 or now - self._last_write >= self.min_interval:
             self._last_write = now
             self.write(
