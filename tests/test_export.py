@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from renderer.backends import get_backend
 
 from app.cli import main
 from app.export import render_to_uint8, turntable_cameras
+from renderer.backends import get_backend
 from renderer.camera import load_camera_json
 from renderer.render import RenderOptions
 from renderer.scene import save_scene
@@ -177,3 +177,27 @@ def test_no_display_points_to_headless(
     rc, lines = _cli(["--scene", str(scene_file)], capsys)
     assert rc == 2
     assert len(lines) == 1 and "--headless" in lines[0] and "display" in lines[0]
+
+
+def test_turntable_task_reports_progress_and_cancel_leaves_no_file(scene_file: Path, tmp_path: Path) -> None:
+    from app.export import start_turntable
+    from renderer.scene import load_scene
+
+    scene = load_scene(scene_file)
+    backend = get_backend("torch")
+    out = tmp_path / "cancelled.mp4"
+    task = start_turntable(
+        backend, backend.prepare(scene), scene, RenderOptions(), out, frames=400, fps=10, size=(16, 12)
+    )
+    while task.done < 1 and not task.finished:
+        task.wait(0.01)
+    task.cancel()
+    assert task.wait(60)
+    assert task.message == "turntable cancelled" and not task.error
+    assert 1 <= task.done < 400
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
+    done = start_turntable(
+        backend, backend.prepare(scene), scene, RenderOptions(), out, frames=2, fps=10, size=(16, 12)
+    )
+    assert done.wait(60) and not done.error, done.message
+    assert done.fraction == 1.0 and out.exists()
