@@ -64,13 +64,17 @@ class BenchResult:
 
 
 def run_bench(
-    viewer: Any, seconds: float = 8.0, deg_per_s: float = 30.0, label: str = "camera moving"
+    viewer: Any,
+    seconds: float = 8.0,
+    deg_per_s: float = 30.0,
+    label: str = "camera moving",
+    warmup: float = 1.0,
 ) -> BenchResult:
-    """Orbit the camera at ``deg_per_s`` for ``seconds`` and measure (after a 1 s warm-up)."""
+    """Orbit the camera at ``deg_per_s`` for ``seconds`` and measure (after ``warmup`` seconds)."""
     r = viewer.settings.render
     r.dynamic_res = True
     px_per_deg = 1.0 / viewer.camera.settings.rotate_deg_per_px
-    end_warm = time.perf_counter() + 1.0
+    end_warm = time.perf_counter() + warmup
     while time.perf_counter() < end_warm:
         t = time.perf_counter()
         viewer.step()

@@ -29,9 +29,9 @@ pytestmark = [
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 import glfw  # noqa: E402
-from renderer.backends import get_backend  # noqa: E402
 
 from app.presenter import to_uint8  # noqa: E402
+from renderer.backends import get_backend  # noqa: E402
 from renderer.scene import SceneCameras, load_scene, save_scene  # noqa: E402
 from renderer.synthetic import random_scene  # noqa: E402
 
@@ -362,3 +362,15 @@ def test_training_panel_runs_tiny_preset_and_hot_loads_the_result(
     assert v.scene.num_networks > 0  # type: ignore[attr-defined]
     assert v.wait_full_frame(120)  # type: ignore[attr-defined]  # and it renders
     v.job = None  # type: ignore[attr-defined]
+
+
+def test_bench_moves_the_camera_and_reports_the_breakdown(v: object) -> None:
+    from app.bench import run_bench
+
+    yaw = v.camera.yaw  # type: ignore[attr-defined]
+    res = run_bench(v, seconds=1.0, deg_per_s=90.0, warmup=0.2)
+    assert v.camera.yaw < yaw - math.radians(60)  # type: ignore[attr-defined]  # ≈ 108° in 1.2 s
+    assert res.ui_frames > 0 and res.shown_frames > 0
+    assert len(res.frame_ms) == res.ui_frames and len(res.render_ms) == res.shown_frames
+    text = res.report()
+    assert "rendered FPS" in text and "upload ms" in text and "UI (ImGui) ms" in text
