@@ -66,7 +66,7 @@ def cuda_sources() -> list[Path]:
 
 
 def nvcc_command(nvcc: str, source: Path, output: Path, arch: str, fmt: str = "cubin") -> list[str]:
-    """nvcc command line compiling ``source`` for ``arch`` (e.g. ``"sm_90"``) into ``fmt`` (cubin, ptx, fatbin).
+    """nvcc command line compiling ``source`` for ``arch`` (e.g. ``"sm_90"``) into ``fmt`` (cubin/ptx/fatbin).
 
     Warnings are errors for our code; the headers of this folder are on the include path. No fast math:
     the index maths must round exactly as the torch renderer does.
@@ -146,7 +146,11 @@ def build_cached(command_for: Any, suffix: str, source: Path) -> Path:
 
 def build_cubin(arch: str) -> Path:
     """The renderer's kernels compiled for ``arch`` (e.g. ``"sm_90"``), from the cache when up to date."""
-    return build_cached(lambda nvcc, out: nvcc_command(nvcc, KERNEL_SOURCE, out, arch), ".cubin", KERNEL_SOURCE)
+
+    def command(nvcc: str, out: Path) -> list[str]:
+        return nvcc_command(nvcc, KERNEL_SOURCE, out, arch)
+
+    return build_cached(command, ".cubin", KERNEL_SOURCE)
 
 
 def build_emulator() -> Path:
@@ -285,7 +289,8 @@ def weight_layout(hidden: int, pos_freqs: int, dir_freqs: int) -> WeightLayout:
     for s in sizes:
         offsets.append(o)
         o += _round8(s)
-    return WeightLayout(*offsets, stride=o)
+    names = [f.name for f in fields(WeightLayout)]
+    return WeightLayout(**dict(zip(names, [*offsets, o], strict=True)))
 
 
 def _as_numpy(t: Any) -> np.ndarray:
