@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,8 @@ class JobConfig:
     """One stage to run (teacher, occupancy, distill, finetune); empty runs all stages."""
     python: str = sys.executable
     """Python interpreter that runs ``-m trainer``."""
+    niceness: int = 5
+    """Run the trainer this much nicer than the viewer so the window stays responsive (0: same priority)."""
 
     def resolved_workdir(self) -> Path:
         """The checkpoint folder: ``workdir`` or ``OUT.kilo.work``."""
@@ -182,6 +185,8 @@ class TrainingJob:
             raise RuntimeError("a training job is already running")
         self.workdir.mkdir(parents=True, exist_ok=True)
         cmd = self.command if self.command is not None else trainer_command(self.config)
+        if self.config.niceness > 0 and shutil.which("nice"):
+            cmd = ["nice", "-n", str(self.config.niceness), *cmd]  # nice execs: same pid, same process group
         self.last_command = cmd
         if self._progress is None:  # first start: earlier runs' events fill the stage history
             self._progress = JsonlTail(self.progress_path)
