@@ -6,14 +6,13 @@ A frame: rays (generated on the device) → ``init_rays`` (slab test, active lis
 → ``composite_front_to_back`` (ERT, compaction) until no ray is active → ``write_pixels`` (float RGB,
 and RGBA8 straight into a GL pixel buffer for the viewer). The host reads one counter per pass.
 
-``HostEmulator`` runs the same per-ray code (``common.cuh``) on the CPU through a host-only build of
-``emulate.cu``; the tests use it to check the kernels' maths against the torch renderer without a GPU.
+``kernels.HostEmulator`` runs the same per-ray code (``common.cuh``) on the CPU through a host-only build
+of ``emulate.cu``; the tests use it to check the kernels' maths against the torch renderer without a GPU.
 pycuda is imported only when a ``CudaBackend`` is created.
 """
 
 from __future__ import annotations
 
-import ctypes
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -239,111 +238,307 @@ class _SceneCache:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# CPU emulator
+# GPU backend (pycuda)
 
 
-class HostEmulator:
-    """The kernels' per-ray code run serially on the CPU (``emulate.cu`` built with nvcc as host code)."""
+def _device_index(device: Any) -> int:
+    """``None`` / ``"cuda"`` → 0, ``"cuda:N"`` / ``N`` / ``torch.device`` → N."""
+    if device is None:
+        return 0
+    if isinstance(device, int):
+        return device
+    d = torch.device(device)
+    if d.type != "cuda":
+        raise ValueError(f"the CUDA backend needs a CUDA device, not {device!r}")
+    return 0 if d.index is None else int(d.index)
 
-    def __init__(self) -> None:
-        self.lib = ctypes.CDLL(str(K.build_emulator()))
-        self.lib.kilo_sizeof_render_params.restype = ctypes.c_int
-        self.lib.kilo_sizeof_camera_params.restype = ctypes.c_int
-        vp, i32, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
-        self.lib.kilo_weight_layout.argtypes = [i32, i32, i32, vp]
-        self.lib.kilo_camera_rays.argtypes = [vp, vp, vp]
-        self.lib.kilo_evaluate_points.argtypes = [vp, vp, vp, i32, i64, vp, vp, vp, vp, vp]
-        self.lib.kilo_evaluate_points.restype = i32
-        self.lib.kilo_emulate_render.argtypes = [vp, i64, vp, vp, vp, vp, vp, i32, vp, vp, vp, vp, vp]
-        self.lib.kilo_emulate_render.restype = i32
+
+class _DeviceBuffers:
+    """Named device allocations that only grow (reused between frames)."""
+
+    def __init__(self, cuda: Any) -> None:
+        self.cuda = cuda
+        self.allocs: dict[str, tuple[Any, int]] = {}
+
+    def get(self, name: str, nbytes: int) -> Any:
+        nbytes = max(16, int(nbytes))
+        have = self.allocs.get(name)
+        if have is None or have[1] < nbytes:
+            if have is not None:
+                have[0].free()
+            self.allocs[name] = (self.cuda.mem_alloc(nbytes), nbytes)
+        return self.allocs[name][0]
+
+    def free(self) -> None:
+        for alloc, _ in self.allocs.values():
+            alloc.free()
+        self.allocs.clear()
+
+
+@dataclass
+class CudaBackendConfig:
+    """Tuning of the CUDA backend."""
+
+    block: int = 256
+    """Threads per block of the per-ray kernels."""
+    mlp_block: int = 128
+    """Threads per block of the fused MLP kernel."""
+    tile: int = 512
+    """Samples per MLP work tile (one network per tile; its weights are staged once per tile)."""
+    max_samples_per_pass: int = 1 << 24
+    """Sample slots per pass (36 bytes each); rays that do not fit wait for the next pass."""
+
+
+class CudaBackend:
+    """Render with the fused CUDA kernels; same contract as the torch backend."""
+
+    name = "cuda"
+
+    def __init__(self, device: Any = None, config: CudaBackendConfig | None = None) -> None:
+        import pycuda.driver as cuda  # noqa: PLC0415  (lazy: optional dependency)
+
+        self.cuda = cuda
+        self.config = config or CudaBackendConfig()
+        cuda.init()
+        self.device = cuda.Device(_device_index(device))
+        self.context = self.device.retain_primary_context()  # shared with torch's CUDA runtime
+        major, minor = self.device.compute_capability()
+        self.arch = f"sm_{major}{minor}"
+        self.max_shared = int(
+            self.device.get_attribute(cuda.device_attribute.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+        )
         self._scenes = _SceneCache()
+        self._uploaded: tuple[Any, dict[str, Any]] | None = None
+        self.context.push()
+        try:
+            self.module = K.load_module(self.arch)
+            self.fn = {
+                name: self.module.get_function(name)
+                for name in ("generate_rays", "init_rays", "march_rays", "scan_network_counts",
+                             "scatter_samples", "composite_front_to_back", "write_pixels", "count_touched")
+            }  # fmt: skip
+            self.buffers = _DeviceBuffers(cuda)
+            self.start_event, self.end_event = cuda.Event(), cuda.Event()
+        finally:
+            self.context.pop()
+        self.last_gpu_ms = 0.0
+        """GPU time of the last frame (CUDA events), in milliseconds."""
 
-    def struct_sizes(self) -> tuple[int, int]:
-        """``sizeof(kn::RenderParams)``, ``sizeof(kn::CameraParams)`` as compiled."""
-        return int(self.lib.kilo_sizeof_render_params()), int(self.lib.kilo_sizeof_camera_params())
+    # -- public API ---------------------------------------------------------------------------------------
 
-    def weight_layout(self, hidden: int, pos_freqs: int, dir_freqs: int) -> tuple[int, ...]:
-        """``kn::weight_layout`` as compiled (13 ints)."""
-        out = (ctypes.c_int * 13)()
-        self.lib.kilo_weight_layout(hidden, pos_freqs, dir_freqs, out)
-        return tuple(out)
-
-    def camera_rays(self, camera: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """``generate_rays`` kernel maths: origins, dirs ``[H·W, 3]`` float32."""
-        n = camera.width * camera.height
-        o = np.zeros((n, 3), np.float32)
-        d = np.zeros((n, 3), np.float32)
-        cam = np.array(camera_params(camera))
-        self.lib.kilo_camera_rays(cam.ctypes.data, o.ctypes.data, d.ctypes.data)
-        return torch.from_numpy(o), torch.from_numpy(d)
-
-    def evaluate_points(self, scene_or_rs: Any, x: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Network id ``[N]``, σ ``[N]``, rgb ``[N, 3]`` at points x ``[N, 3]``, unit dirs ``[N, 3]``."""
-        from renderer.render import RenderOptions  # noqa: PLC0415
-
+    def render(self, scene_or_rs: Any, camera: Any, options: Any = None) -> Any:
+        """Render a camera's view → ``RenderResult`` (``image [H, W, 3]`` float32 on the CPU)."""
+        opts = _options(options)
         data = self._scenes.get(scene_or_rs)
-        x = np.ascontiguousarray(x, np.float32)
-        d = np.ascontiguousarray(d, np.float32)
-        n = x.shape[0]
-        net = np.zeros(n, np.int32)
-        sigma = np.zeros(n, np.float32)
-        rgb = np.zeros((n, 3), np.float32)
-        p = np.array(render_params(data, RenderOptions()))
-        rc = self.lib.kilo_evaluate_points(
-            p.ctypes.data, data.network_index.ctypes.data, data.weights.ctypes.data, int(data.half),
-            n, x.ctypes.data, d.ctypes.data, net.ctypes.data, sigma.ctypes.data,
-            rgb.ctypes.data,
-        )  # fmt: skip
-        if rc != 0:
-            raise ValueError(f"hidden width {data.hidden} is not supported by the CUDA kernels")
-        return net, sigma, rgb
+        rays = self._run(data, opts, camera=camera)
+        return finish_image(rays, camera, opts, _background(data, opts))
 
     def render_rays(
         self, scene_or_rs: Any, origins: torch.Tensor, dirs: torch.Tensor, options: Any = None
     ) -> RaysResult:
-        """Render ``[N, 3]`` rays in the kernels' pass structure."""
+        """Render ``[N, 3]`` rays (any device; copied to the GPU) → per-ray outputs on the CPU."""
+        opts = _options(options)
+        data = self._scenes.get(scene_or_rs)
+        return self._run(data, opts, origins=origins, dirs=dirs)
+
+    def render_to_pixel_buffer(self, scene_or_rs: Any, camera: Any, target: Any, options: Any = None) -> Any:
+        """Render into ``target`` (a ``renderer.cuda.interop.CudaGLPixelBuffer``) as RGBA8, row 0 = top.
+
+        Returns the ``RenderStats``; the GL side then calls ``target.upload(texture)``.
+        """
+        opts = _options(options)
+        data = self._scenes.get(scene_or_rs)
+        target.resize(camera.width, camera.height)
+        self.context.push()
+        try:
+            with target.map() as ptr:
+                rays = self._run(data, opts, camera=camera, rgba8_ptr=ptr, host_outputs=False)
+        finally:
+            self.context.pop()
+        return rays.stats
+
+    def invalidate(self) -> None:
+        """Forget the prepared scene (call after changing a scene's weights in place, e.g. while training)."""
+        self._scenes = _SceneCache()
+        self._uploaded = None
+
+    def close(self) -> None:
+        """Free the device memory."""
+        self.context.push()
+        try:
+            self.buffers.free()
+            self._uploaded = None
+        finally:
+            self.context.pop()
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    def _scene_buffers(self, data: CudaSceneData) -> dict[str, Any]:
+        if self._uploaded is not None and self._uploaded[0] is data:
+            return self._uploaded[1]
+        cuda = self.cuda
+        bufs = {
+            "network_index": cuda.to_device(data.network_index),
+            "occupancy": cuda.to_device(data.occupancy_bits),
+            "weights": cuda.to_device(data.weights),
+        }
+        self._uploaded = (data, bufs)
+        return bufs
+
+    def _mlp_function(self, data: CudaSceneData) -> tuple[Any, int]:
+        name = K.evaluate_kernel_name(data.hidden, data.half)
+        fn = self.module.get_function(name)
+        smem = K.evaluate_shared_bytes(
+            data.hidden, data.weights.shape[1], data.weights.itemsize, self.config.mlp_block
+        )
+        if smem > self.max_shared:
+            raise ValueError(
+                f"hidden width {data.hidden} needs {smem} B of shared memory; the GPU has {self.max_shared}"
+            )
+        if smem > 48 * 1024:
+            fn.set_attribute(self.cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
+        return fn, smem
+
+    def _run(
+        self,
+        data: CudaSceneData,
+        opts: Any,
+        camera: Any = None,
+        origins: torch.Tensor | None = None,
+        dirs: torch.Tensor | None = None,
+        rgba8_ptr: int | None = None,
+        host_outputs: bool = True,
+    ) -> RaysResult:
         from renderer.render import RenderStats  # noqa: PLC0415
 
-        opts = _options(options)
+        cuda, cfg = self.cuda, self.config
+        i64, i32, null = np.int64, np.int32, np.uintp(0)
         start = time.perf_counter()
-        data = self._scenes.get(scene_or_rs)
-        o = np.ascontiguousarray(origins.detach().cpu().numpy(), np.float32)
-        dr = np.ascontiguousarray(dirs.detach().cpu().numpy(), np.float32)
-        n = o.shape[0]
-        rgb = np.zeros((n, 3), np.float32)
-        depth = np.zeros(n, np.float32)
-        trans = np.zeros(n, np.float32)
-        net = np.zeros(n, np.int32)
-        stats = np.zeros(7, np.int64)
-        p = np.array(render_params(data, opts))
-        rc = self.lib.kilo_emulate_render(
-            p.ctypes.data, n, o.ctypes.data, dr.ctypes.data, data.network_index.ctypes.data,
-            data.occupancy_bits.ctypes.data, data.weights.ctypes.data, int(data.half), rgb.ctypes.data,
-            depth.ctypes.data, trans.ctypes.data, net.ctypes.data, stats.ctypes.data,
-        )  # fmt: skip
-        if rc != 0:
-            raise ValueError(f"unsupported hidden width {data.hidden} or samples per pass")
-        st = RenderStats(
+        self.context.push()
+        try:
+            scene = self._scene_buffers(data)
+            mlp, smem = self._mlp_function(data)
+            P = render_params(data, opts)
+            kpp = int(P["samples_per_pass"])
+            m = data.num_networks
+            if camera is not None:
+                n = int(camera.width) * int(camera.height)
+                width, height = int(camera.width), int(camera.height)
+            else:
+                assert origins is not None and dirs is not None
+                n = int(origins.shape[0])
+                width, height = n, 1
+            if n >= K.INT32_MAX:
+                raise ValueError(f"{n} rays is more than the kernels' int32 ray ids allow")
+            cap = K.sample_capacity(n, kpp, cfg.max_samples_per_pass)
+            B = self.buffers.get
+            o_buf, d_buf = B("origins", 12 * n), B("dirs", 12 * n)
+            t0, t1, k_next = B("t0", 4 * n), B("t1", 4 * n), B("k_next", 4 * n)
+            trans, color, depth = B("trans", 4 * n), B("color", 12 * n), B("depth", 4 * n)
+            best_w, best_net = B("best_w", 4 * n), B("best_net", 4 * n)
+            act_a, act_b = B("active_a", 4 * n), B("active_b", 4 * n)
+            ray_base, ray_count, ray_exh = B("ray_base", 8 * n), B("ray_count", 4 * n), B("ray_exhausted", n)
+            s_t, s_ray, s_net = B("sample_t", 4 * cap), B("sample_ray", 4 * cap), B("sample_net", 4 * cap)
+            sorted_idx, sigma, rgb = B("sorted", 8 * cap), B("sigma", 4 * cap), B("rgb", 12 * cap)
+            net_counts, net_cursor = B("net_counts", 4 * m), B("net_cursor", 4 * m)
+            net_offsets, tile_start = B("net_offsets", 8 * (m + 1)), B("tile_start", 4 * (m + 1))
+            touched = B("net_touched", m)
+            frame_c, pass_c = B("frame_counters", 8 * K.NUM_COUNTERS), B("pass_counters", 8 * K.NUM_COUNTERS)
+            blk = (cfg.block, 1, 1)
+
+            self.start_event.record()
+            if camera is not None:
+                self.fn["generate_rays"](
+                    camera_params(camera), o_buf, d_buf, block=blk, grid=(K.blocks_for(n, cfg.block), 1)
+                )
+            else:
+                assert origins is not None and dirs is not None
+                cuda.memcpy_htod(o_buf, np.ascontiguousarray(origins.detach().cpu().numpy(), np.float32))
+                cuda.memcpy_htod(d_buf, np.ascontiguousarray(dirs.detach().cpu().numpy(), np.float32))
+            cuda.memset_d8(frame_c, 0, 8 * K.NUM_COUNTERS)
+            cuda.memset_d8(pass_c, 0, 8 * K.NUM_COUNTERS)
+            cuda.memset_d8(touched, 0, max(1, m))
+            self.fn["init_rays"](
+                P, i64(n), o_buf, d_buf, t0, t1, k_next, trans, color, depth, best_w, best_net, act_a,
+                frame_c, pass_c, block=blk, grid=(K.blocks_for(n, cfg.block), 1),
+            )  # fmt: skip
+            counters = np.zeros(K.NUM_COUNTERS, np.uint64)
+            cuda.memcpy_dtoh(counters, pass_c)
+            n_active = int(counters[K.PASS_ACTIVE_NEXT])
+            passes = 0
+            while n_active > 0:
+                passes += 1
+                cuda.memset_d8(pass_c, 0, 8 * K.NUM_COUNTERS)
+                cuda.memset_d32(net_counts, 0, max(1, m))
+                grid_a = (K.blocks_for(n_active, cfg.block), 1)
+                self.fn["march_rays"](
+                    P, act_a, i64(n_active), o_buf, d_buf, t0, t1, k_next, scene["network_index"],
+                    scene["occupancy"], i64(cap), s_t, s_ray, s_net, ray_base, ray_count, ray_exh, net_counts,
+                    touched, frame_c, pass_c, block=blk, grid=grid_a,
+                )  # fmt: skip
+                self.fn["scan_network_counts"](
+                    i32(m), net_counts, net_offsets, tile_start, net_cursor, i32(cfg.tile), i64(cap), pass_c,
+                    block=(1024, 1, 1), grid=(1, 1),
+                )  # fmt: skip
+                stored_max = min(n_active * kpp, cap)
+                self.fn["scatter_samples"](
+                    s_net, net_offsets, net_cursor, sorted_idx, pass_c,
+                    block=blk, grid=(K.blocks_for(stored_max, cfg.block), 1),
+                )  # fmt: skip
+                mlp(
+                    P, scene["weights"], sorted_idx, s_t, s_ray, o_buf, d_buf, net_offsets, tile_start,
+                    i32(cfg.tile), pass_c, sigma, rgb, block=(cfg.mlp_block, 1, 1),
+                    grid=(K.tile_blocks(stored_max, m, cfg.tile), 1), shared=smem,
+                )  # fmt: skip
+                self.fn["composite_front_to_back"](
+                    P, act_a, i64(n_active), ray_base, ray_count, ray_exh, s_t, s_net, sigma, rgb, trans,
+                    color, depth, best_w, best_net, act_b, frame_c, pass_c, block=blk, grid=grid_a,
+                )  # fmt: skip
+                cuda.memcpy_dtoh(counters, pass_c)  # the one host sync of the pass
+                n_active = int(counters[K.PASS_ACTIVE_NEXT])
+                act_a, act_b = act_b, act_a
+            out_rgb = B("out_rgb", 12 * n) if host_outputs else null
+            out_depth = B("out_depth", 4 * n) if host_outputs else null
+            out_trans = B("out_trans", 4 * n) if host_outputs else null
+            rgba = np.uintp(rgba8_ptr) if rgba8_ptr is not None else null
+            self.fn["write_pixels"](
+                P, i64(n), i32(width), i32(height), trans, color, depth, out_rgb, out_depth, out_trans, rgba,
+                i32(0), block=blk, grid=(K.blocks_for(n, cfg.block), 1),
+            )  # fmt: skip
+            touched_count = np.zeros(1, np.uint64)
+            frame_c_touched = B("touched_count", 8)
+            cuda.memset_d8(frame_c_touched, 0, 8)
+            self.fn["count_touched"](
+                i32(m), touched, frame_c_touched, block=blk, grid=(K.blocks_for(m, cfg.block), 1)
+            )
+            self.end_event.record()
+            self.end_event.synchronize()
+            self.last_gpu_ms = float(self.end_event.time_since(self.start_event))
+            frame = np.zeros(K.NUM_COUNTERS, np.uint64)
+            cuda.memcpy_dtoh(frame, frame_c)
+            cuda.memcpy_dtoh(touched_count, frame_c_touched)
+            h_rgb = np.zeros((n, 3), np.float32)
+            h_depth = np.zeros(n, np.float32)
+            h_trans = np.ones(n, np.float32)
+            h_net = np.full(n, -1, np.int32)
+            if host_outputs:
+                cuda.memcpy_dtoh(h_rgb, out_rgb)
+                cuda.memcpy_dtoh(h_depth, out_depth)
+                cuda.memcpy_dtoh(h_trans, out_trans)
+                cuda.memcpy_dtoh(h_net, best_net)
+        finally:
+            self.context.pop()
+        stats = RenderStats(
             rays=n,
-            rays_hit_box=int(stats[0]),
-            samples_marched=int(stats[1]),
-            samples_evaluated=int(stats[2]),
-            networks_touched=int(stats[5]),
-            passes=int(stats[4]),
-            rays_terminated_early=int(stats[3]),
+            rays_hit_box=int(frame[K.FRAME_RAYS_HIT]),
+            samples_marched=int(frame[K.FRAME_MARCHED]),
+            samples_evaluated=int(frame[K.FRAME_EVALUATED]),
+            networks_touched=int(touched_count[0]),
+            passes=passes,
+            rays_terminated_early=int(frame[K.FRAME_TERMINATED]),
             ms=(time.perf_counter() - start) * 1e3,
         )
         return RaysResult(
-            torch.from_numpy(rgb),
-            torch.from_numpy(depth),
-            torch.from_numpy(net).long(),
-            torch.from_numpy(trans),
-            st,
-        )
-
-    def render(self, scene_or_rs: Any, camera: Any, options: Any = None) -> Any:
-        """``RenderResult`` of a camera (rays as the ``generate_rays`` kernel makes them)."""
-        opts = _options(options)
-        data = self._scenes.get(scene_or_rs)
-        o, d = self.camera_rays(camera)
-        return finish_image(self.render_rays(data, o, d, opts), camera, opts, _background(data, opts))
+            torch.from_numpy(h_rgb), torch.from_numpy(h_depth), torch.from_numpy(h_net).long(),
+            torch.from_numpy(h_trans), stats,
+        )  # fmt: skip
