@@ -130,20 +130,20 @@ def _finite_float(v: Any, key: str, name: str) -> float:
     return float(v)
 
 
-def camera_directions(camera: Camera) -> np.ndarray:
+def camera_directions(camera: Camera) -> torch.Tensor:
     """Unit world-space ray directions, float64 ``[H·W, 3]``, row-major pixels.
 
     Camera-space direction of pixel (px, py): ((px + ½ − cx)/f, −(py + ½ − cy)/f, −1), rotated by c2w.
     """
     cx, cy = camera.principal_point
-    py, px = np.meshgrid(
-        np.arange(camera.height, dtype=np.float64), np.arange(camera.width, dtype=np.float64), indexing="ij"
-    )
-    cam = np.stack(
-        ((px + 0.5 - cx) / camera.focal, -(py + 0.5 - cy) / camera.focal, -np.ones_like(px)), axis=-1
-    ).reshape(-1, 3)
-    dirs = cam @ camera.c2w[:3, :3].T
-    return dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+    f64 = torch.float64
+    x = (torch.arange(camera.width, dtype=f64) + 0.5 - cx) / camera.focal
+    y = -(torch.arange(camera.height, dtype=f64) + 0.5 - cy) / camera.focal
+    rot = torch.from_numpy(np.ascontiguousarray(camera.c2w[:3, :3], dtype=np.float64))
+    # world = R · (x, y, −1) = x·R[:, 0] + y·R[:, 1] − R[:, 2]
+    dirs = x[None, :, None] * rot[:, 0] + y[:, None, None] * rot[:, 1] - rot[:, 2]
+    dirs = dirs.reshape(-1, 3)
+    return dirs / torch.linalg.vector_norm(dirs, dim=1, keepdim=True)
 
 
 def generate_rays(camera: Camera, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,7 +152,7 @@ def generate_rays(camera: Camera, device: str | torch.device = "cpu") -> tuple[t
     Returns:
         origins ``[H·W, 3]`` (all ``c2w[:3, 3]``), unit dirs ``[H·W, 3]``, row-major (index = py·W + px).
     """
-    dirs = torch.from_numpy(camera_directions(camera).astype(np.float32)).to(device)
+    dirs = camera_directions(camera).to(torch.float32).to(device)
     origin = torch.tensor(camera.c2w[:3, 3], dtype=torch.float32, device=device)
     return origin.expand_as(dirs).contiguous(), dirs
 

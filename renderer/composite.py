@@ -60,29 +60,28 @@ def composite_front_to_back(
     return color + t_end[:, None] * bg, t_end
 
 
-def composite_pass(
+def transmittance_pass(
     sigma: torch.Tensor,
-    rgb: torch.Tensor,
     row: torch.Tensor,
     slot: torch.Tensor,
     trans_in: torch.Tensor,
     step: float,
     slots: int,
     ert_threshold: float | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One marching pass: composite ≤ ``slots`` new samples per ray onto rays with transmittance ``trans_in``.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights of one marching pass: ≤ ``slots`` new samples per ray onto rays with transmittance T_in.
 
     Samples are laid out in a padded ``[R, slots]`` table and multiplied in order, T_(k+1) = T_k·(1 − α_k).
     With ``ert_threshold`` ε a sample contributes only while the ray's T before it is ≥ ε (the ray stops
     as soon as T < ε).
 
     Args:
-        sigma: ``[S]`` densities; rgb ``[S, 3]``.
+        sigma: ``[S]`` densities.
         row: ``[S]`` int64 ray (0..R−1) of each sample; slot ``[S]`` int64 its order within the ray's pass.
         trans_in: ``[R]`` transmittance before the pass.
 
     Returns:
-        colour added ``[R, 3]``, transmittance after the pass ``[R]``, weight T_k·α_k of each sample ``[S]``.
+        transmittance after the pass ``[R]`` and the weight T_k·α_k of each sample ``[S]`` (0 once stopped).
     """
     r = trans_in.shape[0]
     one_minus = torch.ones(r, slots, dtype=trans_in.dtype, device=trans_in.device)
@@ -93,20 +92,33 @@ def composite_pass(
     t_before[:, 1:] = prod[:, :-1]
     t_before *= trans_in[:, None]
     tk = t_before[row, slot]
-    if ert_threshold is not None:
-        live = tk >= ert_threshold
-        weight = torch.where(live, tk * alpha, torch.zeros_like(tk))
-        # T after the pass: T before the first sample that was skipped, else T after all
-        stopped = t_before < ert_threshold
-        first_stop = torch.where(
-            stopped.any(dim=1),
-            stopped.to(torch.int8).argmax(dim=1),
-            torch.full_like(trans_in, slots, dtype=torch.int64),
-        )
-        t_all = torch.cat((t_before, (prod[:, -1] * trans_in)[:, None]), dim=1)
-        trans_out = t_all.gather(1, first_stop[:, None]).squeeze(1)
-    else:
-        weight = tk * alpha
-        trans_out = prod[:, -1] * trans_in
-    color = torch.zeros(r, 3, dtype=rgb.dtype, device=rgb.device).index_add_(0, row, weight[:, None] * rgb)
+    if ert_threshold is None:
+        return prod[:, -1] * trans_in, tk * alpha
+    weight = torch.where(tk >= ert_threshold, tk * alpha, torch.zeros_like(tk))
+    # T after the pass: T before the first slot where the ray had stopped, else T after all slots
+    stopped = t_before < ert_threshold
+    none = torch.full_like(trans_in, slots, dtype=torch.int64)
+    first_stop = torch.where(stopped.any(dim=1), stopped.to(torch.int8).argmax(dim=1), none)
+    t_all = torch.cat((t_before, (prod[:, -1] * trans_in)[:, None]), dim=1)
+    return t_all.gather(1, first_stop[:, None]).squeeze(1), weight
+
+
+def composite_pass(
+    sigma: torch.Tensor,
+    rgb: torch.Tensor,
+    row: torch.Tensor,
+    slot: torch.Tensor,
+    trans_in: torch.Tensor,
+    step: float,
+    slots: int,
+    ert_threshold: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``transmittance_pass`` plus the colour it adds: (colour ``[R, 3]``, T after ``[R]``, weights ``[S]``).
+
+    Args:
+        rgb: ``[S, 3]`` sample colours; the other arguments as in ``transmittance_pass``.
+    """
+    trans_out, weight = transmittance_pass(sigma, row, slot, trans_in, step, slots, ert_threshold)
+    color = torch.zeros(trans_in.shape[0], 3, dtype=rgb.dtype, device=rgb.device)
+    color.index_add_(0, row, weight[:, None] * rgb)
     return color, trans_out, weight

@@ -131,6 +131,82 @@ def _segments(net_sorted: torch.Tensor, num_networks: int) -> tuple[list[int], l
     return ids.tolist(), counts.tolist()
 
 
+Bounds = list[tuple[int, int, int]]
+
+
+def _bounds(seg_ids: list[int], seg_lens: list[int], start: int = 0) -> Bounds:
+    """(network, begin, end) of each run, offsets from ``start``."""
+    out = []
+    s = start
+    for m, c in zip(seg_ids, seg_lens):
+        out.append((m, s, s + c))
+        s += c
+    return out
+
+
+def _chunks(seg_ids: list[int], seg_lens: list[int], chunk_size: int) -> list[tuple[int, int, Bounds]]:
+    """Split sorted runs into chunks of ≤ ``chunk_size`` samples: (begin, end, bounds relative to begin).
+
+    Whole runs are kept together while they fit; a run longer than a chunk is split.
+    """
+    out: list[tuple[int, int, Bounds]] = []
+    cur: Bounds = []
+    begin = pos = 0
+    for m, c in zip(seg_ids, seg_lens):
+        while c > 0:
+            take = min(c, chunk_size - (pos - begin))
+            cur.append((m, pos - begin, pos - begin + take))
+            pos += take
+            c -= take
+            if pos - begin >= chunk_size:
+                out.append((begin, pos, cur))
+                cur, begin = [], pos
+    if cur:
+        out.append((begin, pos, cur))
+    return out
+
+
+def _trunk_inplace(
+    w: dict[str, torch.Tensor], enc_u: torch.Tensor, bounds: Bounds, hidden: int
+) -> torch.Tensor:
+    """No-grad l0 → relu → l1 → relu → l2 on sorted runs: ``[n, 3+6P]`` → ``[n, 1+H]`` (raw σ, feature)."""
+    n = enc_u.shape[0]
+    h1 = enc_u.new_empty((n, hidden))
+    h2 = enc_u.new_empty((n, hidden))
+    o = enc_u.new_empty((n, 1 + hidden))
+    w0, b0 = w["l0.weight"], w["l0.bias"]
+    w1, b1 = w["l1.weight"], w["l1.bias"]
+    w2, b2 = w["l2.weight"], w["l2.bias"]
+    for m, a, b in bounds:
+        torch.addmm(b0[m], enc_u[a:b], w0[m], out=h1[a:b])
+    h1.relu_()
+    for m, a, b in bounds:
+        torch.addmm(b1[m], h1[a:b], w1[m], out=h2[a:b])
+    h2.relu_()
+    for m, a, b in bounds:
+        torch.addmm(b2[m], h2[a:b], w2[m], out=o[a:b])
+    return o
+
+
+def _head_inplace(
+    w: dict[str, torch.Tensor], feat: torch.Tensor, enc_d: torch.Tensor, bounds: Bounds, hidden: int
+) -> torch.Tensor:
+    """No-grad concat(feature, γ_D(d)) → l3 → relu → l4 → sigmoid on sorted runs: → rgb ``[n, 3]``."""
+    n = feat.shape[0]
+    h1 = feat.new_empty((n, hidden))
+    rgb = feat.new_empty((n, 3))
+    w3, b3 = w["l3.weight"], w["l3.bias"]
+    w4, b4 = w["l4.weight"], w["l4.bias"]
+    h = hidden
+    for m, a, b in bounds:
+        torch.addmm(b3[m], feat[a:b], w3[m, :h], out=h1[a:b])
+        h1[a:b].addmm_(enc_d[a:b], w3[m, h:])
+    h1.relu_()
+    for m, a, b in bounds:
+        torch.addmm(b4[m], h1[a:b], w4[m], out=rgb[a:b])
+    return rgb.sigmoid_()
+
+
 def _mlp_segments_inplace(
     w: dict[str, torch.Tensor],
     enc_u: torch.Tensor,
@@ -149,39 +225,102 @@ def _mlp_segments_inplace(
     Returns:
         raw density ``[n]`` and rgb ``[n, 3]`` in the sorted order.
     """
-    n = enc_u.shape[0]
-    h = hidden
-    h1 = enc_u.new_empty((n, h))
-    h2 = enc_u.new_empty((n, h))
-    o = enc_u.new_empty((n, 1 + h))
-    rgb = enc_u.new_empty((n, 3))
-    w0, b0 = w["l0.weight"], w["l0.bias"]
-    w1, b1 = w["l1.weight"], w["l1.bias"]
-    w2, b2 = w["l2.weight"], w["l2.bias"]
-    w3, b3 = w["l3.weight"], w["l3.bias"]
-    w4, b4 = w["l4.weight"], w["l4.bias"]
-    bounds = []
-    s = 0
-    for m, c in zip(seg_ids, seg_lens):
-        bounds.append((m, s, s + c))
-        s += c
-    for m, a, b in bounds:
-        torch.addmm(b0[m], enc_u[a:b], w0[m], out=h1[a:b])
-    h1.relu_()
-    for m, a, b in bounds:
-        torch.addmm(b1[m], h1[a:b], w1[m], out=h2[a:b])
-    h2.relu_()
-    for m, a, b in bounds:
-        torch.addmm(b2[m], h2[a:b], w2[m], out=o[a:b])
-    feat = o[:, 1:]
-    for m, a, b in bounds:
-        torch.addmm(b3[m], feat[a:b], w3[m, :h], out=h1[a:b])
-        h1[a:b].addmm_(enc_d[a:b], w3[m, h:])
-    h1.relu_()
-    for m, a, b in bounds:
-        torch.addmm(b4[m], h1[a:b], w4[m], out=rgb[a:b])
-    rgb.sigmoid_()
+    bounds = _bounds(seg_ids, seg_lens)
+    o = _trunk_inplace(w, enc_u, bounds, hidden)
+    rgb = _head_inplace(w, o[:, 1:], enc_d, bounds, hidden)
     return o[:, 0].contiguous(), rgb
+
+
+@dataclass
+class NetworkOrder:
+    """Samples sorted by network id: the permutation and the runs of equal ids."""
+
+    order: torch.Tensor
+    """``[N]`` int64: sample index at each sorted position."""
+    seg_ids: list[int]
+    """Network of each run."""
+    seg_lens: list[int]
+    """Length of each run (sum N)."""
+
+    @classmethod
+    def of(cls, net: torch.Tensor) -> NetworkOrder:
+        """Sort ``[N]`` int64 ids."""
+        net_sorted, order = torch.sort(net)
+        ids, lens = _segments(net_sorted, 0)
+        return cls(order, ids, lens)
+
+
+def evaluate_density_first(
+    params: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    net: torch.Tensor,
+    *,
+    scene_meta: NetworkSpec,
+    chunk_size: int = 1 << 15,
+) -> tuple[torch.Tensor, torch.Tensor, NetworkOrder]:
+    """First half of a no-grad evaluation: σ of every sample and the feature for a later colour pass.
+
+    Args:
+        x: ``[N, 3]`` world points; net ``[N]`` int64 ids.
+
+    Returns:
+        sigma ``[N]`` (input order), feature ``[N, H]`` (network-sorted order), the ``NetworkOrder``.
+    """
+    spec = scene_meta
+    w = _as_compute(params, x)
+    no = NetworkOrder.of(net)
+    n = x.shape[0]
+    raw = x.new_empty((n,))
+    feat = x.new_empty((n, spec.hidden))
+    with torch.no_grad():
+        for a, b, bounds in _chunks(no.seg_ids, no.seg_lens, chunk_size):
+            xs = x[no.order[a:b]]
+            cell = cell_index(xs, spec.bbox_min, spec.bbox_max, spec.grid_res)
+            u = local_coords(xs, cell, spec.bbox_min, spec.cell_size)
+            o = _trunk_inplace(w, positional_encoding(u, spec.pos_freqs), bounds, spec.hidden)
+            raw[a:b] = o[:, 0]
+            feat[a:b] = o[:, 1:]
+        sigma = torch.empty_like(raw)
+        sigma[no.order] = density_activation(raw, spec)
+    return sigma, feat, no
+
+
+def evaluate_colors_where(
+    params: Mapping[str, torch.Tensor],
+    feature: torch.Tensor,
+    d: torch.Tensor,
+    no: NetworkOrder,
+    keep: torch.Tensor,
+    *,
+    scene_meta: NetworkSpec,
+    chunk_size: int = 1 << 15,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Second half: rgb of the samples where ``keep`` is set (the others are never computed).
+
+    Args:
+        feature: ``[N, H]`` from ``evaluate_density_first`` (sorted order); d ``[N, 3]`` unit directions and
+            keep ``[N]`` bool in input order.
+
+    Returns:
+        sample indices ``[K]`` int64 (input order, grouped by network) and their rgb ``[K, 3]``.
+    """
+    spec = scene_meta
+    w = _as_compute(params, feature)
+    keep_sorted = keep[no.order]
+    ends = torch.tensor(no.seg_lens, dtype=torch.int64, device=keep.device).cumsum(0)
+    csum = torch.cumsum(keep_sorted.to(torch.int64), 0)
+    at_end = csum[ends - 1]
+    counts = (at_end - torch.cat((at_end.new_zeros(1), at_end[:-1]))).tolist()
+    ids = [m for m, c in zip(no.seg_ids, counts) if c > 0]
+    lens = [c for c in counts if c > 0]
+    idx = no.order[keep_sorted]
+    feat = feature[keep_sorted]
+    rgb = feature.new_empty((idx.shape[0], 3))
+    with torch.no_grad():
+        for a, b, bounds in _chunks(ids, lens, chunk_size):
+            enc_d = positional_encoding(d[idx[a:b]], spec.dir_freqs)
+            rgb[a:b] = _head_inplace(w, feat[a:b], enc_d, bounds, spec.hidden)
+    return idx, rgb
 
 
 def _mlp_segments_autograd(

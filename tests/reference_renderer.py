@@ -21,9 +21,10 @@ def reference_rays(camera: Camera) -> tuple[np.ndarray, np.ndarray]:
     dirs = []
     for py in range(camera.height):
         for px in range(camera.width):
-            v = np.array([(px + 0.5 - cx) / camera.focal, -(py + 0.5 - cy) / camera.focal, -1.0])
-            w = camera.c2w[:3, :3] @ v
-            dirs.append(w / np.linalg.norm(w))
+            x, y = (px + 0.5 - cx) / camera.focal, -(py + 0.5 - cy) / camera.focal
+            r = camera.c2w[:3, :3]
+            w = x * r[:, 0] + y * r[:, 1] - r[:, 2]  # = R · (x, y, −1)
+            dirs.append(w / np.sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2]))
     d = np.array(dirs, dtype=np.float32)
     o = np.tile(np.asarray(camera.c2w[:3, 3], dtype=np.float32), (d.shape[0], 1))
     return o, d
