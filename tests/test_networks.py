@@ -187,3 +187,17 @@ def test_empty_input() -> None:
         w, torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64), scene_meta=SPEC
     )
     assert sigma.shape == (0,) and rgb.shape == (0, 3)
+
+
+def test_density_first_then_colors_equals_full_evaluation() -> None:
+    from renderer.networks import evaluate_colors_where, evaluate_density_first
+
+    w = _weights(SPEC)
+    x, d, net = _points(500, seed=7)
+    sigma_full, rgb_full = evaluate_networks(w, x, d, net, scene_meta=SPEC)
+    sigma, feat, order = evaluate_density_first(w, x, net, scene_meta=SPEC, chunk_size=37)
+    torch.testing.assert_close(sigma, sigma_full, atol=1e-6, rtol=1e-6)
+    keep = torch.rand(500, generator=torch.Generator().manual_seed(1)) < 0.3
+    idx, rgb = evaluate_colors_where(w, feat, d, order, keep, scene_meta=SPEC, chunk_size=23)
+    assert sorted(idx.tolist()) == torch.nonzero(keep).squeeze(1).tolist()
+    torch.testing.assert_close(rgb, rgb_full[idx], atol=1e-6, rtol=1e-6)
