@@ -104,12 +104,23 @@ class FramePresenter:
             return
         if smooth is None:
             smooth = self.size != (viewport[2], viewport[3])
+        self.draw_texture(self.texture, viewport, smooth, flip_y=True)
+
+    def draw_texture(
+        self,
+        texture: moderngl.Texture,
+        viewport: tuple[int, int, int, int],
+        smooth: bool = False,
+        flip_y: bool = False,
+    ) -> None:
+        """Draw any RGB(A) texture over ``viewport``; ``flip_y`` for images stored top row first."""
         f = moderngl.LINEAR if smooth else moderngl.NEAREST
-        self.texture.filter = (f, f)
+        texture.filter = (f, f)
         self.ctx.disable(moderngl.DEPTH_TEST | moderngl.BLEND)
         self.ctx.viewport = viewport
-        self.texture.use(0)
+        texture.use(0)
         self.program["frame"] = 0
+        self.program["flip_y"] = flip_y
         self.vao.render(moderngl.TRIANGLE_STRIP)
 
     def release(self) -> None:

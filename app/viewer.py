@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -467,8 +468,12 @@ class Viewer:
 
     # ---- drawing -------------------------------------------------------------------------------------
     def _ensure_fbo(self, w: int, h: int) -> moderngl.Framebuffer:
+        """The offscreen frame (w × h) everything is drawn into, and the window's framebuffer at that size."""
         if self.fbo is None or self.fbo.size != (w, h):
+            self.ctx.screen.use()  # never release the bound framebuffer (moderngl rebinds it afterwards)
             if self.fbo is not None:
+                for tex in self.fbo.color_attachments:
+                    tex.release()
                 self.fbo.release()
             self.fbo = self.ctx.framebuffer(color_attachments=[self.ctx.texture((w, h), 4)])
         return self.fbo
@@ -506,9 +511,12 @@ class Viewer:
             imgui.new_frame()
             draw_panels(self)
             imgui.render()
+            _ = self.ctx.error  # PyOpenGL (ImGui's renderer) raises on any stale GL error: clear it first
             self.imgui.render(imgui.get_draw_data())
         t4 = time.perf_counter()
-        self.ctx.copy_framebuffer(self.ctx.screen, fbo)
+        # to the window: a textured quad (moderngl's screen object keeps its first size, so no blit)
+        self.ctx.screen.use()
+        self.presenter.draw_texture(fbo.color_attachments[0], (0, 0, fbw, fbh))  # type: ignore[arg-type]
         glfw.swap_buffers(self.window)
         t5 = time.perf_counter()
         tm = self.timing
@@ -571,7 +579,11 @@ class Viewer:
         if self.job is not None and self.job.running:
             self.job.cancel()
         self.worker.stop()
-        self.imgui.shutdown()
+        try:
+            _ = self.ctx.error
+            self.imgui.shutdown()
+        except Exception as e:  # a GL error while freeing ImGui's objects must not mask the real exit
+            print(f"[viewer] ImGui shutdown: {type(e).__name__}", file=sys.stderr)
         destroy_window(self.window)
 
 

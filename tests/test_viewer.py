@@ -374,3 +374,21 @@ def test_bench_moves_the_camera_and_reports_the_breakdown(v: object) -> None:
     assert len(res.frame_ms) == res.ui_frames and len(res.render_ms) == res.shown_frames
     text = res.report()
     assert "rendered FPS" in text and "upload ms" in text and "UI (ImGui) ms" in text
+
+
+def test_resize_renders_at_the_new_size(v: object) -> None:
+    glfw.set_window_size(v.window, 72, 40)  # type: ignore[attr-defined]
+    try:
+        end = time.monotonic() + 10
+        while glfw.get_framebuffer_size(v.window) != (72, 40) and time.monotonic() < end:  # type: ignore[attr-defined]
+            v.step()  # type: ignore[attr-defined]
+        assert v.wait_full_frame(60)  # type: ignore[attr-defined]
+        assert v.read_frame().shape == (40, 72, 3)  # type: ignore[attr-defined]
+        assert v.frame.image.shape == (40, 72, 3)  # type: ignore[attr-defined]
+        cam = v.render_camera()  # type: ignore[attr-defined]
+        assert cam.focal == pytest.approx(v.camera.focal(40))  # type: ignore[attr-defined]  # same vertical FOV
+    finally:
+        glfw.set_window_size(v.window, W, H)  # type: ignore[attr-defined]
+        end = time.monotonic() + 10
+        while glfw.get_framebuffer_size(v.window) != (W, H) and time.monotonic() < end:  # type: ignore[attr-defined]
+            v.step()  # type: ignore[attr-defined]
