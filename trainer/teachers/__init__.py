@@ -268,6 +268,7 @@ def train_teacher(
         teacher = teacher.to(device)
         opt = _optimizer(teacher, cfg)
     teacher.train()
+    teacher.configure_training(cfg)
     rays = TrainingRays(dataset, device)
     last_save = time.monotonic()
     loss_v = float("nan")
@@ -281,7 +282,7 @@ def train_teacher(
             crop = cfg.nerf_precrop_frac if (cfg.kind == "nerf" and step < cfg.nerf_precrop_steps) else 1.0
             o, d, target = rays.sample(cfg.batch, gen, crop)
             rgb, extra = teacher.render_rays(
-                o, d, rays.near, rays.far, rays.background, train=True, generator=gen
+                o, d, rays.near, rays.far, rays.background, train=True, generator=gen, target=target
             )
             mse = torch.mean((rgb - target) ** 2)
             loss = mse + sum(extra.values(), torch.zeros((), device=mse.device))

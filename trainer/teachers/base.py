@@ -53,9 +53,16 @@ class Teacher(torch.nn.Module):
         *,
         train: bool = False,
         generator: torch.Generator | None = None,
+        target: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Volume-render rays ``[R, 3]`` → rgb ``[R, 3]`` and extra terms (e.g. ``"reg"``, a scalar loss)."""
+        """Volume-render rays ``[R, 3]`` → rgb ``[R, 3]`` and extra scalar loss terms (added to the loss).
+
+        ``target`` ``[R, 3]``, the pixels while training, enables per-sample losses.
+        """
         raise NotImplementedError
+
+    def configure_training(self, cfg: TeacherConfig) -> None:
+        """Take loss weights and other training-only settings from ``cfg`` (called by the training loop)."""
 
     def param_groups(self, cfg: TeacherConfig) -> list[dict[str, Any]]:
         """Adam parameter groups, each with ``name``, ``params`` and base ``lr``."""

@@ -34,12 +34,14 @@ class TeacherConfig:
     """Positional-encoding frequencies of the view direction for the colour MLP."""
     step_ratio: float = 0.5
     """Ray-marching step of the grid teacher, in voxels of the current grid."""
-    alpha_init: float = 1e-3
+    alpha_init: float = 1e-6
     """Initial per-step opacity of every voxel (sets the density shift)."""
     weight_threshold: float = 1e-4
     """Colour is evaluated only at samples whose rendering weight exceeds this."""
-    tv_weight: float = 0.0
-    """Total-variation regulariser on the density grid (0 = off)."""
+    rgbper_weight: float = 0.05
+    """Per-sample colour loss Σ_k w_k·|c_k − target|² (discourages fog; DVGO's ``weight_rgbper``)."""
+    entropy_weight: float = 1e-3
+    """Binary-entropy loss on each ray's final transmittance (rays end either empty or opaque)."""
     hull_alpha: float = 0.05
     """Visual hull: a voxel is carved when some training view sees alpha below this around its projection."""
     hull_res: int = 96
@@ -48,7 +50,7 @@ class TeacherConfig:
     """Fractions of ``steps`` at which voxels never reached by rendering weight are pruned from the mask."""
     prune_weight: float = 1e-3
     """A mask voxel survives pruning if some training ray gave one of its samples at least this weight."""
-    prune_density_alpha: float = 1e-4
+    prune_density_alpha: float = 1e-5
     """At each upsampling, mask voxels whose (dilated) opacity per step is below this are dropped."""
     log_every: int = 10
     """Steps between ``on_step`` progress callbacks."""

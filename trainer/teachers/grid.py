@@ -208,6 +208,13 @@ class GridTeacher(Teacher):
         self.register_buffer("mask", torch.ones(self.mask_dims, dtype=torch.bool))
         self.register_buffer("max_weight", torch.zeros(self.mask_dims, dtype=torch.float32))
         self.register_buffer("stage", torch.tensor(stage, dtype=torch.int64))
+        self.rgbper_weight = 0.0
+        self.entropy_weight = 0.0
+
+    def configure_training(self, cfg: TeacherConfig) -> None:
+        """Per-sample colour and transmittance-entropy loss weights from ``cfg``."""
+        self.rgbper_weight = cfg.rgbper_weight
+        self.entropy_weight = cfg.entropy_weight
 
     # ---- geometry ----
     @property
@@ -261,6 +268,7 @@ class GridTeacher(Teacher):
         *,
         train: bool = False,
         generator: torch.Generator | None = None,
+        target: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """March ``[R]`` rays on a lattice of step ``step_ratio`` voxels through the mask; rgb ``[R, 3]``."""
         r = origins.shape[0]
@@ -290,6 +298,12 @@ class GridTeacher(Teacher):
             with torch.no_grad():
                 vox = mask_voxel_index(self.mask_dims, pts, self.bbox_min, self.bbox_max)
                 self.max_weight.view(-1).scatter_reduce_(0, vox, w.detach(), reduce="amax")
+            if target is not None and self.rgbper_weight > 0:
+                err = ((rgb - target[ray[sel]]) ** 2).sum(dim=-1)
+                extra["rgbper"] = self.rgbper_weight * (w[sel] * err).sum() / r
+            if self.entropy_weight > 0:
+                p = t_end.clamp(1e-6, 1 - 1e-6)
+                extra["entropy"] = self.entropy_weight * -(p * p.log() + (1 - p) * (1 - p).log()).mean()
         return acc + t_end[:, None] * bg, extra
 
     # ---- training schedule ----

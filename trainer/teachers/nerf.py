@@ -87,6 +87,7 @@ class NerfTeacher(Teacher):
         *,
         train: bool = False,
         generator: torch.Generator | None = None,
+        target: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``samples`` uniform samples per ray in [near, far] (stratified when training) → rgb ``[R, 3]``."""
         r, s = origins.shape[0], self.samples

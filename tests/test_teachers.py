@@ -1,0 +1,297 @@
+"""Teachers: query contract, rendering maths, training lowers the loss, exact resume, files, NeRF runs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.data import Dataset
+from trainer.teachers import (
+    GridTeacher,
+    NerfTeacher,
+    TeacherConfig,
+    TeacherFormatError,
+    load_teacher,
+    make_teacher,
+    render_teacher,
+    save_teacher,
+    teacher_psnr,
+    train_teacher,
+)
+from trainer.teachers.grid import estimate_bbox_from_views, visual_hull
+from trainer.teachers.volume import composite_weights, pixel_rays, ray_aabb
+
+SPHERE_C = np.array([0.1, -0.05, 0.0])
+SPHERE_R = 0.5
+SPHERE_RGB = np.array([0.9, 0.3, 0.1], np.float32)
+
+
+def orbit_c2w(radius: float, azimuth: float, elevation: float) -> np.ndarray:
+    """Camera on a sphere around the origin looking at it (Blender/OpenGL: looks down -Z, +Y up)."""
+    eye = radius * np.array(
+        [
+            math.cos(elevation) * math.cos(azimuth),
+            math.cos(elevation) * math.sin(azimuth),
+            math.sin(elevation),
+        ]
+    )
+    back = eye / np.linalg.norm(eye)
+    right = np.cross([0.0, 0.0, 1.0], back)
+    right /= np.linalg.norm(right)
+    up = np.cross(back, right)
+    m = np.eye(4)
+    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, up, back, eye
+    return m.astype(np.float32)
+
+
+def sphere_dataset(n_views: int = 12, size: int = 24, with_bbox: bool = True) -> Dataset:
+    """An opaque flat-coloured sphere on white, rendered analytically (alpha = pixel-centre ray hits)."""
+    focal = 1.2 * size
+    c2w = np.stack([orbit_c2w(3.0, 2 * math.pi * i / n_views, 0.4 * math.sin(3 * i)) for i in range(n_views)])
+    py, px = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    images, alphas = [], []
+    for m in c2w:
+        o, d = pixel_rays(
+            torch.tensor(m).expand(size * size, 4, 4),
+            px.reshape(-1),
+            py.reshape(-1),
+            focal,
+            size / 2,
+            size / 2,
+        )
+        oc = o.double().numpy() - SPHERE_C
+        b = (oc * d.double().numpy()).sum(-1)
+        disc = b**2 - ((oc**2).sum(-1) - SPHERE_R**2)
+        hit = (disc > 0).reshape(size, size).astype(np.float32)
+        alphas.append(hit)
+        images.append(hit[..., None] * SPHERE_RGB + (1 - hit[..., None]) * 1.0)
+    return Dataset(
+        images=np.stack(images).astype(np.float32),
+        alphas=np.stack(alphas),
+        c2w=c2w,
+        focal=focal,
+        width=size,
+        height=size,
+        bbox_min=np.array([-0.7, -0.7, -0.7], np.float32) if with_bbox else None,
+        bbox_max=np.array([0.7, 0.7, 0.7], np.float32) if with_bbox else None,
+        near=1.0,
+        far=5.0,
+    )
+
+
+def tiny_cfg(**kw: Any) -> TeacherConfig:
+    base: dict[str, Any] = dict(
+        steps=60,
+        batch_rays=256,
+        grid_res=(16, 24),
+        upsample_at=(0.25,),
+        prune_at=(0.75,),
+        hull_res=24,
+        alpha_init=1e-2,
+        checkpoint_every_s=1e9,
+        log_every=5,
+    )
+    base.update(kw)
+    return TeacherConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def sphere() -> Dataset:
+    return sphere_dataset()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These problems are tiny: on a busy 2-core machine a second thread only adds contention (10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_composite_weights_match_hand_computation():
+    sigma_delta = torch.tensor([[0.5, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    w, t_end = composite_weights(sigma_delta)
+    a0, a2 = 1 - math.exp(-0.5), 1 - math.exp(-1.0)
+    t2 = math.exp(-0.5)
+    np.testing.assert_allclose(w[0].numpy(), [a0, 0.0, t2 * a2], rtol=1e-6)
+    np.testing.assert_allclose(t_end.numpy(), [math.exp(-1.5), 1.0], rtol=1e-6)
+    np.testing.assert_allclose(w[0].sum() + t_end[0], 1.0, rtol=1e-6)  # weights + T_end partition unity
+
+
+def test_ray_aabb_slab_test():
+    o = torch.tensor([[0.0, 0.0, -5.0], [3.0, 3.0, 3.0]])
+    d = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    t0, t1 = ray_aabb(o, d, torch.tensor([-1.0, -1, -1]), torch.tensor([1.0, 1, 1]))
+    assert t0[0] == pytest.approx(4.0) and t1[0] == pytest.approx(6.0)
+    assert t1[1] <= t0[1]  # misses
+
+
+def test_visual_hull_keeps_the_sphere_and_carves_around_it(sphere):
+    pts = torch.tensor(
+        [SPHERE_C, SPHERE_C + [0.45, 0, 0], [0.65, 0.65, 0.65], [-0.65, 0.6, -0.6]], dtype=torch.float32
+    )
+    keep = visual_hull(pts, sphere.alphas, sphere.c2w, sphere.focal, 12.0, 12.0, 0.05, 0.02)
+    assert keep.tolist() == [True, True, False, False]
+
+
+def test_bbox_from_views_encloses_the_sphere_tightly():
+    ds = sphere_dataset(with_bbox=False)
+    lo, hi = estimate_bbox_from_views(ds, tiny_cfg(hull_res=48))
+    assert np.all(lo <= SPHERE_C - SPHERE_R + 0.01) and np.all(hi >= SPHERE_C + SPHERE_R - 0.01)
+    # the hull of a sphere from few views is larger than the sphere, but far smaller than the search cube
+    assert np.all(hi - lo < 2 * SPHERE_R * 1.6)
+
+
+def test_query_contract_shapes_ranges_and_chunking(sphere):
+    teacher = make_teacher(tiny_cfg(), sphere, "cpu")
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(500, 3, generator=gen) * 2 - 1
+    d = torch.nn.functional.normalize(torch.randn(500, 3, generator=gen), dim=-1)
+    with torch.no_grad():
+        sigma, rgb = teacher.query(x, d)
+        s1, c1 = teacher.query(x[:123], d[:123])
+        dens = teacher.density(x)
+    assert sigma.shape == (500,) and rgb.shape == (500, 3)
+    assert (sigma >= 0).all() and (rgb >= 0).all() and (rgb <= 1).all()
+    torch.testing.assert_close(sigma[:123], s1)
+    torch.testing.assert_close(rgb[:123], c1)
+    torch.testing.assert_close(dens, sigma)
+    outside = (x.abs() > 0.7).any(dim=-1)
+    assert outside.any() and (sigma[outside] == 0).all()  # nothing outside the teacher's box
+    s2, c2 = teacher.query_chunked(x, d, chunk=64)
+    torch.testing.assert_close(s2, sigma)
+
+
+def test_empty_grid_renders_the_background(sphere):
+    cfg = tiny_cfg()
+    teacher = GridTeacher.for_box(sphere.bbox_min, sphere.bbox_max, cfg)
+    with torch.no_grad():
+        teacher.density_grid.fill_(-50.0)  # σ ≈ 0 everywhere
+    o = torch.tensor([[0.0, 0.0, 3.0]]).repeat(4, 1)
+    d = torch.nn.functional.normalize(
+        torch.tensor([[0.0, 0, -1], [0.1, 0, -1], [0, 0.2, -1], [1.0, 0, 0]]), dim=-1
+    )
+    rgb = render_teacher(teacher, o, d, 1.0, 5.0, (0.2, 0.4, 0.6), cfg)
+    torch.testing.assert_close(rgb, torch.tensor([[0.2, 0.4, 0.6]]).repeat(4, 1), atol=1e-5, rtol=0)
+
+
+def test_grid_teacher_lowers_the_loss(sphere, tmp_path):
+    cfg = tiny_cfg(steps=80)
+    teacher = make_teacher(cfg, sphere, "cpu")
+    before, _ = teacher_psnr(teacher, sphere, cfg, [0, 5])
+    losses: list[float] = []
+    teacher = train_teacher(
+        teacher,
+        sphere,
+        cfg,
+        ckpt_path=tmp_path / "t.ckpt",
+        device="cpu",
+        on_step=lambda s, n, loss, p: losses.append(loss),
+    )
+    after, _ = teacher_psnr(teacher, sphere, cfg, [0, 5])
+    assert len(losses) == 80 // 5
+    assert np.mean(losses[-3:]) < 0.3 * np.mean(losses[:2])
+    assert after > before + 8.0 and after > 20.0, (before, after)
+    # opacity (from renders on two backgrounds): opaque through the sphere's centre, clear beside it
+    o = torch.tensor([[0.0, 0.0, 3.0], [0.0, 0.0, 3.0]])
+    aim = torch.tensor([SPHERE_C, [0.62, -0.62, 0.0]], dtype=torch.float32)
+    d = torch.nn.functional.normalize(aim - o, dim=-1)
+    white = render_teacher(teacher, o, d, 1.0, 5.0, (1.0, 1.0, 1.0), cfg)
+    black = render_teacher(teacher, o, d, 1.0, 5.0, (0.0, 0.0, 0.0), cfg)
+    t_end = (white - black).mean(dim=-1)
+    assert float(t_end[0]) < 0.25 and float(t_end[1]) > 0.9, t_end
+
+
+def test_checkpoint_resume_continues_exactly(sphere, tmp_path):
+    cfg = tiny_cfg(steps=40)  # upsampling at step 10, pruning at step 30
+    straight = train_teacher(make_teacher(cfg, sphere, "cpu"), sphere, cfg, ckpt_path=tmp_path / "a.ckpt")
+
+    seen: list[int] = []
+
+    def interrupt(step: int, total: int, loss: float, psnr: float | None) -> None:
+        seen.append(step)
+        if step == 20:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "b.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(make_teacher(cfg, sphere, "cpu"), sphere, cfg, ckpt_path=ckpt, on_step=interrupt)
+    assert ckpt.exists() and seen[-1] == 20
+    partial = load_teacher(ckpt)
+    assert isinstance(partial, GridTeacher) and partial.dims != make_teacher(cfg, sphere, "cpu").dims
+
+    resumed_steps: list[int] = []
+    resumed = train_teacher(
+        make_teacher(cfg, sphere, "cpu"),
+        sphere,
+        cfg,
+        ckpt_path=ckpt,
+        on_step=lambda s, n, loss, p: resumed_steps.append(s),
+    )
+    assert resumed_steps[0] == 25 and resumed_steps[-1] == 40  # continued at the step where it stopped
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
+    # a finished checkpoint returns at once, without training further
+    again: list[int] = []
+    train_teacher(
+        make_teacher(cfg, sphere, "cpu"), sphere, cfg, ckpt_path=ckpt, on_step=lambda *a: again.append(1)
+    )
+    assert again == []
+
+
+def test_save_load_roundtrip_and_bad_files(sphere, tmp_path):
+    cfg = tiny_cfg(steps=12)
+    teacher = train_teacher(make_teacher(cfg, sphere, "cpu"), sphere, cfg, ckpt_path=tmp_path / "c.ckpt")
+    path = tmp_path / "teacher.safetensors"
+    save_teacher(teacher, path)
+    loaded = load_teacher(path)
+    x = torch.rand(50, 3) - 0.5
+    d = torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
+    with torch.no_grad():
+        for got, want in zip(loaded.query(x, d), teacher.query(x, d)):
+            torch.testing.assert_close(got, want)
+    assert path.read_bytes()[:8] != b"\x80\x04\x95"  # not a pickle
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage that is not safetensors")
+    for p in (bad, tmp_path / "missing.safetensors", tmp_path):
+        with pytest.raises(TeacherFormatError) as e:
+            load_teacher(p)
+        assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_nerf_teacher_runs_a_few_steps(sphere, tmp_path):
+    cfg = TeacherConfig(
+        kind="nerf",
+        nerf_steps=3,
+        nerf_batch_rays=32,
+        nerf_samples=32,
+        nerf_precrop_steps=2,
+        checkpoint_every_s=1e9,
+        log_every=1,
+    )
+    teacher = make_teacher(cfg, sphere, "cpu")
+    assert isinstance(teacher, NerfTeacher)
+    assert teacher.width == 256 and len(teacher.trunk) == 8 and teacher.trunk[4].in_features == 256 + 63
+    assert teacher.dir_layer.out_features == 128
+    before = [p.detach().clone() for p in teacher.parameters()]
+    losses: list[float] = []
+    teacher = train_teacher(
+        teacher, sphere, cfg, ckpt_path=tmp_path / "n.ckpt", on_step=lambda s, n, loss, p: losses.append(loss)
+    )
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    assert any(not torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+    x = torch.rand(10, 3)
+    d = torch.nn.functional.normalize(torch.randn(10, 3), dim=-1)
+    with torch.no_grad():
+        sigma, rgb = teacher.query(x, d)
+    assert (sigma >= 0).all() and ((rgb >= 0) & (rgb <= 1)).all()
+    assert isinstance(load_teacher(tmp_path / "n.ckpt"), NerfTeacher)
+    defaults = TeacherConfig()
+    assert (defaults.nerf_samples, defaults.nerf_lr, defaults.nerf_batch_rays) == (384, 5e-4, 1024)
