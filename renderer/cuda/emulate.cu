@@ -68,6 +68,12 @@ void kilo_weight_layout(int hidden, int pos_freqs, int dir_freqs, int* out13) {
     memcpy(out13, &L, sizeof(L));
 }
 
+// kn::flat_index of cell g in a grid of shape res (64-bit; the test checks it past 2^31).
+i64 kilo_flat_index(const int* g, const int* res) { return kn::flat_index(g, res); }
+
+// kn::lattice_t and kn::cell_index, for checks of the rounding against the torch renderer.
+float kilo_lattice_t(float t0, int k, float step) { return kn::lattice_t(t0, k, step); }
+
 // Camera rays exactly as generate_rays computes them: origins, dirs [W*H, 3].
 void kilo_camera_rays(const kn::CameraParams* cam, float* origins, float* dirs) {
     const i64 n = (i64)cam->width * cam->height;

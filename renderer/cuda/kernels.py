@@ -403,6 +403,10 @@ class HostEmulator:
         self.lib.kilo_evaluate_points.restype = i32
         self.lib.kilo_emulate_render.argtypes = [vp, i64, vp, vp, vp, vp, vp, i32, vp, vp, vp, vp, vp]
         self.lib.kilo_emulate_render.restype = i32
+        self.lib.kilo_flat_index.argtypes = [vp, vp]
+        self.lib.kilo_flat_index.restype = i64
+        self.lib.kilo_lattice_t.argtypes = [ctypes.c_float, i32, ctypes.c_float]
+        self.lib.kilo_lattice_t.restype = ctypes.c_float
         self._scenes = _SceneCache()
 
     def struct_sizes(self) -> tuple[int, int]:
@@ -414,6 +418,16 @@ class HostEmulator:
         out = (ctypes.c_int * 13)()
         self.lib.kilo_weight_layout(hidden, pos_freqs, dir_freqs, out)
         return tuple(out)
+
+    def flat_index(self, cell: tuple[int, int, int], res: tuple[int, int, int]) -> int:
+        """``kn::flat_index`` (C order, 64-bit) as compiled."""
+        g = (ctypes.c_int * 3)(*cell)
+        r = (ctypes.c_int * 3)(*res)
+        return int(self.lib.kilo_flat_index(ctypes.addressof(g), ctypes.addressof(r)))
+
+    def lattice_t(self, t0: float, k: int, step: float) -> float:
+        """``kn::lattice_t`` as compiled: t0 + (k + ½)·s in float32."""
+        return float(self.lib.kilo_lattice_t(t0, k, step))
 
     def camera_rays(self, camera: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """``generate_rays`` kernel maths: origins, dirs ``[H·W, 3]`` float32."""

@@ -1,0 +1,373 @@
+"""Host side of the CUDA renderer, on the CPU: launch geometry, 64-bit index maths, the kernels' binary
+interface and weight packing, the kernels' per-ray maths (host build of common.cuh) against the torch
+renderer, interop fallback selection and backend selection without pycuda / a GPU."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from renderer.camera import Camera, generate_rays, look_at
+from renderer.cuda import cuda_available, kernels
+from renderer.cuda.backend import camera_params, prepare_cuda_scene, render_params
+from renderer.cuda.interop import CudaGLPixelBuffer, InteropError, select_transfer
+from renderer.networks import NetworkSpec, evaluate_networks
+from renderer.render import RenderOptions, render_image
+from renderer.synthetic import random_scene
+
+needs_nvcc = pytest.mark.skipif(
+    kernels.find_nvcc() is None, reason="nvcc not found (builds the CPU emulator)"
+)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> kernels.HostEmulator:
+    if kernels.find_nvcc() is None:
+        pytest.skip("nvcc not found (builds the CPU emulator)")
+    return kernels.HostEmulator()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Launch geometry and 64-bit sizes
+
+
+def test_blocks_for_covers_items_and_caps() -> None:
+    assert kernels.blocks_for(0, 256) == 1
+    assert kernels.blocks_for(1, 256) == 1
+    assert kernels.blocks_for(256, 256) == 1
+    assert kernels.blocks_for(257, 256) == 2
+    assert kernels.blocks_for(800 * 800, 256) == 2500
+    # 4K x 384 samples: far past 2^31 items, still a legal grid (grid-stride loops cover the rest)
+    n = 3840 * 2160 * 384
+    assert n > 2**31
+    assert kernels.blocks_for(n, 256) == 65536
+    assert kernels.blocks_for(n, 256, max_blocks=2**40) == 12_441_600
+    assert kernels.blocks_for(2**40, 1, max_blocks=2**40) == kernels.MAX_GRID_X
+    with pytest.raises(ValueError):
+        kernels.blocks_for(10, 2048)
+    with pytest.raises(ValueError):
+        kernels.blocks_for(-1, 128)
+
+
+def test_tile_blocks_bounds_the_real_tile_count() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        m = int(rng.integers(1, 50))
+        tile = int(rng.choice([1, 7, 128, 512]))
+        counts = rng.integers(0, 2000, size=m) * (rng.random(m) < 0.6)
+        real = int(sum(-(-int(c) // tile) for c in counts))
+        bound = kernels.tile_blocks(int(counts.sum()), m, tile)
+        assert real <= bound
+        assert bound <= real + m + 1
+    with pytest.raises(ValueError, match="grid limit"):
+        kernels.tile_blocks(2**40, 10, 1)
+
+
+def test_sample_capacity_is_exact_past_int32() -> None:
+    rays = 3840 * 2160
+    assert kernels.sample_capacity(rays, 384, 2**62) == rays * 384 == 3_185_049_600
+    assert np.int64(kernels.sample_capacity(rays, 384, 2**62)) == np.int64(rays) * np.int64(384)
+    assert kernels.sample_capacity(rays, 8, 1 << 24) == 1 << 24
+    assert kernels.sample_capacity(1, 32, 4) == 32  # always room for one ray's pass: progress guaranteed
+
+
+def test_flat_index_is_64_bit(emulator: kernels.HostEmulator) -> None:
+    res = (2048, 2048, 1024)
+    for g in [(0, 0, 1), (1, 0, 0), (2047, 2047, 1023), (1500, 3, 999)]:
+        expected = (g[0] * res[1] + g[1]) * res[2] + g[2]
+        assert emulator.flat_index(g, res) == expected
+    assert emulator.flat_index((2047, 2047, 1023), res) == 2**32 - 1
+
+
+def test_kernel_indices_are_computed_in_64_bit() -> None:
+    """Every global thread index and grid stride in kilonerf.cu is widened before the multiply."""
+    src = kernels.KERNEL_SOURCE.read_text()
+    assert "(i64)blockIdx.x * blockDim.x" in src and "(i64)gridDim.x * blockDim.x" in src
+    for line in src.splitlines():
+        if "blockIdx.x * " in line or "gridDim.x * " in line:
+            assert "(i64)" in line, f"32-bit index product in kilonerf.cu: {line.strip()}"
+        if "for (int " in line:
+            assert "< n_rays" not in line and "< n_active" not in line, line.strip()
+
+
+def test_evaluate_kernel_names_and_shared_memory() -> None:
+    assert kernels.evaluate_kernel_name(32, True) == "evaluate_networks_h32_f16"
+    with pytest.raises(ValueError, match="hidden widths"):
+        kernels.evaluate_kernel_name(48, False)
+    lay = kernels.weight_layout(32, 10, 4)
+    # H=32 F32: 24.6 KiB of weights + 16 KiB of activations for 128 threads
+    assert kernels.evaluate_shared_bytes(32, lay.stride, 4, 128) == lay.stride * 4 + 32 * 128 * 4
+    assert lay.stride * 4 < 48 * 1024
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Binary interface: structs and packed weights
+
+
+def test_struct_layouts_match_the_compiled_code(emulator: kernels.HostEmulator) -> None:
+    assert emulator.struct_sizes() == (
+        kernels.RENDER_PARAMS_DTYPE.itemsize,
+        kernels.CAMERA_PARAMS_DTYPE.itemsize,
+    )
+    for h, p, d in [(16, 10, 4), (32, 10, 4), (64, 6, 2), (32, 0, 0)]:
+        assert emulator.weight_layout(h, p, d) == kernels.layout_tuple(kernels.weight_layout(h, p, d))
+
+
+@pytest.mark.parametrize("hidden", [16, 32, 64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_pack_weights_round_trip(hidden: int, dtype: type) -> None:
+    spec = NetworkSpec((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0), (2, 2, 2), 10, 4, hidden)
+    rng = np.random.default_rng(hidden)
+    tdt = torch.float16 if dtype == np.float16 else torch.float32
+    w = {
+        k: torch.from_numpy(rng.standard_normal((5, *s[1:])).astype(np.float32)).to(tdt)
+        for k, s in spec.weight_shapes(5).items()
+    }
+    packed = kernels.pack_weights(w, hidden, 10, 4, dtype)
+    lay = kernels.weight_layout(hidden, 10, 4)
+    assert packed.shape == (5, lay.stride) and packed.dtype == dtype and packed.flags.c_contiguous
+    assert lay.stride % 8 == 0
+    assert all(v % 8 == 0 for v in kernels.layout_tuple(lay))
+    back = kernels.unpack_weights(packed, hidden, 10, 4)
+    for k, v in w.items():
+        np.testing.assert_array_equal(back[k], v.numpy().astype(dtype), err_msg=k)  # bit for bit
+    # density column apart from the feature columns
+    np.testing.assert_array_equal(packed[:, lay.w2d : lay.w2d + hidden], w["l2.weight"][:, :, 0].numpy())
+    # the padding (4th colour column) is zero
+    w4 = packed[:, lay.w4 : lay.w4 + 4 * hidden].reshape(5, hidden, 4)
+    assert not w4[:, :, 3].any()
+    assert not packed[:, lay.b4 + 3 : lay.stride].any()
+
+
+def test_prepare_cuda_scene_keeps_f16_and_packs_occupancy() -> None:
+    sc = random_scene(grid_res=(3, 2, 4), hidden=16, dtype="float16", seed=3)
+    data = prepare_cuda_scene(sc)
+    assert data.half and data.weights.dtype == np.float16
+    assert data.network_index.dtype == np.int32 and data.network_index.shape == (24,)
+    bits = np.unpackbits(data.occupancy_bits, bitorder="little")[: sc.occupancy.size].astype(bool)
+    np.testing.assert_array_equal(bits, sc.occupancy.ravel())
+    assert prepare_cuda_scene(sc, np.float32).weights.dtype == np.float32
+    p = render_params(data, RenderOptions(ert=False, samples_per_pass=4, step_multiplier=0.5))
+    assert (
+        int(p["ert"]) == 0 and int(p["samples_per_pass"]) == 32
+    )  # ERT off: big passes, as the torch renderer
+    assert float(p["step"]) == np.float32(np.float32(sc.step_size) * 0.5)
+    assert tuple(p["occ_res"]) == tuple(sc.occupancy_res)
+    cam = Camera(width=7, height=5, focal=3.0, c2w=np.eye(4), cx=None, cy=2.0)
+    c = camera_params(cam)
+    assert float(c["cx"]) == 3.5 and float(c["cy"]) == 2.0 and int(c["width"]) == 7
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The kernels' maths (host build) against the torch renderer
+
+
+def test_camera_rays_match_generate_rays(emulator: kernels.HostEmulator) -> None:
+    cam = Camera(width=31, height=17, focal=25.0, c2w=look_at((1.5, -2.0, 0.7), (0.1, 0.2, 0.0)), cx=14.2)
+    o_ref, d_ref = generate_rays(cam)
+    o, d = emulator.camera_rays(cam)
+    assert torch.equal(o, o_ref)
+    assert (d - d_ref).abs().max().item() <= 1e-7
+
+
+def test_lattice_rounding_matches_torch(emulator: kernels.HostEmulator) -> None:
+    from renderer.march import lattice_t
+
+    rng = np.random.default_rng(1)
+    t0 = rng.random(50).astype(np.float32) * 3
+    k = rng.integers(0, 5000, 50)
+    s = float(np.float32(0.0071))
+    ref = lattice_t(torch.from_numpy(t0), torch.from_numpy(k), s).numpy()
+    got = np.array([emulator.lattice_t(float(a), int(b), s) for a, b in zip(t0, k)], np.float32)
+    np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize(
+    ("hidden", "dtype", "activation"),
+    [(16, "float32", "relu"), (32, "float16", "softplus"), (64, "float32", "exp")],
+)
+def test_network_maths_match_evaluate_networks(
+    emulator: kernels.HostEmulator, hidden: int, dtype: str, activation: str
+) -> None:
+    sc = random_scene(
+        grid_res=(2, 3, 2), hidden=hidden, dtype=dtype, density_activation=activation, seed=hidden
+    )
+    rng = np.random.default_rng(0)
+    lo, hi = np.array(sc.bbox_min), np.array(sc.bbox_max)
+    x = (lo + (hi - lo) * rng.random((300, 3))).astype(np.float32)
+    d = rng.standard_normal((300, 3)).astype(np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    net, sigma, rgb = emulator.evaluate_points(sc, x, d)
+    assert (net >= 0).sum() > 100
+    ok = net >= 0
+    spec = NetworkSpec.from_scene(sc)
+    params = {k: v.float() for k, v in sc.weights.items()}
+    s_ref, c_ref = evaluate_networks(
+        params,
+        torch.from_numpy(x[ok]),
+        torch.from_numpy(d[ok]),
+        torch.from_numpy(net[ok]).long(),
+        scene_meta=spec,
+    )
+    np.testing.assert_allclose(sigma[ok], s_ref.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(rgb[ok], c_ref.numpy(), rtol=0, atol=1e-5)
+    assert not sigma[~ok].any()
+
+
+CASES = [
+    # grid, hidden, dtype, eye, size
+    ((3, 2, 4), 16, "float32", (2.5, -2.0, 1.5), (37, 29)),
+    ((2, 5, 3), 32, "float16", (0.1, 0.05, -0.1), (23, 31)),  # camera inside the box
+    ((4, 1, 2), 64, "float32", (-2.2, 1.4, -1.9), (16, 9)),
+]
+
+
+@pytest.mark.parametrize(("grid", "hidden", "dtype", "eye", "size"), CASES)
+def test_emulated_kernels_match_torch_renderer(
+    emulator: kernels.HostEmulator, grid: tuple, hidden: int, dtype: str, eye: tuple, size: tuple
+) -> None:
+    sc = random_scene(grid_res=grid, hidden=hidden, dtype=dtype, seed=sum(grid), density_bias=6.0)
+    cam = Camera(width=size[0], height=size[1], focal=size[0] * 0.9, c2w=look_at(eye, (0.1, 0.0, 0.05)))
+    for ess in (True, False):
+        for ert in (False, True):
+            opts = RenderOptions(ess=ess, ert=ert, samples_per_pass=4)
+            ref = render_image(sc, cam, opts)
+            got = emulator.render(sc, cam, opts)
+            err = (ref.image - got.image).abs().max().item()
+            assert err <= 1e-5, f"ess={ess} ert={ert}: max abs error {err}"
+            assert got.depth is not None and ref.depth is not None
+            assert (ref.depth - got.depth).abs().max().item() <= 1e-4
+            assert got.network is not None and torch.equal(got.network, ref.network)
+            for key in ("rays_hit_box", "samples_marched", "samples_evaluated", "networks_touched"):
+                assert getattr(got.stats, key) == getattr(ref.stats, key), key
+            assert got.stats.rays_terminated_early == ref.stats.rays_terminated_early
+            if ert:
+                assert got.stats.rays_terminated_early > 0  # dense enough that ERT retires rays
+
+
+def test_emulated_ert_saves_samples_and_output_modes(emulator: kernels.HostEmulator) -> None:
+    sc = random_scene(grid_res=(3, 3, 3), hidden=16, seed=9, density_bias=25.0)
+    cam = Camera(width=21, height=15, focal=20.0, c2w=look_at((2.0, 2.0, 1.0), (0.0, 0.0, 0.0)))
+    off = emulator.render(sc, cam, RenderOptions(ert=False))
+    on = emulator.render(sc, cam, RenderOptions(ert=True))
+    assert on.stats.samples_evaluated < off.stats.samples_evaluated
+    assert (on.image - off.image).abs().max().item() < sc.ert_threshold
+    for mode in ("depth", "network"):
+        ref = render_image(sc, cam, RenderOptions(output=mode))
+        got = emulator.render(sc, cam, RenderOptions(output=mode))
+        assert (ref.image - got.image).abs().max().item() <= 1e-4, mode
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Interop fallback selection
+
+
+def _fails() -> None:
+    raise RuntimeError("cudaErrorInvalidGraphicsContext")
+
+
+def test_select_transfer() -> None:
+    ok = lambda: (True, "")  # noqa: E731
+    no = lambda: (False, "pycuda is not installed")  # noqa: E731
+    assert select_transfer("auto", ok, lambda: None).mode == "interop"
+    assert select_transfer("interop", ok, lambda: None).mode == "interop"
+    c = select_transfer("auto", no, lambda: None)
+    assert (c.mode, c.reason) == ("host", "pycuda is not installed")
+    c = select_transfer("auto", ok, _fails)
+    assert c.mode == "host" and "cudaErrorInvalidGraphicsContext" in c.reason
+    assert select_transfer("host", ok, lambda: None).mode == "host"
+    with pytest.raises(InteropError, match="pycuda is not installed"):
+        select_transfer("interop", no, None)
+    with pytest.raises(InteropError, match="register"):
+        select_transfer("interop", ok, _fails)
+    with pytest.raises(ValueError):
+        select_transfer("pbo")
+
+
+@pytest.fixture(scope="module")
+def gl_ctx():  # type: ignore[no-untyped-def]
+    import moderngl
+
+    try:
+        ctx = moderngl.create_context(standalone=True, backend="egl", require=330)
+    except Exception as e:  # pragma: no cover - no EGL here
+        pytest.skip(f"no EGL OpenGL context ({e})")
+    yield ctx
+    ctx.release()
+
+
+def test_pixel_buffer_falls_back_to_host_and_round_trips(gl_ctx, caplog) -> None:  # type: ignore[no-untyped-def]
+    ok, _ = cuda_available()
+    if ok:
+        pytest.skip("CUDA works here: the fallback is chosen only without interop")
+    with caplog.at_level(logging.INFO, logger="renderer.cuda.interop"):
+        pbo = CudaGLPixelBuffer(gl_ctx, 5, 3)
+    assert pbo.mode == "host" and pbo.reason
+    lines = [r for r in caplog.records if r.name == "renderer.cuda.interop"]
+    assert len(lines) == 1 and "interop unavailable" in lines[0].getMessage()
+    img = np.random.default_rng(0).integers(0, 256, (3, 5, 4), dtype=np.uint8)
+    pbo.write_host(img)
+    tex = gl_ctx.texture((5, 3), 4)
+    pbo.upload(tex)
+    np.testing.assert_array_equal(np.frombuffer(tex.read(), np.uint8).reshape(3, 5, 4), img)
+    # float RGB input, odd size: resized buffer, alpha 255, rounding to nearest
+    rgb = np.array([[[0.0, 0.5, 1.0], [0.2, 0.8, 0.4], [1.0, 1.0, 0.0]]], np.float32)
+    pbo.write_host(rgb)
+    assert (pbo.width, pbo.height) == (3, 1) and pbo.buffer.size >= 12
+    tex2 = gl_ctx.texture((3, 1), 4)
+    pbo.upload(tex2)
+    got = np.frombuffer(tex2.read(), np.uint8).reshape(1, 3, 4)
+    np.testing.assert_array_equal(got[..., :3], (rgb * 255 + 0.5).astype(np.uint8))
+    assert (got[..., 3] == 255).all()
+    with pytest.raises(ValueError, match="RGBA8"):
+        pbo.upload(tex)  # wrong size
+    with pytest.raises(InteropError, match="no CUDA"):
+        with pbo.map():
+            pass
+    pbo.release()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Backend selection without pycuda / GPU
+
+
+def test_imports_never_load_pycuda_or_compile() -> None:
+    code = (
+        "import sys; import renderer.cuda, renderer.cuda.backend, renderer.cuda.kernels, renderer.cuda.interop; "
+        "assert not any(m == 'pycuda' or m.startswith('pycuda.') for m in sys.modules), 'pycuda imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_cuda_unavailable_here_falls_back_to_torch() -> None:
+    ok, why = cuda_available()
+    if ok:
+        pytest.skip("CUDA and pycuda work on this machine")
+    assert why and "\n" not in why
+    from renderer.backends import BackendError, get_backend
+
+    assert get_backend("auto").name == "torch"
+    with pytest.raises(BackendError, match="CUDA backend unavailable"):
+        get_backend("cuda")
+
+
+def test_cuda_available_reports_missing_pycuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    import renderer.cuda as rc
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pycuda" else real(name, *a)
+    )
+    rc.cuda_available.cache_clear()
+    try:
+        ok, why = rc.cuda_available()
+        assert not ok and "pycuda is not installed" in why
+    finally:
+        rc.cuda_available.cache_clear()
