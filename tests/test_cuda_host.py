@@ -242,7 +242,8 @@ def test_emulated_kernels_match_torch_renderer(
             assert err <= 1e-5, f"ess={ess} ert={ert}: max abs error {err}"
             assert got.depth is not None and ref.depth is not None
             assert (ref.depth - got.depth).abs().max().item() <= 1e-4
-            assert got.network is not None and torch.equal(got.network, ref.network)
+            assert got.network is not None and ref.network is not None
+            assert torch.equal(got.network, ref.network)
             for key in ("rays_hit_box", "samples_marched", "samples_evaluated", "networks_touched"):
                 assert getattr(got.stats, key) == getattr(ref.stats, key), key
             assert got.stats.rays_terminated_early == ref.stats.rays_terminated_early
@@ -338,7 +339,7 @@ def test_pixel_buffer_falls_back_to_host_and_round_trips(gl_ctx, caplog) -> None
 
 def test_imports_never_load_pycuda_or_compile() -> None:
     code = (
-        "import sys; import renderer.cuda, renderer.cuda.backend, renderer.cuda.kernels, renderer.cuda.interop; "
+        "import sys, renderer.cuda, renderer.cuda.backend, renderer.cuda.kernels, renderer.cuda.interop; "
         "assert not any(m == 'pycuda' or m.startswith('pycuda.') for m in sys.modules), 'pycuda imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
