@@ -14,7 +14,7 @@ import torch
 from renderer.camera import Camera, generate_rays
 from renderer.composite import segment_starts, transmittance_pass
 from renderer.march import RayBatch, contributing, empty_space_distance, lattice_t, next_samples
-from renderer.networks import NetworkSpec, evaluate_colors_where, evaluate_density_first
+from renderer.networks import NetworkSpec, evaluate_colors_where, evaluate_density_first, evaluate_networks
 
 OUTPUTS = ("rgb", "depth", "network")
 
@@ -254,7 +254,8 @@ def _march_chunk(
     eps: float | None = None
     if opts.ert:
         eps = float(rs.ert_threshold if opts.ert_threshold is None else opts.ert_threshold)
-    k_per_pass = max(1, int(opts.samples_per_pass))
+    # without ERT nothing is saved by stopping early, so passes are only a memory bound: make them longer
+    k_per_pass = max(1, int(opts.samples_per_pass)) if opts.ert else max(32, int(opts.samples_per_pass))
     r = o.shape[0]
     rays = RayBatch.start(rs, o, d, step)
     acc = _Accum(
@@ -277,17 +278,24 @@ def _march_chunk(
             ok, net = contributing(rs, x, opts.ess)
             if not bool(ok.all()):  # rounding at a cell face disagreed with the voxel table: exact rule wins
                 ray, k, t, x, net = ray[ok], k[ok], t[ok], x[ok], net[ok]
-            # densities first; colours only for the samples that end up with a weight
-            sigma, feat, order = evaluate_density_first(rs.params, x, net, scene_meta=rs.spec)
             stats.samples_evaluated += int(ray.numel())
             touched[net] = True
             row_of[live] = torch.arange(live.numel(), device=rs.device)
             row = row_of[ray]
             starts, _ = segment_starts(row, live.numel())
             slot = torch.arange(row.numel(), device=rs.device) - starts[row]
-            t_out, w = transmittance_pass(sigma, row, slot, acc.trans[live], step, k_per_pass, eps)
-            idx, rgb = evaluate_colors_where(rs.params, feat, d[ray], order, w > 0, scene_meta=rs.spec)
-            c_add = torch.zeros(live.numel(), 3, device=rs.device).index_add_(0, row[idx], w[idx, None] * rgb)
+            if eps is None:
+                sigma, rgb = evaluate_networks(rs.params, x, d[ray], net, scene_meta=rs.spec)
+                t_out, w = transmittance_pass(sigma, row, slot, acc.trans[live], step, k_per_pass, None)
+                c_add = torch.zeros(live.numel(), 3, device=rs.device).index_add_(0, row, w[:, None] * rgb)
+            else:
+                # densities first; colours only for the samples that end up with a weight
+                sigma, feat, order = evaluate_density_first(rs.params, x, net, scene_meta=rs.spec)
+                t_out, w = transmittance_pass(sigma, row, slot, acc.trans[live], step, k_per_pass, eps)
+                idx, rgb = evaluate_colors_where(rs.params, feat, d[ray], order, w > 0, scene_meta=rs.spec)
+                del feat
+                c_add = torch.zeros(live.numel(), 3, device=rs.device)
+                c_add.index_add_(0, row[idx], w[idx, None] * rgb)
             acc.color[live] += c_add
             acc.trans[live] = t_out
             acc.depth.index_add_(0, ray, w * t)

@@ -100,13 +100,20 @@ def test_ert_within_eps_of_reference_and_saves_work(ess: bool) -> None:
 
 
 def test_samples_per_pass_changes_passes_not_pixels() -> None:
-    scene = _scene(2, "float32", density_bias=4.0)
+    scene = _scene(2, "float32", density_bias=12.0)
     cam = inside_camera()
     rs = prepare_scene(scene)
-    a = render_image(rs, cam, RenderOptions(ert=False, samples_per_pass=3))
-    b = render_image(rs, cam, RenderOptions(ert=False, samples_per_pass=64))
+    a = render_image(rs, cam, RenderOptions(samples_per_pass=2))
+    assert a.stats.rays_terminated_early > 0
+    b = render_image(rs, cam, RenderOptions(samples_per_pass=64))
     assert a.stats.passes > b.stats.passes >= 1
+    assert a.stats.samples_evaluated < b.stats.samples_evaluated  # small passes waste less after termination
     torch.testing.assert_close(a.image, b.image, atol=2e-6, rtol=0)
+    # without ERT passes are only a memory bound: at least 32 samples per ray per pass
+    e = render_image(rs, cam, RenderOptions(ert=False, samples_per_pass=2))
+    f = render_image(rs, cam, RenderOptions(ert=False, samples_per_pass=64))
+    assert e.stats.passes >= f.stats.passes >= 1
+    torch.testing.assert_close(e.image, f.image, atol=2e-6, rtol=0)
     c = render_image(rs, cam, RenderOptions(ert=True, samples_per_pass=1, chunk_size=50))
     ref, _ = reference_render(scene, cam, ert=True)
     assert float(np.abs(c.image.numpy() - ref).max()) <= 1e-4
