@@ -314,3 +314,32 @@ def test_composite_pass_ert_stops_at_threshold() -> None:
     torch.testing.assert_close(w, torch.tensor([0.9, 0.09, 0.0]))
     torch.testing.assert_close(color[0], torch.tensor([0.9, 0.09, 0.0]))
     torch.testing.assert_close(trans, torch.tensor([0.01]))
+
+
+def test_backends_selection() -> None:
+    from renderer.backends import BackendError, TorchBackend, cuda_backend_status, get_backend
+
+    scene = _scene(1, "float32")
+    cam = outside_camera()
+    b = get_backend("torch")
+    assert isinstance(b, TorchBackend) and b.name == "torch"
+    torch.testing.assert_close(b.render(scene, cam, RenderOptions()).image, render_image(scene, cam).image)
+    assert get_backend("auto", "cpu").name == "torch"
+    with pytest.raises(BackendError, match="unknown backend"):
+        get_backend("vulkan")
+    ok, why = cuda_backend_status()
+    if not ok:
+        assert why
+        with pytest.raises(BackendError, match="CUDA backend unavailable"):
+            get_backend("cuda")
+        assert get_backend("auto").name == "torch"
+
+
+@pytest.mark.gpu
+def test_torch_renderer_on_cuda_matches_cpu() -> None:
+    scene = _scene(0, "float16", density_bias=6.0)
+    cam = outside_camera()
+    cpu = render_image(prepare_scene(scene, "cpu"), cam, RenderOptions())
+    gpu = render_image(prepare_scene(scene, "cuda"), cam, RenderOptions())
+    assert float((cpu.image - gpu.image).abs().max()) <= 1e-4
+    assert gpu.stats.samples_evaluated == cpu.stats.samples_evaluated
