@@ -348,14 +348,20 @@ class CudaBackend:
         """
         opts = _options(options)
         data = self._scenes.get(scene_or_rs)
-        target.resize(camera.width, camera.height)
         self.context.push()
         try:
+            target.resize(camera.width, camera.height)
             with target.map() as ptr:
                 rays = self._run(data, opts, camera=camera, rgba8_ptr=ptr, host_outputs=False)
         finally:
             self.context.pop()
         return rays.stats
+
+    def pixel_buffer(self, ctx: Any, width: int, height: int, prefer: str = "auto") -> Any:
+        """A ``CudaGLPixelBuffer`` on moderngl context ``ctx`` bound to this backend's CUDA context."""
+        from renderer.cuda.interop import CudaGLPixelBuffer  # noqa: PLC0415
+
+        return CudaGLPixelBuffer(ctx, width, height, prefer=prefer, cuda_context=self.context)
 
     def invalidate(self) -> None:
         """Forget the prepared scene (call after changing a scene's weights in place, e.g. while training)."""

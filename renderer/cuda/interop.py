@@ -103,15 +103,25 @@ class CudaGLPixelBuffer:
     """A W×H RGBA8 GL pixel buffer that CUDA kernels write into (interop) or that receives host copies."""
 
     def __init__(
-        self, ctx: Any, width: int, height: int, *, prefer: str = "auto", buffer: Any = None
+        self,
+        ctx: Any,
+        width: int,
+        height: int,
+        *,
+        prefer: str = "auto",
+        buffer: Any = None,
+        cuda_context: Any = None,
     ) -> None:
         """
         Args:
             ctx: a moderngl context (current on this thread).
             buffer: an existing moderngl ``Buffer`` to use (default: a new one of W·H·4 bytes).
             prefer: see ``select_transfer``.
+            cuda_context: the pycuda context to register and map in (e.g. ``CudaBackend.context``); pushed
+                around every CUDA call here. None: the caller keeps a CUDA context current.
         """
         self.ctx = ctx
+        self.cuda_context = cuda_context
         self.width, self.height = int(width), int(height)
         self.buffer = buffer if buffer is not None else ctx.buffer(reserve=self.nbytes, dynamic=True)
         if self.buffer.size < self.nbytes:
@@ -129,17 +139,36 @@ class CudaGLPixelBuffer:
         """W·H·4."""
         return self.width * self.height * 4
 
+    @contextlib.contextmanager
+    def _cuda(self) -> Iterator[None]:
+        """Make ``cuda_context`` current for the block (no-op without one)."""
+        if self.cuda_context is None:
+            yield
+            return
+        self.cuda_context.push()
+        try:
+            yield
+        finally:
+            self.cuda_context.pop()
+
     def _register(self) -> None:
         import pycuda.gl as cudagl  # noqa: PLC0415
 
         flags = cudagl.graphics_map_flags.WRITE_DISCARD
-        self._registered = cudagl.RegisteredBuffer(int(self.buffer.glo), flags)
+        with self._cuda():
+            self._registered = cudagl.RegisteredBuffer(int(self.buffer.glo), flags)
 
     def _unregister(self) -> None:
         if self._registered is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), self._cuda():
                 self._registered.unregister()
             self._registered = None
+
+    def _free_scratch(self) -> None:
+        if self._scratch is not None:
+            with contextlib.suppress(Exception), self._cuda():
+                self._scratch.free()
+            self._scratch = None
 
     def resize(self, width: int, height: int) -> None:
         """Make room for a W×H frame (re-registers the buffer in interop mode)."""
@@ -151,9 +180,7 @@ class CudaGLPixelBuffer:
         self.buffer.orphan(self.nbytes)
         if self.mode == "interop":
             self._register()
-        if self._scratch is not None:
-            self._scratch.free()
-            self._scratch = None
+        self._free_scratch()
         self._host = None
 
     @contextlib.contextmanager
@@ -161,28 +188,32 @@ class CudaGLPixelBuffer:
         """Device pointer (int) to W·H·4 writable bytes, valid inside the ``with`` block.
 
         Interop: the GL buffer itself, mapped for CUDA and unmapped on exit. Host fallback: a device
-        scratch buffer, copied to the host and into the GL buffer on exit. A CUDA context must be current.
+        scratch buffer, copied to the host and into the GL buffer on exit.
         """
         if self.mode == "interop":
-            mapping = self._registered.map()
-            try:
-                ptr, size = mapping.device_ptr_and_size()
-                if size < self.nbytes:
-                    raise InteropError(f"mapped GL buffer holds {size} bytes, the frame needs {self.nbytes}")
-                yield int(ptr)
-            finally:
-                mapping.unmap()
+            with self._cuda():
+                mapping = self._registered.map()
+                try:
+                    ptr, size = mapping.device_ptr_and_size()
+                    if size < self.nbytes:
+                        raise InteropError(
+                            f"mapped GL buffer holds {size} bytes, the frame needs {self.nbytes}"
+                        )
+                    yield int(ptr)
+                finally:
+                    mapping.unmap()
             return
         try:
             import pycuda.driver as cuda  # noqa: PLC0415
         except Exception as e:
             raise InteropError(f"no CUDA for the device -> host path ({e.__class__.__name__}: {e})") from None
-        if self._scratch is None:
-            self._scratch = cuda.mem_alloc(self.nbytes)
-        if self._host is None:
-            self._host = cuda.pagelocked_empty(self.nbytes, np.uint8)
-        yield int(self._scratch)
-        cuda.memcpy_dtoh(self._host, self._scratch)
+        with self._cuda():
+            if self._scratch is None:
+                self._scratch = cuda.mem_alloc(self.nbytes)
+            if self._host is None:
+                self._host = cuda.pagelocked_empty(self.nbytes, np.uint8)
+            yield int(self._scratch)
+            cuda.memcpy_dtoh(self._host, self._scratch)
         self.buffer.write(self._host)
 
     def write_host(self, image: Any) -> None:
@@ -203,6 +234,4 @@ class CudaGLPixelBuffer:
     def release(self) -> None:
         """Unregister from CUDA and free the scratch memory (the moderngl buffer stays the caller's)."""
         self._unregister()
-        if self._scratch is not None:
-            self._scratch.free()
-            self._scratch = None
+        self._free_scratch()
