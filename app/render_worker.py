@@ -121,8 +121,10 @@ class WorkerTiming:
 class RenderWorker:
     """A daemon thread rendering the newest request with ``backend`` on the current scene."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, on_publish: Any = None) -> None:
         self.backend = backend
+        self.on_publish = on_publish
+        """Called (from the worker thread) after each published frame, e.g. to wake the UI loop."""
         self._scene: Any = None
         self._scene_version = 0
         self._cv = threading.Condition()
@@ -246,6 +248,8 @@ class RenderWorker:
             with self._cv:
                 if self._latest is None or done or not self._latest.complete:
                     self._latest = result
+            if self.on_publish is not None:
+                self.on_publish()
             if not done and self._newer_pending(req.serial):
                 return
             if not done:  # later bands render into a fresh buffer so the published one stays intact

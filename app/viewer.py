@@ -42,6 +42,8 @@ BAND_MS = 80.0
 _NO_WINDOW: Any = None
 """glfw's clipboard functions take no window any more (passing one is deprecated)."""
 ORBIT_KEY_DEG_PER_S = 90.0
+MAX_UI_HZ = 60.0
+"""UI frame rate cap while the camera moves."""
 """Arrow keys in orbit mode turn by this many degrees per second."""
 
 
@@ -88,7 +90,7 @@ class Viewer:
         self.fbo: moderngl.Framebuffer | None = None
         self.backend = backend
         self.settings.render.backend = getattr(backend, "name", "torch")
-        self.worker = RenderWorker(backend)
+        self.worker = RenderWorker(backend, on_publish=glfw.post_empty_event)
         self.loader = SceneLoader(prepare=lambda s: prepare_for_backend(self.worker.backend, s))
         self.camera = CameraController()
         self.dynres = DynamicResolution(target_fps=self.settings.render.target_fps)
@@ -96,7 +98,6 @@ class Viewer:
         self.job: TrainingJob | None = None
         self.export: ExportTask | None = None
         self.frame: FrameResult | None = None
-        self.frame_c2w: np.ndarray | None = None
         self.timing = FrameTiming()
         self.scene: Any = None
         self.scene_name = ""
@@ -433,7 +434,6 @@ class Viewer:
             self.dynres.observe(res.ms, image.shape[0] * image.shape[1])
             self._shown_frames.append(time.perf_counter())
         self.frame = res
-        self.frame_c2w = np.asarray(res.request.camera.c2w)
         depth_ok = res.depth is not None and self.settings.overlays.depth_aware and res.complete
         self.overlays.set_depth(res.depth if depth_ok else None)
         return True
@@ -502,8 +502,8 @@ class Viewer:
         self.presenter.draw(viewport)
         if self.settings.overlays.any() and self.frame is not None:
             self.update_overlays()
-            c2w = self.frame_c2w if self.frame_c2w is not None else self.camera.c2w()
-            self.overlays.draw(c2w, self.camera.focal(fbh), viewport)
+            fc = self.frame.request.camera  # the shown frame's camera, scaled to the window
+            self.overlays.draw(np.asarray(fc.c2w), fc.focal * fbh / fc.height, viewport)
         t3 = time.perf_counter()
         if self.settings.show_ui:
             from app.panels import draw_panels
@@ -558,6 +558,11 @@ class Viewer:
     def _last_serial_submitted(self) -> int:
         return self.worker._serial
 
+    def is_idle(self) -> bool:
+        """No input in progress and the view settled (the renderer may still be refining)."""
+        settled = time.perf_counter() - self._last_change > STILL_DELAY_S
+        return settled and not self._buttons and not self.held
+
     def should_close(self) -> bool:
         """Whether the user closed the window."""
         return bool(glfw.window_should_close(self.window))
@@ -566,9 +571,19 @@ class Viewer:
         """The main loop, until the window closes."""
         try:
             while not self.should_close():
+                t0 = time.perf_counter()
                 self.step()
-                if self.worker.idle() and not self._buttons and not self.held:
-                    time.sleep(0.008)  # idle: leave the CPU to the renderer and the trainer
+                if self.is_idle():
+                    # nothing on screen changes until an event, a published frame (the worker posts an
+                    # empty event) or background progress: wait instead of redrawing at full speed
+                    busy = (self.job is not None and self.job.running) or (
+                        self.export is not None and not self.export.finished
+                    )
+                    glfw.wait_events_timeout(0.1 if busy or self.loader.loading else 0.5)
+                else:  # moving: at most MAX_UI_HZ, the rest of the CPU goes to the renderer
+                    rest = 1.0 / MAX_UI_HZ - (time.perf_counter() - t0)
+                    if rest > 0:
+                        time.sleep(rest)
         finally:
             self.close()
 
