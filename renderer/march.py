@@ -177,7 +177,7 @@ def next_samples(
     ess: bool,
     rows: torch.Tensor | None = None,
     window: int = WINDOW,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Advance rays to their next ≤ ``max_per_ray`` contributing lattice samples each.
 
     A ray whose current voxel is ≥ 2 voxels (Chebyshev) from any voxel that may contribute jumps to the
@@ -190,7 +190,8 @@ def next_samples(
         rows: ``[A]`` int64 rays of the batch to advance (default: all).
 
     Returns:
-        ray ``[S]`` int64 (rows of the batch) and lattice index ``[S]`` int64, ordered by ray then k.
+        ray ``[S]`` int64 (rows of the batch), lattice index ``[S]`` int64 and slot ``[S]`` int64 (order
+        of the sample within its ray's pass), grouped by ray in the order of ``rows``, then by k.
     """
     dev = rays.k.device
     if rows is None:
@@ -201,8 +202,7 @@ def next_samples(
     vox_size = rs.voxel_size_t
     margin = JUMP_MARGIN * float(vox_size.min())
     count = torch.zeros(rays.k.shape[0], dtype=torch.int64, device=dev)
-    out_ray: list[torch.Tensor] = []
-    out_k: list[torch.Tensor] = []
+    table = torch.full((rays.k.shape[0], max_per_ray), -1, dtype=torch.int64, device=dev)
     lane = torch.arange(window, device=dev)
     inf = torch.tensor(float("inf"), device=dev)
     active = rows[rays.k[rows] < rays.n[rows]]
@@ -232,27 +232,25 @@ def next_samples(
             xw = rays.origins[ni, None, :] + tw[..., None] * rays.dirs[ni, None, :]
             ok = valid[voxel_lookup(rs, xw)[1]] & (kw < rays.n[ni, None])
             remaining = max_per_ray - count[ni]
-            take = ok & (torch.cumsum(ok, dim=1) <= remaining[:, None])
+            rank = torch.cumsum(ok, dim=1)
+            take = ok & (rank <= remaining[:, None])
             got = take.sum(dim=1)
+            if bool(take.any()):
+                slot = (count[ni, None] + rank - 1)[take]
+                table[ni[:, None].expand_as(kw)[take], slot] = kw[take]
             count[ni] += got
             filled = got >= remaining
             last = torch.where(take, lane, -1).amax(dim=1)
             rays.k[ni] = torch.where(
                 filled, kw[:, 0] + last + 1, torch.minimum(kw[:, 0] + window, rays.n[ni])
             )
-            if bool(take.any()):
-                out_ray.append(ni[:, None].expand_as(kw)[take])
-                out_k.append(kw[take])
         still = (rays.k[active] < rays.n[active]) & (count[active] < max_per_ray)
         active = active[still]
-    if not out_ray:
-        empty = torch.zeros(0, dtype=torch.int64, device=dev)
-        return empty, empty.clone()
-    ray = torch.cat(out_ray)
-    k = torch.cat(out_k)
-    key = ray * (int(rays.n.max()) + 1) + k
-    order = torch.argsort(key)
-    return ray[order], k[order]
+    sub = table[rows]
+    keep = sub >= 0
+    ray = rows[:, None].expand_as(sub)[keep]
+    slots = torch.arange(max_per_ray, device=dev)[None, :].expand_as(sub)[keep]
+    return ray, sub[keep], slots
 
 
 def march_rays(
@@ -285,7 +283,7 @@ def march_rays(
             rows = rows[rays.k[rows] < rays.n[rows]]
             if rows.numel() == 0:
                 break
-            r, k = next_samples(rs, rays, s, per_pass, ess, rows)
+            r, k, _ = next_samples(rs, rays, s, per_pass, ess, rows)
             rays_out.append(r)
             ks_out.append(k)
             if max_samples_per_ray is not None:

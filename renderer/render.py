@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from renderer.camera import Camera, generate_rays
-from renderer.composite import segment_starts, transmittance_pass
-from renderer.march import RayBatch, contributing, empty_space_distance, lattice_t, next_samples
+from renderer.composite import transmittance_pass
+from renderer.grid import cell_index, flat_index
+from renderer.march import RayBatch, empty_space_distance, lattice_t, next_samples
 from renderer.networks import NetworkSpec, evaluate_colors_where, evaluate_density_first, evaluate_networks
 
 OUTPUTS = ("rgb", "depth", "network")
@@ -270,20 +271,22 @@ def _march_chunk(
     row_of = torch.full((r,), -1, dtype=torch.int64, device=rs.device)
     passes = 0
     while live.numel() > 0:
-        ray, k = next_samples(rs, rays, step, k_per_pass, opts.ess, live)
+        ray, k, slot = next_samples(rs, rays, step, k_per_pass, opts.ess, live)
         passes += 1
         if ray.numel() > 0:
             t = lattice_t(rays.t0[ray], k, step)
             x = o[ray] + t[:, None] * d[ray]
-            ok, net = contributing(rs, x, opts.ess)
+            # the voxel table decided occupancy by the exact rule; the network comes from the cell rule
+            net = rs.network_index_flat[
+                flat_index(cell_index(x, rs.bbox_min_t, rs.bbox_max_t, rs.grid_res), rs.grid_res)
+            ]
+            ok = net >= 0
             if not bool(ok.all()):  # rounding at a cell face disagreed with the voxel table: exact rule wins
-                ray, k, t, x, net = ray[ok], k[ok], t[ok], x[ok], net[ok]
+                ray, k, slot, t, x, net = ray[ok], k[ok], slot[ok], t[ok], x[ok], net[ok]
             stats.samples_evaluated += int(ray.numel())
             touched[net] = True
             row_of[live] = torch.arange(live.numel(), device=rs.device)
             row = row_of[ray]
-            starts, _ = segment_starts(row, live.numel())
-            slot = torch.arange(row.numel(), device=rs.device) - starts[row]
             if eps is None:
                 sigma, rgb = evaluate_networks(rs.params, x, d[ray], net, scene_meta=rs.spec)
                 t_out, w = transmittance_pass(sigma, row, slot, acc.trans[live], step, k_per_pass, None)
