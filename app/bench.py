@@ -98,7 +98,7 @@ def run_bench(
             seen = f
             out.shown_frames += 1
             out.render_ms.append(f.ms)
-            out.resolutions.append((f.image.shape[1], f.image.shape[0]))
+            out.resolutions.append(f.size)
         time.sleep(0.001)
     out.seconds = time.perf_counter() - t0
     return out

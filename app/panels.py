@@ -156,9 +156,10 @@ def _stats_panel(v: Viewer) -> None:
         return
     st = f.stats
     d = per_ray_stats(st)
-    w, h = f.image.shape[1], f.image.shape[0]
+    w, h = f.size
     state = "" if f.complete else f" (refining {100 * f.rows_done // max(h, 1)}%)"
-    imgui.text(f"{f.ms:.0f} ms/frame, {tm.fps:.1f} FPS, {w}x{h}{state}")
+    path = " (CUDA -> GL buffer)" if v.pbo_path_active() else ""
+    imgui.text(f"{f.ms:.0f} ms/frame, {tm.fps:.1f} FPS, {w}x{h}{state}{path}")
     imgui.text(f"samples/ray marched {d['marched_per_ray']:.1f}, evaluated {d['evaluated_per_ray']:.1f}")
     imgui.text(f"ESS skipped {d['ess_skipped_pct']:.1f}%, stopped early {d['early_pct']:.1f}%")
     imgui.text(f"networks touched {int(st.get('networks_touched', 0))}, passes {int(st.get('passes', 0))}")

@@ -52,8 +52,8 @@ class FrameRequest:
 class FrameResult:
     """A finished (or partially refined) frame."""
 
-    image: np.ndarray
-    """[H, W, 3] float32."""
+    image: np.ndarray | None
+    """[H, W, 3] float32 (None when the frame went straight into a GL pixel buffer)."""
     depth: np.ndarray | None
     """[H, W] expected ray distance, when the renderer gave it."""
     stats: dict[str, float]
@@ -64,6 +64,11 @@ class FrameResult:
     complete: bool
     """False while bands remain."""
     rows_done: int = 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the frame."""
+        return int(self.request.camera.width), int(self.request.camera.height)
 
 
 def combine_stats(parts: list[dict[str, float]]) -> dict[str, float]:

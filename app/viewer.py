@@ -30,7 +30,7 @@ from app.export import ExportTask, screenshot_paths, start_screenshot, start_tur
 from app.jobs import JobConfig, TrainingJob
 from app.overlays import OverlayRenderer
 from app.presenter import FramePresenter
-from app.render_worker import FrameRequest, FrameResult, RenderWorker, prepare_for_backend
+from app.render_worker import FrameRequest, FrameResult, RenderWorker, prepare_for_backend, stats_to_dict
 from app.scene_source import SceneLoader
 from app.settings import ViewerSettings
 from app.window import create_window, destroy_window
@@ -103,6 +103,8 @@ class Viewer:
         self.scene_name = ""
         self.scene_version = 0
         self.view_k = 0
+        self._pixel_buffer: Any = None
+        self._pbo_failed = False
         """Last training view chosen."""
         self.held: set[int] = set()
         self._buttons: set[int] = set()
@@ -151,9 +153,18 @@ class Viewer:
             self.notify(f"backend {name} unavailable: {e}".splitlines()[0], "error")
             return
         self.worker.set_backend(backend, prepared)
+        self._release_pixel_buffer()
+        self._submitted = None
         self.settings.render.backend = getattr(backend, "name", name)
         self.scene_version += 1
         self.notify(f"rendering with the {self.settings.render.backend} backend")
+
+    def _release_pixel_buffer(self) -> None:
+        if self._pixel_buffer is not None:
+            self._pixel_buffer.release()
+            self._pixel_buffer.buffer.release()
+            self._pixel_buffer = None
+        self._pbo_failed = False
 
     def open_scene(self, path: str) -> None:
         """Load ``path`` in the background; on failure the current scene stays and the error is shown."""
@@ -415,13 +426,71 @@ class Viewer:
             FrameRequest(self.render_camera(scale, (fbw, fbh)), self.render_options(), band_ms=band)
         )
 
+    def pbo_path_active(self) -> bool:
+        """Whether frames go straight from the renderer into a GL pixel buffer (the CUDA backend's
+        CUDA-GL interop, or its device → host fallback), skipping the render thread and the host image."""
+        b = self.worker.backend
+        return (
+            hasattr(b, "render_to_pixel_buffer")
+            and hasattr(b, "pixel_buffer")
+            and self.settings.render.view == "rgb"
+        )
+
+    def render_into_pixel_buffer(self, now: float, fbw: int, fbh: int) -> bool:
+        """The PBO path: render on this (GL) thread into the pixel buffer, then PBO → texture on the GPU.
+
+        Only when the view changed; the CUDA renderer takes milliseconds per frame, so this neither stalls
+        the UI nor needs dynamic resolution. Returns whether a frame was rendered.
+        """
+        r = self.settings.render
+        key = (
+            np.round(self.camera.c2w(), 9).tobytes(),
+            fbw,
+            fbh,
+            r.key(),
+            self.scene_version,
+            r.res_scale,
+            self.camera.settings.fov_y_deg,
+        )
+        if key != self._view_key:
+            self._view_key, self._last_change = key, now
+        scale = r.res_scale  # no dynamic resolution: a resize would re-register the buffer with CUDA
+        want = (key, scale)
+        if want == self._submitted:
+            return False
+        self._submitted = want
+        cam = self.render_camera(scale, (fbw, fbh))
+        backend: Any = self.worker.backend
+        t0 = time.perf_counter()
+        try:
+            if self._pixel_buffer is None:
+                self._pixel_buffer = backend.pixel_buffer(self.ctx, cam.width, cam.height)
+            stats = backend.render_to_pixel_buffer(
+                self.worker._scene, cam, self._pixel_buffer, self.render_options()
+            )
+        except Exception as e:  # fall back to the render thread (host images) for good
+            msg = f"pixel-buffer path failed ({type(e).__name__}: {e}); using host images"
+            self.notify(msg.splitlines()[0], "error")
+            self._pbo_failed = True
+            self._submitted = None
+            return False
+        self.presenter.upload_pbo(self._pixel_buffer.buffer, cam.width, cam.height)
+        ms = (time.perf_counter() - t0) * 1e3
+        self.dynres.observe(ms, cam.width * cam.height)
+        req = FrameRequest(cam, None)
+        self.frame = FrameResult(None, None, stats_to_dict(stats), ms, req, True, cam.height)
+        self._shown_frames.append(time.perf_counter())
+        self.overlays.set_depth(None)
+        return True
+
     def take_frame(self) -> bool:
         """Upload the newest rendered frame, if any (a partial refine keeps the old frame below its rows)."""
         res = self.worker.poll()
         if res is None:
             return False
         image = res.image
-        if not res.complete and self.frame is not None:
+        assert image is not None
+        if not res.complete and self.frame is not None and self.frame.image is not None:
             image = image.copy()
             prev = self.frame.image
             h, w = image.shape[:2]
@@ -491,9 +560,13 @@ class Viewer:
             time.sleep(0.02)
             return
         fbo = self._ensure_fbo(fbw, fbh)
-        self.schedule_render(t0, fbw, fbh)
-        t1 = time.perf_counter()
-        self.take_frame()
+        if self.pbo_path_active() and not self._pbo_failed:
+            t1 = time.perf_counter()
+            self.render_into_pixel_buffer(t0, fbw, fbh)
+        else:
+            self.schedule_render(t0, fbw, fbh)
+            t1 = time.perf_counter()
+            self.take_frame()
         t2 = time.perf_counter()
         fbo.use()
         bg = self.settings.render.background
@@ -594,6 +667,7 @@ class Viewer:
         if self.job is not None and self.job.running:
             self.job.cancel()
         self.worker.stop()
+        self._release_pixel_buffer()
         try:
             _ = self.ctx.error
             self.imgui.shutdown()

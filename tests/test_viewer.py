@@ -392,3 +392,52 @@ def test_resize_renders_at_the_new_size(v: object) -> None:
         end = time.monotonic() + 10
         while glfw.get_framebuffer_size(v.window) != (W, H) and time.monotonic() < end:  # type: ignore[attr-defined]
             v.step()  # type: ignore[attr-defined]
+
+
+class _HostPixelBufferBackend:
+    """The CUDA backend's pixel-buffer interface, served by the torch renderer through the interop class's
+    host path (renderer.cuda.interop.CudaGLPixelBuffer with prefer="host"; no GPU needed)."""
+
+    name = "cuda-test"
+
+    def __init__(self) -> None:
+        self.torch = get_backend("torch")
+        self.calls = 0
+
+    def render(self, scene: object, camera: object, options: object = None) -> object:
+        return self.torch.render(scene, camera, options)
+
+    def pixel_buffer(self, ctx: object, width: int, height: int) -> object:
+        from renderer.cuda.interop import CudaGLPixelBuffer
+
+        return CudaGLPixelBuffer(ctx, width, height, prefer="host")
+
+    def render_to_pixel_buffer(
+        self, scene: object, camera: object, target: object, options: object = None
+    ) -> object:
+        self.calls += 1
+        res = self.torch.render(scene, camera, options)
+        target.write_host(res.image)  # type: ignore[attr-defined]
+        return res.stats
+
+
+def test_pixel_buffer_backend_frames_reach_the_window(v: object) -> None:
+    backend = _HostPixelBufferBackend()
+    old = v.worker.backend  # type: ignore[attr-defined]
+    v.worker.set_backend(backend, v.scene)  # type: ignore[attr-defined]
+    try:
+        assert v.pbo_path_active()  # type: ignore[attr-defined]
+        for _ in range(3):
+            v.step()  # type: ignore[attr-defined]
+        assert backend.calls == 1  # rendered once for the unchanged view, on the GL thread
+        shown = v.read_frame()  # type: ignore[attr-defined]
+        ref = to_uint8(get_backend("torch").render(v.scene, v.render_camera(), v.render_options()).image)  # type: ignore[attr-defined]
+        assert np.abs(shown.astype(int) - ref.astype(int)).max() <= 1
+        assert v.frame.stats["rays"] == W * H  # type: ignore[attr-defined]
+        v.camera.zoom(1)  # type: ignore[attr-defined]
+        v.step()  # type: ignore[attr-defined]
+        assert backend.calls == 2
+    finally:
+        v.worker.set_backend(old, old.prepare(v.scene))  # type: ignore[attr-defined]
+        v._release_pixel_buffer()  # type: ignore[attr-defined]
+        v._submitted = None  # type: ignore[attr-defined]
