@@ -188,6 +188,13 @@ def _main(args: argparse.Namespace) -> int:
         raise UserError("--screenshot/--turntable export without a window: add --headless")
     if args.headless and args.turntable:
         _check_turntable_args(args, size)
+    if not args.headless:
+        from app.window import NoDisplayError, check_display
+
+        try:
+            check_display()  # before loading anything: the one line the user needs
+        except NoDisplayError as e:
+            raise UserError(str(e)) from None
     try:
         scene, name, notice = initial_scene(args.scene)
     except SceneLoadError as e:

@@ -26,11 +26,16 @@ NO_DISPLAY_MESSAGE = (
 )
 
 
+def check_display() -> None:
+    """Raise NoDisplayError (one line, pointing to --headless) when there is no display for a window."""
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        raise NoDisplayError(NO_DISPLAY_MESSAGE.format(why=" ($DISPLAY is not set)"))
+
+
 def create_window(width: int, height: int, title: str, visible: bool = True) -> tuple[Any, moderngl.Context]:
     """Open a ``width × height`` window and return (glfw window, moderngl context). Raises NoDisplayError."""
     glfw.ERROR_REPORTING = "ignore"
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        raise NoDisplayError(NO_DISPLAY_MESSAGE.format(why=" ($DISPLAY is not set)"))
+    check_display()
     if not glfw.init():
         raise NoDisplayError(
             NO_DISPLAY_MESSAGE.format(why=f" (glfw could not open {os.environ.get('DISPLAY')})")
