@@ -237,7 +237,7 @@ def next_samples(
             got = take.sum(dim=1)
             if bool(take.any()):
                 slot = (count[ni, None] + rank - 1)[take]
-                table[ni[:, None].expand_as(kw)[take], slot] = kw[take]
+                table.view(-1)[(ni[:, None] * max_per_ray).expand_as(kw)[take] + slot] = kw[take]
             count[ni] += got
             filled = got >= remaining
             last = torch.where(take, lane, -1).amax(dim=1)
@@ -246,7 +246,7 @@ def next_samples(
             )
         still = (rays.k[active] < rays.n[active]) & (count[active] < max_per_ray)
         active = active[still]
-    sub = table[rows]
+    sub = table if rows.numel() == table.shape[0] and bool(rows[-1] == rows.numel() - 1) else table[rows]
     keep = sub >= 0
     ray = rows[:, None].expand_as(sub)[keep]
     slots = torch.arange(max_per_ray, device=dev)[None, :].expand_as(sub)[keep]
