@@ -125,7 +125,7 @@ def _as_compute(params: Mapping[str, torch.Tensor], like: torch.Tensor) -> dict[
     return {k: params[k].to(device=like.device, dtype=like.dtype) for k in LAYER_KEYS}
 
 
-def _segments(net_sorted: torch.Tensor, num_networks: int) -> tuple[list[int], list[int]]:
+def _segments(net_sorted: torch.Tensor) -> tuple[list[int], list[int]]:
     """Ids and lengths of the runs of equal ids in sorted ``[N]`` int64 ``net_sorted``."""
     ids, counts = torch.unique_consecutive(net_sorted, return_counts=True)
     return ids.tolist(), counts.tolist()
@@ -207,30 +207,6 @@ def _head_inplace(
     return rgb.sigmoid_()
 
 
-def _mlp_segments_inplace(
-    w: dict[str, torch.Tensor],
-    enc_u: torch.Tensor,
-    enc_d: torch.Tensor,
-    seg_ids: list[int],
-    seg_lens: list[int],
-    hidden: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """No-grad evaluation into preallocated buffers, layer by layer (few kernel launches, no allocations).
-
-    Args:
-        enc_u: ``[n, 3+6P]`` encoded local positions, sorted by network.
-        enc_d: ``[n, 3+6D]`` encoded directions, same order.
-        seg_ids, seg_lens: the network of each contiguous run and its length (sum = n).
-
-    Returns:
-        raw density ``[n]`` and rgb ``[n, 3]`` in the sorted order.
-    """
-    bounds = _bounds(seg_ids, seg_lens)
-    o = _trunk_inplace(w, enc_u, bounds, hidden)
-    rgb = _head_inplace(w, o[:, 1:], enc_d, bounds, hidden)
-    return o[:, 0].contiguous(), rgb
-
-
 @dataclass
 class NetworkOrder:
     """Samples sorted by network id: the permutation and the runs of equal ids."""
@@ -246,7 +222,7 @@ class NetworkOrder:
     def of(cls, net: torch.Tensor) -> NetworkOrder:
         """Sort ``[N]`` int64 ids."""
         net_sorted, order = torch.sort(net)
-        ids, lens = _segments(net_sorted, 0)
+        ids, lens = _segments(net_sorted)
         return cls(order, ids, lens)
 
 
@@ -324,27 +300,20 @@ def evaluate_colors_where(
 
 
 def _mlp_segments_autograd(
-    w: dict[str, torch.Tensor],
-    enc_u: torch.Tensor,
-    enc_d: torch.Tensor,
-    seg_ids: list[int],
-    seg_lens: list[int],
-    hidden: int,
+    w: dict[str, torch.Tensor], enc_u: torch.Tensor, enc_d: torch.Tensor, bounds: Bounds, hidden: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable evaluation of each run; same arguments and results as ``_mlp_segments_inplace``.
+    """Differentiable evaluation of each run (``bounds``): raw σ ``[n]`` and rgb ``[n, 3]``, sorted order.
 
     Weights are gathered once (``index_select``) and split with ``unbind`` so the backward pass costs one
     scatter per tensor, not one full-size zero tensor per network.
     """
     h = hidden
-    ids = torch.tensor(seg_ids, dtype=torch.int64, device=enc_u.device)
+    ids = torch.tensor([m for m, _, _ in bounds], dtype=torch.int64, device=enc_u.device)
     per_net = {k: w[k].index_select(0, ids).unbind(0) for k in LAYER_KEYS}
     raws: list[torch.Tensor] = []
     rgbs: list[torch.Tensor] = []
-    s = 0
-    for i, c in enumerate(seg_lens):
-        xu, xd = enc_u[s : s + c], enc_d[s : s + c]
-        s += c
+    for i, (_, a0, b0) in enumerate(bounds):
+        xu, xd = enc_u[a0:b0], enc_d[a0:b0]
         a = F.relu(torch.addmm(per_net["l0.bias"][i], xu, per_net["l0.weight"][i]))
         a = F.relu(torch.addmm(per_net["l1.bias"][i], a, per_net["l1.weight"][i]))
         o = torch.addmm(per_net["l2.bias"][i], a, per_net["l2.weight"][i])
@@ -390,49 +359,35 @@ def evaluate_networks(
     grad = torch.is_grad_enabled() and (
         x.requires_grad or d.requires_grad or any(t.requires_grad for t in w.values())
     )
-    net_sorted, order = torch.sort(net)
+    no = NetworkOrder.of(net)
     num_networks = w["l0.weight"].shape[0]
-    seg_ids, seg_lens = _segments(net_sorted, num_networks)
-    if seg_ids and (seg_ids[0] < 0 or seg_ids[-1] >= num_networks):
+    if no.seg_ids and (no.seg_ids[0] < 0 or no.seg_ids[-1] >= num_networks):
         raise IndexError(f"network id out of range 0..{num_networks - 1}")
     raw_parts: list[torch.Tensor] = []
     rgb_parts: list[torch.Tensor] = []
-    seg = 0
-    start = 0
-    while start < n:
-        # take whole runs while they fit; split a run only when it alone exceeds the chunk
-        ids: list[int] = []
-        lens: list[int] = []
-        size = 0
-        while seg < len(seg_ids) and size < chunk_size:
-            take = min(seg_lens[seg], chunk_size - size)
-            ids.append(seg_ids[seg])
-            lens.append(take)
-            size += take
-            if take == seg_lens[seg]:
-                seg += 1
-            else:
-                seg_lens[seg] -= take
-        idx = order[start : start + size]
+    raw_out = x.new_empty((n,))
+    rgb_out = x.new_empty((n, 3))
+    for a, b, bounds in _chunks(no.seg_ids, no.seg_lens, chunk_size):
+        idx = no.order[a:b]
         xs, ds = x[idx], d[idx]
         cell = cell_index(xs, spec.bbox_min, spec.bbox_max, spec.grid_res)
         u = local_coords(xs, cell, spec.bbox_min, spec.cell_size)
         enc_u = positional_encoding(u, spec.pos_freqs)
         enc_d = positional_encoding(ds, spec.dir_freqs)
         if grad:
-            raw, rgb = _mlp_segments_autograd(w, enc_u, enc_d, ids, lens, spec.hidden)
+            raw, rgb = _mlp_segments_autograd(w, enc_u, enc_d, bounds, spec.hidden)
+            raw_parts.append(raw)
+            rgb_parts.append(rgb)
         else:
             with torch.no_grad():
-                raw, rgb = _mlp_segments_inplace(w, enc_u, enc_d, ids, lens, spec.hidden)
-        raw_parts.append(raw)
-        rgb_parts.append(rgb)
-        start += size
-    raw_sorted = torch.cat(raw_parts) if len(raw_parts) > 1 else raw_parts[0]
-    rgb_sorted = torch.cat(rgb_parts) if len(rgb_parts) > 1 else rgb_parts[0]
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(n, device=order.device)
-    sigma = density_activation(raw_sorted[inverse], spec)
-    return sigma, rgb_sorted[inverse]
+                o = _trunk_inplace(w, enc_u, bounds, spec.hidden)
+                raw_out[idx] = o[:, 0]
+                rgb_out[idx] = _head_inplace(w, o[:, 1:], enc_d, bounds, spec.hidden)
+    if grad:
+        inverse = torch.empty_like(no.order)
+        inverse[no.order] = torch.arange(n, device=no.order.device)
+        return density_activation(torch.cat(raw_parts)[inverse], spec), torch.cat(rgb_parts)[inverse]
+    return density_activation(raw_out, spec), rgb_out
 
 
 def evaluate_networks_batched(
