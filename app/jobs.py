@@ -307,7 +307,7 @@ class TrainingJob:
             st.step = max(st.step, st.total)
             st.eta = 0.0
             st.elapsed = _num(ev.get("elapsed")) or st.elapsed
-        elif kind == "scene" and isinstance(ev.get("path"), str):
+        elif kind == "scene" and isinstance(ev.get("path"), str) and current_run:
             self._new_scenes.append(ev["path"])
         elif kind == "error":
             if st is not None:
