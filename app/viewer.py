@@ -27,6 +27,7 @@ from app import overlay_geometry as og
 from app.camera_control import CameraController
 from app.dynres import DynamicResolution
 from app.export import ExportTask, screenshot_paths, start_screenshot, start_turntable
+from app.input import InputMixin
 from app.jobs import JobConfig, TrainingJob
 from app.overlays import OverlayRenderer
 from app.presenter import FramePresenter
@@ -61,7 +62,7 @@ class FrameTiming:
     ui_fps: float = 0.0
 
 
-class Viewer:
+class Viewer(InputMixin):
     """The viewer window. ``scene`` is a renderer Scene; ``backend`` a renderer backend."""
 
     def __init__(
@@ -235,89 +236,6 @@ class Viewer:
         self.camera.settings.fov_y_deg = math.degrees(2 * math.atan(0.5 * cam.height / cam.focal))
         self.camera.set_c2w(cam.c2w, pivot=self.scene_center())
         return True
-
-    # ---- input ---------------------------------------------------------------------------------------
-    def _ui_wants(self, kind: str) -> bool:
-        if not self.settings.show_ui:
-            return False
-        io = imgui.get_io()
-        return bool(io.want_capture_mouse if kind == "mouse" else io.want_capture_keyboard)
-
-    def handle_key(self, window: Any, key: int, scancode: int, action: int, mods: int) -> None:
-        """glfw key callback: imgui first, then shortcuts and held keys for motion."""
-        self.imgui.keyboard_callback(window, key, scancode, action, mods)
-        if action == glfw.RELEASE:
-            self.held.discard(key)
-            return
-        if self._ui_wants("keyboard"):
-            return
-        if action == glfw.PRESS:
-            self.held.add(key)
-            ctrl = bool(mods & glfw.MOD_CONTROL)
-            if key == glfw.KEY_TAB:
-                self.camera.mode = "fly" if self.camera.mode == "orbit" else "orbit"
-            elif key == glfw.KEY_F12:
-                self.screenshot()
-            elif key == glfw.KEY_H:
-                self.settings.show_ui = not self.settings.show_ui
-            elif key == glfw.KEY_R and not ctrl:
-                self.reset_view()
-            elif key == glfw.KEY_C and ctrl:
-                self.copy_pose()
-            elif key == glfw.KEY_V and ctrl:
-                self.paste_pose_from_clipboard()
-
-    def handle_mouse_button(self, window: Any, button: int, action: int, mods: int) -> None:
-        """glfw mouse button callback: a drag belongs to the scene if it starts outside the panels."""
-        if action == glfw.PRESS:
-            if not self._buttons:
-                self._drag_on_scene = not self._ui_wants("mouse")
-            self._buttons.add(button)
-        else:
-            self._buttons.discard(button)
-
-    def handle_cursor(self, window: Any, x: float, y: float) -> None:
-        """glfw cursor callback: drags rotate/pan (orbit) or look around (fly)."""
-        prev, self._cursor = self._cursor, (x, y)
-        if prev is None or not self._buttons or not self._drag_on_scene:
-            return
-        dx, dy = x - prev[0], y - prev[1]
-        if self.camera.mode == "orbit":
-            if glfw.MOUSE_BUTTON_LEFT in self._buttons:
-                self.camera.orbit_rotate(dx, dy)
-            else:
-                _, h = glfw.get_framebuffer_size(self.window)
-                self.camera.pan(dx, dy, max(h, 1))
-        else:
-            self.camera.look(dx, dy)
-
-    def handle_scroll(self, window: Any, xoff: float, yoff: float) -> None:
-        """glfw scroll callback: zoom (orbit) or fly speed (fly)."""
-        self.imgui.scroll_callback(window, xoff, yoff)
-        if self._ui_wants("mouse"):
-            return
-        if self.camera.mode == "orbit":
-            self.camera.zoom(yoff)
-        else:
-            self.camera.settings.fly_speed *= 1.25**yoff
-
-    def apply_held_keys(self, dt: float) -> None:
-        """Key motion for ``dt`` seconds: W/A/S/D/Q/E fly (Shift faster), arrows orbit."""
-        held = self.held
-        if self.camera.mode == "fly":
-            move = (
-                float((glfw.KEY_D in held) - (glfw.KEY_A in held)),
-                float((glfw.KEY_E in held) - (glfw.KEY_Q in held)),
-                float((glfw.KEY_W in held) - (glfw.KEY_S in held)),
-            )
-            fast = glfw.KEY_LEFT_SHIFT in held or glfw.KEY_RIGHT_SHIFT in held
-            self.camera.fly(move, dt, fast)
-        else:
-            px = ORBIT_KEY_DEG_PER_S * dt / self.camera.settings.rotate_deg_per_px
-            dx = float((glfw.KEY_RIGHT in held) - (glfw.KEY_LEFT in held)) * px
-            dy = float((glfw.KEY_DOWN in held) - (glfw.KEY_UP in held)) * px
-            if dx or dy:
-                self.camera.orbit_rotate(dx, dy)
 
     # ---- background work -----------------------------------------------------------------------------
     def poll_background(self) -> None:
