@@ -82,18 +82,19 @@ def reference_render_ray(
     bg = np.asarray(scene.background, dtype=np.float64)
     s = f32(scene.step_size * step_multiplier)
     eps = scene.ert_threshold if ert_threshold is None else ert_threshold
-    near, far = [], []
+    near: list[np.float32] = []
+    far: list[np.float32] = []
     for i in range(3):
         if d[i] == 0:
             inside = lo[i] <= o[i] <= hi[i]
-            near.append(-np.inf if inside else np.inf)
-            far.append(np.inf if inside else -np.inf)
+            near.append(f32(-np.inf if inside else np.inf))
+            far.append(f32(np.inf if inside else -np.inf))
         else:
             ta = f32((lo[i] - o[i]) / d[i])
             tb = f32((hi[i] - o[i]) / d[i])
             near.append(min(ta, tb))
             far.append(max(ta, tb))
-    t0 = f32(max(f32(0), max(near)))
+    t0 = f32(max(f32(0), max(near)))  # type: ignore[arg-type]
     t1 = f32(min(far))
     if not t1 > t0:
         return bg.astype(np.float32), 0

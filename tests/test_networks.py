@@ -42,8 +42,9 @@ def reference_point(w: dict[str, np.ndarray], x: np.ndarray, d: np.ndarray, spec
     h = np.maximum(_gamma(u, spec.pos_freqs) @ w["l0.weight"][m] + w["l0.bias"][m], 0)
     h = np.maximum(h @ w["l1.weight"][m] + w["l1.bias"][m], 0)
     o = h @ w["l2.weight"][m] + w["l2.bias"][m]
-    act = {"relu": lambda s: max(s, 0.0), "softplus": lambda s: np.log1p(np.exp(s)), "exp": np.exp}
-    sigma = spec.density_scale * act[spec.density_activation](o[0])
+    raw = float(o[0])
+    act = {"relu": max(raw, 0.0), "softplus": float(np.log1p(np.exp(raw))), "exp": float(np.exp(raw))}
+    sigma = spec.density_scale * act[spec.density_activation]
     h = np.maximum(
         np.concatenate([o[1:], _gamma(d, spec.dir_freqs)]) @ w["l3.weight"][m] + w["l3.bias"][m], 0
     )
@@ -117,7 +118,9 @@ def test_autograd_path_equals_inplace_path_and_grads_reach_every_network_hit() -
         xd, dd = x.double(), d.double()
         fp = sum(t.sum() for t in evaluate_networks(plus, xd, dd, net, scene_meta=SPEC))
         fm = sum(t.sum() for t in evaluate_networks(minus, xd, dd, net, scene_meta=SPEC))
-    assert abs(float((fp - fm) / (2 * eps)) - float(w[k].grad[m, 0, 0])) < 1e-3
+    grad = w[k].grad
+    assert grad is not None
+    assert abs(float((fp - fm) / (2 * eps)) - float(grad[m, 0, 0])) < 1e-3
 
 
 def test_float16_params_are_computed_in_float32() -> None:
