@@ -4,6 +4,7 @@ renderer, interop fallback selection and backend selection without pycuda / a GP
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -372,3 +373,262 @@ def test_cuda_available_reports_missing_pycuda(monkeypatch: pytest.MonkeyPatch) 
         assert not ok and "pycuda is not installed" in why
     finally:
         rc.cuda_available.cache_clear()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CudaBackend's launches against the kernels' signatures, with a recording stand-in for pycuda
+
+
+def _kernel_signatures() -> dict[str, list[str]]:
+    """Parameter kinds of each extern "C" kernel in kilonerf.cu: ptr, i64, i32, RenderParams, CameraParams."""
+    import re
+
+    src = kernels.KERNEL_SOURCE.read_text().replace("\\\n", "\n")
+    found: dict[str, str] = {}
+    for m in re.finditer(
+        r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\((.*?)\)\s*\{', src, re.S
+    ):
+        if not m.group(1).startswith("__"):  # skip the macro's __launch_bounds__(...) prefix
+            found[m.group(1)] = m.group(2)
+    macro = re.search(r"evaluate_networks_h##H##_##SUFFIX\((.*?)\)\s*\{", src, re.S)
+    assert macro is not None
+    for h in kernels.HIDDEN_WIDTHS:
+        for half in (False, True):
+            found[kernels.evaluate_kernel_name(h, half)] = macro.group(1)
+    kinds: dict[str, list[str]] = {}
+    for name, params in found.items():
+        out = []
+        for p in params.split(","):
+            p = p.strip()
+            if "*" in p:
+                out.append("ptr")
+            elif p.startswith("kn::RenderParams"):
+                out.append("RenderParams")
+            elif p.startswith("kn::CameraParams"):
+                out.append("CameraParams")
+            elif p.startswith("i64"):
+                out.append("i64")
+            elif p.startswith("int"):
+                out.append("i32")
+            else:
+                raise AssertionError(f"unknown parameter kind in {name}: {p}")
+        kinds[name] = out
+    return kinds
+
+
+class _Alloc:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __int__(self) -> int:
+        return 0x7000_0000 + self.n
+
+    def free(self) -> None:
+        pass
+
+
+class _FakeFunction:
+    def __init__(self, name: str, log: list) -> None:
+        self.name, self.log = name, log
+        self.attrs: dict[object, int] = {}
+
+    def __call__(self, *args: object, block: tuple, grid: tuple, shared: int = 0) -> None:
+        self.log.append((self.name, args, block, grid, shared))
+
+    def set_attribute(self, attr: object, value: int) -> None:
+        self.attrs[attr] = value
+
+
+class _FakeDriver:
+    """The parts of pycuda.driver that CudaBackend uses; pass counters count active rays down 5 → 2 → 0."""
+
+    class Error(Exception):
+        pass
+
+    class device_attribute:  # noqa: N801
+        MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = "optin"
+
+    class function_attribute:  # noqa: N801
+        MAX_DYNAMIC_SHARED_SIZE_BYTES = "dyn"
+
+    def __init__(self) -> None:
+        self.active = [5, 2, 0]
+        self.launches: list = []
+
+    def init(self) -> None:
+        pass
+
+    def Device(self, i: int):  # noqa: N802, ANN201
+        drv = self
+
+        class _Dev:
+            def retain_primary_context(self):  # type: ignore[no-untyped-def]
+                class _Ctx:
+                    def push(self) -> None:
+                        pass
+
+                    def pop(self) -> None:
+                        pass
+
+                return _Ctx()
+
+            def compute_capability(self) -> tuple[int, int]:
+                return (9, 0)
+
+            def get_attribute(self, attr: object) -> int:
+                assert attr == drv.device_attribute.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+                return 227 * 1024
+
+        return _Dev()
+
+    def Event(self):  # noqa: N802, ANN201
+        class _Ev:
+            def record(self) -> None:
+                pass
+
+            def synchronize(self) -> None:
+                pass
+
+            def time_since(self, other: object) -> float:
+                return 1.5
+
+        return _Ev()
+
+    def mem_alloc(self, n: int) -> _Alloc:
+        assert n > 0
+        return _Alloc(n)
+
+    def to_device(self, a: np.ndarray) -> _Alloc:
+        return _Alloc(a.nbytes)
+
+    def memset_d8(self, dest: object, value: int, count: int) -> None:
+        assert isinstance(dest, _Alloc) and count <= dest.n
+
+    def memset_d32(self, dest: object, value: int, count: int) -> None:
+        assert isinstance(dest, _Alloc) and 4 * count <= dest.n
+
+    def memcpy_htod(self, dest: object, src: np.ndarray) -> None:
+        assert isinstance(dest, _Alloc) and src.nbytes <= dest.n
+
+    def memcpy_dtoh(self, dest: np.ndarray, src: object) -> None:
+        assert isinstance(src, _Alloc) and dest.nbytes <= src.n
+        if (
+            dest.dtype == np.uint64
+            and dest.size == kernels.NUM_COUNTERS
+            and self.last_launch() != "write_pixels"
+        ):
+            dest[:] = 0
+            dest[kernels.PASS_ACTIVE_NEXT] = self.active.pop(0) if self.active else 0
+        else:
+            dest[...] = 0
+
+    def last_launch(self) -> str:
+        return self.launches[-1][0] if self.launches else ""
+
+
+@pytest.fixture
+def fake_backend(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    import types
+
+    drv = _FakeDriver()
+    pkg = types.ModuleType("pycuda")
+    mod = types.ModuleType("pycuda.driver")
+    for name in dir(drv):
+        if not name.startswith("__"):
+            setattr(mod, name, getattr(drv, name))
+    pkg.driver = mod  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pycuda", pkg)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", mod)
+
+    class _Module:
+        def get_function(self, name: str) -> _FakeFunction:
+            return _FakeFunction(name, drv.launches)
+
+    monkeypatch.setattr(kernels, "load_module", lambda arch: _Module())
+    from renderer.cuda.backend import CudaBackend
+
+    return CudaBackend(), drv
+
+
+def _check_launches(launches: list, signatures: dict[str, list[str]]) -> None:
+    import struct
+
+    for name, args, block, grid, shared in launches:
+        kinds = signatures[name]
+        assert len(args) == len(kinds), f"{name}: {len(args)} arguments for {len(kinds)} parameters"
+        fmt = ""
+        for a, kind in zip(args, kinds):
+            if kind == "ptr":
+                assert isinstance(a, _Alloc) or (isinstance(a, np.uintp)), f"{name}: {a!r} is not a pointer"
+                fmt += "P"
+            elif kind == "i64":
+                assert isinstance(a, np.int64), f"{name}: {a!r} is not an int64"
+                fmt += "q"
+            elif kind == "i32":
+                assert isinstance(a, np.int32), f"{name}: {a!r} is not an int32"
+                fmt += "i"
+            else:
+                dt = kernels.RENDER_PARAMS_DTYPE if kind == "RenderParams" else kernels.CAMERA_PARAMS_DTYPE
+                assert isinstance(a, np.void) and a.dtype == dt, f"{name}: {a!r} is not a {kind}"
+                assert fmt == "", f"{name}: struct parameters must come first (pycuda packs them unaligned)"
+                fmt += f"{dt.itemsize}s"
+        struct.calcsize(fmt)
+        assert 1 <= block[0] <= 1024 and block[1:] == (1, 1), name
+        assert 1 <= grid[0] <= kernels.MAX_GRID_X and grid[1] == 1, name
+        assert 0 <= shared <= 227 * 1024, name
+
+
+def test_backend_launches_match_kernel_signatures(fake_backend) -> None:  # type: ignore[no-untyped-def]
+    backend, drv = fake_backend
+    sigs = _kernel_signatures()
+    assert set(backend.fn) <= set(sigs)
+    sc = random_scene(grid_res=(3, 2, 4), hidden=32, dtype="float16", seed=0)
+    cam = Camera(width=13, height=7, focal=10.0, c2w=look_at((2.0, -2.0, 1.0), (0.0, 0.0, 0.0)))
+    res = backend.render(sc, cam, RenderOptions())
+    assert res.image.shape == (7, 13, 3) and res.stats.passes == 2
+    order = [launch[0] for launch in drv.launches]
+    assert order[:2] == ["generate_rays", "init_rays"]
+    per_pass = ["march_rays", "scan_network_counts", "scatter_samples", "evaluate_networks_h32_f16",
+                "composite_front_to_back"]  # fmt: skip
+    assert order[2:12] == per_pass * 2
+    assert order[12:] == ["write_pixels", "count_touched"]
+    _check_launches(drv.launches, sigs)
+    march = drv.launches[2]
+    assert march[3][0] == kernels.blocks_for(5, backend.config.block)  # sized by the active-ray count
+    # rays given by the caller (uploaded), then straight into a pixel buffer
+    drv.launches.clear()
+    drv.active = [3, 0]
+    o, d = generate_rays(cam)
+    backend.render_rays(sc, o, d, RenderOptions(ert=False))
+    assert drv.launches[0][0] == "init_rays"
+    _check_launches(drv.launches, sigs)
+
+    class _Target:
+        def resize(self, w: int, h: int) -> None:
+            self.size = (w, h)
+
+        @contextlib.contextmanager
+        def map(self):  # type: ignore[no-untyped-def]
+            yield 0x1234
+
+    drv.launches.clear()
+    drv.active = [1, 0]
+    target = _Target()
+    stats = backend.render_to_pixel_buffer(sc, cam, target)
+    assert target.size == (13, 7) and stats.rays == 91
+    write = [launch for launch in drv.launches if launch[0] == "write_pixels"][0]
+    assert int(write[1][-2]) == 0x1234  # the RGBA8 pointer
+    _check_launches(drv.launches, sigs)
+
+
+def test_backend_h64_f32_asks_for_large_shared_memory(fake_backend) -> None:  # type: ignore[no-untyped-def]
+    backend, drv = fake_backend
+    sc = random_scene(grid_res=(2, 2, 2), hidden=64, dtype="float32", seed=1)
+    cam = Camera(width=4, height=3, focal=4.0, c2w=look_at((2.0, -2.0, 1.0), (0.0, 0.0, 0.0)))
+    backend.render(sc, cam)
+    mlp = [launch for launch in drv.launches if launch[0].startswith("evaluate_networks")]
+    lay = kernels.weight_layout(64, sc.pos_freqs, sc.dir_freqs)
+    smem = lay.stride * 4 + 64 * backend.config.mlp_block * 4
+    assert smem > 48 * 1024
+    assert mlp and mlp[0][4] == smem
+    assert backend.fn["evaluate_networks_h64_f32"].attrs == {"dyn": smem}  # opted in past the 48 KiB default

@@ -393,7 +393,9 @@ class CudaBackend:
 
     def _mlp_function(self, data: CudaSceneData) -> tuple[Any, int]:
         name = K.evaluate_kernel_name(data.hidden, data.half)
-        fn = self.module.get_function(name)
+        fn = self.fn.get(name)
+        if fn is None:
+            fn = self.fn[name] = self.module.get_function(name)
         smem = K.evaluate_shared_bytes(
             data.hidden, data.weights.shape[1], data.weights.itemsize, self.config.mlp_block
         )
