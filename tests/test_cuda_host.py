@@ -632,3 +632,8 @@ def test_backend_h64_f32_asks_for_large_shared_memory(fake_backend) -> None:  # 
     assert smem > 48 * 1024
     assert mlp and mlp[0][4] == smem
     assert backend.fn["evaluate_networks_h64_f32"].attrs == {"dyn": smem}  # opted in past the 48 KiB default
+    data = backend.prepare(sc)  # the render worker's hook: packed once, reused
+    assert backend.prepare(sc) is data and backend.prepare(data) is data
+    drv.launches.clear()
+    drv.active = [1, 0]
+    assert backend.render(data, cam).image.shape == (3, 4, 3)

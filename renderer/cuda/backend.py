@@ -13,6 +13,7 @@ pycuda is imported only when a ``CudaBackend`` is created.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -309,6 +310,7 @@ class CudaBackend:
         )
         self._scenes = _SceneCache()
         self._uploaded: tuple[Any, dict[str, Any]] | None = None
+        self._lock = threading.RLock()  # one frame at a time (render thread and GL thread share buffers)
         self.context.push()
         try:
             self.module = K.load_module(self.arch)
@@ -326,11 +328,17 @@ class CudaBackend:
 
     # -- public API ---------------------------------------------------------------------------------------
 
+    def prepare(self, scene_or_rs: Any) -> CudaSceneData:
+        """The scene packed for the kernels (cached for the last scene object seen); ``render`` takes it."""
+        with self._lock:
+            return self._scenes.get(scene_or_rs)
+
     def render(self, scene_or_rs: Any, camera: Any, options: Any = None) -> Any:
         """Render a camera's view → ``RenderResult`` (``image [H, W, 3]`` float32 on the CPU)."""
         opts = _options(options)
-        data = self._scenes.get(scene_or_rs)
-        rays = self._run(data, opts, camera=camera)
+        with self._lock:
+            data = self._scenes.get(scene_or_rs)
+            rays = self._run(data, opts, camera=camera)
         return finish_image(rays, camera, opts, _background(data, opts))
 
     def render_rays(
@@ -338,8 +346,9 @@ class CudaBackend:
     ) -> RaysResult:
         """Render ``[N, 3]`` rays (any device; copied to the GPU) → per-ray outputs on the CPU."""
         opts = _options(options)
-        data = self._scenes.get(scene_or_rs)
-        return self._run(data, opts, origins=origins, dirs=dirs)
+        with self._lock:
+            data = self._scenes.get(scene_or_rs)
+            return self._run(data, opts, origins=origins, dirs=dirs)
 
     def render_to_pixel_buffer(self, scene_or_rs: Any, camera: Any, target: Any, options: Any = None) -> Any:
         """Render into ``target`` (a ``renderer.cuda.interop.CudaGLPixelBuffer``) as RGBA8, row 0 = top.
@@ -347,14 +356,15 @@ class CudaBackend:
         Returns the ``RenderStats``; the GL side then calls ``target.upload(texture)``.
         """
         opts = _options(options)
-        data = self._scenes.get(scene_or_rs)
-        self.context.push()
-        try:
-            target.resize(camera.width, camera.height)
-            with target.map() as ptr:
-                rays = self._run(data, opts, camera=camera, rgba8_ptr=ptr, host_outputs=False)
-        finally:
-            self.context.pop()
+        with self._lock:
+            data = self._scenes.get(scene_or_rs)
+            self.context.push()
+            try:
+                target.resize(camera.width, camera.height)
+                with target.map() as ptr:
+                    rays = self._run(data, opts, camera=camera, rgba8_ptr=ptr, host_outputs=False)
+            finally:
+                self.context.pop()
         return rays.stats
 
     def pixel_buffer(self, ctx: Any, width: int, height: int, prefer: str = "auto") -> Any:
@@ -365,17 +375,19 @@ class CudaBackend:
 
     def invalidate(self) -> None:
         """Forget the prepared scene (call after changing a scene's weights in place, e.g. while training)."""
-        self._scenes = _SceneCache()
-        self._uploaded = None
+        with self._lock:
+            self._scenes = _SceneCache()
+            self._uploaded = None
 
     def close(self) -> None:
         """Free the device memory."""
-        self.context.push()
-        try:
-            self.buffers.free()
-            self._uploaded = None
-        finally:
-            self.context.pop()
+        with self._lock:
+            self.context.push()
+            try:
+                self.buffers.free()
+                self._uploaded = None
+            finally:
+                self.context.pop()
 
     # -- internals ----------------------------------------------------------------------------------------
 
