@@ -302,6 +302,7 @@ def _march_chunk(
             acc.color[live] += c_add
             acc.trans[live] = t_out
             acc.depth.index_add_(0, ray, w * t)
+        if ray.numel() > 0 and opts.output == "network":
             # dominant network: the first sample with the largest weight
             best = torch.zeros(live.numel(), device=rs.device).scatter_reduce_(0, row, w, "amax")
             is_best = (w == best[row]) & (w > acc.best_w[ray])
@@ -377,17 +378,17 @@ def render_image(scene_or_rs: Any, camera: Camera, options: RenderOptions | None
     rs = scene_or_rs if isinstance(scene_or_rs, RenderScene) else prepare_scene(scene_or_rs, "cpu")
     start = time.perf_counter()
     origins, dirs = generate_rays(camera, rs.device)
-    rgb, depth, net, _, stats = render_rays_full(rs, origins, dirs, opts)
+    rgb, depth, net, trans, stats = render_rays_full(rs, origins, dirs, opts)
     bg = torch.tensor(rs.background if opts.background is None else opts.background, device=rs.device)
     if opts.output == "network":
         rgb = torch.where((net >= 0)[:, None], network_colors(net), bg[None, :])
     elif opts.output == "depth":
-        rgb = shade_depth(depth, net >= 0, bg)
+        rgb = shade_depth(depth, trans < 1.0, bg)
     h, w = camera.height, camera.width
     stats.ms = (time.perf_counter() - start) * 1e3
     return RenderResult(
         image=rgb.reshape(h, w, 3).float().cpu(),
         depth=depth.reshape(h, w).float().cpu(),
         stats=stats,
-        network=net.reshape(h, w).cpu(),
+        network=net.reshape(h, w).cpu() if opts.output == "network" else None,
     )
