@@ -196,3 +196,40 @@ def test_subprocess_exit_code_and_single_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "missing" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_presets_are_data_and_round_trip_through_json() -> None:
+    from trainer.presets import PRESETS, PresetError, get_preset, preset_from_dict, preset_to_dict
+
+    for name in PRESETS:
+        p = get_preset(name)
+        assert p.name == name
+        back = preset_from_dict(json.loads(json.dumps(preset_to_dict(p))))
+        assert back == p
+    tiny, cpu = get_preset("tiny"), get_preset("cpu")
+    assert tiny.downscale == 16 and cpu.downscale == 4
+    assert tiny.distill.steps < cpu.distill.steps and cpu.density_activation == "softplus"
+    assert get_preset("cpu", {"distill": {"steps": 7}}).distill.steps == 7
+    with pytest.raises(PresetError, match="nope"):
+        get_preset("cpu", {"distill": {"nope": 1}})
+
+
+def test_set_overrides_parse_and_are_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from trainer.cli import parse_overrides
+
+    assert parse_overrides(["distill.steps=30", "teacher.grid_res=[8,16]", "name=x"]) == {
+        "distill": {"steps": 30},
+        "teacher": {"grid_res": [8, 16]},
+        "name": "x",
+    }
+    data = _blender(tmp_path / "d", [_frame(0)], sizes=[(8, 8)])
+    w = tmp_path / "w"
+    args = ["occupancy", "--data", str(data), "--workdir", str(w), "--preset", "tiny"]
+    assert main([*args, "--set", "distill.steps=33"]) == 2  # the teacher has not run: refused, but recorded
+    capsys.readouterr()
+    rec = json.loads((w / "run.json").read_text())
+    assert rec["preset_config"]["distill"]["steps"] == 33
+    assert main([*args, "--set", "distill.steps=34"]) == 2
+    _one_line_error(capsys, "--set")
+    assert main([*args, "--set", "distill=3"]) == 2
+    _one_line_error(capsys, "distill")

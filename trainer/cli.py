@@ -7,8 +7,10 @@ and one line on stderr; SIGINT / SIGTERM checkpoint and exit with 130 / 143.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from trainer.progress import STAGES, Cancelled
 
@@ -27,6 +29,13 @@ def _add_common(p: argparse.ArgumentParser, *, need_data: bool) -> None:
     )
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     p.add_argument("--no-bar", action="store_true", help="no tqdm progress bars")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset field when the run starts, e.g. --set distill.steps=3000 (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +57,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--save-dir", type=Path, default=None, help="save rendered PNGs here")
     ev.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     return parser
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["distill.steps=3000", "teacher.grid_res=[64,128]"]`` -> nested dict (values parsed as JSON)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -90,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             workdir = Path(str(args.out) + ".work")
         else:
             workdir = args.workdir
+        try:
+            overrides = parse_overrides(args.set)
+        except ValueError as e:
+            return _fail(str(e))
         cfg = RunConfig(
             data=args.data,
             out=args.out,
@@ -98,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             downscale=args.downscale,
             device=args.device,
             progress_bar=not args.no_bar,
+            overrides=overrides,
         )
         if args.command == "run":
             out = run_pipeline(cfg)

@@ -30,7 +30,7 @@ import torch
 
 from renderer.atomic import atomic_write, atomic_write_text
 from trainer.metrics import peak_ram_mb, psnr, ssim
-from trainer.presets import Preset, get_preset, preset_fingerprint, preset_to_dict
+from trainer.presets import Preset, get_preset, preset_fingerprint, preset_from_dict, preset_to_dict
 from trainer.progress import STAGES, Cancelled, CancelToken, ProgressLog
 
 
@@ -56,6 +56,8 @@ class RunConfig:
     """Torch device: cpu or cuda."""
     progress_bar: bool = True
     """Show tqdm bars on stderr."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Nested preset overrides (``--set distill.steps=3000``); only when a run starts."""
 
 
 @dataclass
@@ -88,23 +90,23 @@ class Context:
         return self._train
 
     def eval_set(self) -> tuple[Any, str, list[int]]:
-        """Views for the provenance PSNR: the test split when present (else train), and the chosen indices."""
+        """Views for the provenance metrics: the first ``eval_views`` of the test split (else of train).
+
+        Only those views are decoded (a full-resolution test split would not fit a small machine's memory);
+        `python -m trainer eval` measures every test view.
+        """
         if self._eval is None:
             from trainer.data import DatasetError, load_dataset
 
             k = max(int(self.preset.eval_views), 1)
             try:
-                self._eval = load_dataset(
-                    self.data, "test", self.preset.downscale, limit=1 if k == 1 else None
-                )
+                self._eval = load_dataset(self.data, "test", self.preset.downscale, limit=k)
                 self._eval_split = "test"
             except DatasetError:
                 self._eval = self.train_set
                 self._eval_split = "train"
-        n = len(self._eval.images)
-        k = min(max(int(self.preset.eval_views), 1), n)
-        idx = sorted({int(round(i * n / k)) for i in range(k)})
-        return self._eval, self._eval_split, idx
+        n = min(len(self._eval.images), max(int(self.preset.eval_views), 1))
+        return self._eval, self._eval_split, list(range(n))
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -158,22 +160,24 @@ class ElapsedClock:
         self.ctx, self.stage, self.flush_s = ctx, stage, flush_s
         self.t = time.monotonic()
 
-    def tick(self, force: bool = False) -> float:
-        """Flush when due; returns the stage total so far."""
+    def tick(self) -> None:
+        """Flush the time since the last flush when ``flush_s`` has passed."""
+        if time.monotonic() - self.t >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> float:
+        """Add the unflushed time to ``elapsed.json``; returns the stage's total seconds."""
         now = time.monotonic()
-        if force or now - self.t >= self.flush_s:
-            total = add_elapsed(self.ctx, self.stage, now - self.t)
-            self.t = now
-            return total
-        data = read_json(self.ctx.path("elapsed.json")) or {}
-        return float(data.get(self.stage, 0.0)) + now - self.t
+        total = add_elapsed(self.ctx, self.stage, now - self.t)
+        self.t = now
+        return total
 
 
 def finish_stage(ctx: Context, stage: str, clock: ElapsedClock, record: dict[str, Any]) -> dict[str, Any]:
     """Write ``<stage>.done`` with seconds and peak RAM added; log ``stage_done``."""
     record = {
         **record,
-        "seconds": clock.tick(force=True),
+        "seconds": clock.flush(),
         "peak_ram_mb": peak_ram_mb(),
         "finished": time.time(),
     }
@@ -221,7 +225,7 @@ def open_context(cfg: RunConfig) -> Context:
     detect_layout(data)  # DatasetError (one line) on a missing folder / unknown layout
     preset_name = cfg.preset or (recorded or {}).get("preset") or "cpu"
     downscale = cfg.downscale if cfg.downscale is not None else (recorded or {}).get("downscale")
-    preset = get_preset(preset_name)
+    preset = get_preset(preset_name, cfg.overrides)
     if downscale is not None:
         if int(downscale) < 1:
             raise PipelineError(f"--downscale must be >= 1, got {downscale}")
@@ -232,8 +236,12 @@ def open_context(cfg: RunConfig) -> Context:
         out = Path(recorded["out"])
     else:
         out = (workdir / "scene.kilo").resolve()
+    if out.parent == workdir.resolve():
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PipelineError(f"{workdir}: cannot create the work folder ({e.strerror or e})") from e
     _check_writable_out(out)
-    fp = preset_fingerprint(preset)
     if recorded is not None:
         mismatch = []
         if Path(recorded.get("data", "")) != data:
@@ -242,13 +250,17 @@ def open_context(cfg: RunConfig) -> Context:
             mismatch.append(f"preset {recorded.get('preset')!r} != {preset.name!r}")
         if recorded.get("downscale") != preset.downscale:
             mismatch.append(f"downscale {recorded.get('downscale')} != {preset.downscale}")
-        elif recorded.get("fingerprint") != fp:
-            mismatch.append("the preset's settings changed since the run started")
+        if cfg.overrides and recorded.get("fingerprint") != preset_fingerprint(preset):
+            mismatch.append("--set changes settings of a run already started")
         if mismatch:
             raise PipelineError(
                 f"{run_path}: this work folder belongs to another run ({'; '.join(mismatch)}); "
                 "use another --workdir or delete it"
             )
+        if isinstance(recorded.get("preset_config"), dict):
+            # a resumed run keeps exactly the settings it started with, even if the code's defaults moved
+            preset = preset_from_dict(recorded["preset_config"])
+    fp = preset_fingerprint(preset)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         if recorded is None:

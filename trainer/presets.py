@@ -55,7 +55,7 @@ class Preset:
     weights_dtype: str = "float16"
     """dtype of the weights in the output .kilo."""
     eval_views: int = 4
-    """Test views (evenly spaced) on which teacher and student PSNR are measured for the provenance."""
+    """Test views (the first ones) on which teacher and student PSNR are measured for the provenance."""
 
 
 def _tiny() -> dict[str, Any]:
@@ -64,6 +64,7 @@ def _tiny() -> dict[str, Any]:
         "teacher": {
             "steps": 200,
             "batch_rays": 1024,
+            "alpha_init": 1e-2,
             "grid_res": (32, 48),
             "upsample_at": (0.4,),
             "hull_res": 48,
@@ -100,8 +101,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpu": {
         "downscale": 1,
         "teacher": {},
-        "distill": {"steps": 8000, "points_per_network": 512},
-        "finetune": {"steps": 20000, "rays_per_batch": 8192},
+        "distill": {"steps": 4000, "points_per_network": 512},
+        "finetune": {"steps": 6000, "rays_per_batch": 8192},
         "eval_views": 8,
     },
     "paper": {
@@ -131,6 +132,10 @@ def _apply(obj: Any, overrides: dict[str, Any], where: str) -> Any:
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[key] = _apply(current, value, f"{where}.{key}")
+        elif dataclasses.is_dataclass(current):
+            raise PresetError(f"{where}: {key} is a group of settings, set its fields ({key}.FIELD=VALUE)")
+        elif isinstance(current, tuple) and isinstance(value, list):
+            changes[key] = tuple(value)
         else:
             changes[key] = copy.deepcopy(value)
     return dataclasses.replace(obj, **changes)
@@ -150,6 +155,28 @@ def get_preset(name: str, overrides: dict[str, Any] | None = None) -> Preset:
 def preset_to_dict(preset: Preset) -> dict[str, Any]:
     """Plain JSON-able dict of every field."""
     return dataclasses.asdict(preset)
+
+
+def _from_dict(obj: Any, data: dict[str, Any]) -> Any:
+    """Copy of dataclass ``obj`` with the values of ``data`` (nested dicts recurse, lists become tuples where
+    the field holds a tuple, unknown keys are ignored so older records still load)."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        if f.name not in data:
+            continue
+        current, value = getattr(obj, f.name), data[f.name]
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            changes[f.name] = _from_dict(current, value)
+        elif isinstance(current, tuple) and isinstance(value, list):
+            changes[f.name] = tuple(value)
+        else:
+            changes[f.name] = copy.deepcopy(value)
+    return dataclasses.replace(obj, **changes)
+
+
+def preset_from_dict(data: dict[str, Any]) -> Preset:
+    """The preset recorded by `preset_to_dict` (a resumed run keeps the settings it started with)."""
+    return _from_dict(Preset(), data)
 
 
 def preset_fingerprint(preset: Preset) -> str:
