@@ -86,7 +86,9 @@ class Context:
         if self._train is None:
             from trainer.data import load_dataset
 
-            self._train = load_dataset(self.data, "train", self.preset.downscale)
+            self._train = load_dataset(
+                self.data, "train", self.preset.downscale, limit=self.preset.train_views
+            )
         return self._train
 
     def eval_set(self) -> tuple[Any, str, list[int]]:

@@ -28,6 +28,8 @@ class Preset:
     """Preset name (recorded in the provenance)."""
     downscale: int = 4
     """Image downscale factor (area average); 4 turns 800x800 lego into 200x200."""
+    train_views: int | None = None
+    """Use only the first N training views (None: all)."""
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     """Stage 1: the teacher."""
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
@@ -61,8 +63,9 @@ class Preset:
 def _tiny() -> dict[str, Any]:
     return {
         "downscale": 16,
+        "train_views": 40,
         "teacher": {
-            "steps": 200,
+            "steps": 150,
             "batch_rays": 1024,
             "alpha_init": 1e-2,
             "grid_res": (32, 48),
@@ -72,17 +75,17 @@ def _tiny() -> dict[str, Any]:
             "log_every": 10,
             "checkpoint_every_s": 5.0,
         },
-        "occupancy": {"threshold": 2.0, "longest_axis_cells": 8},
+        "occupancy": {"threshold": 2.0, "longest_axis_cells": 8, "occupancy_factor": 8, "subsamples": 2},
         "distill": {
-            "steps": 120,
+            "steps": 100,
             "points_per_network": 128,
             "checkpoint_every": 20,
             "checkpoint_seconds": 5.0,
         },
         "finetune": {
-            "steps": 60,
-            "rays_per_batch": 1024,
-            "checkpoint_every": 10,
+            "steps": 40,
+            "rays_per_batch": 512,
+            "checkpoint_every": 5,
             "checkpoint_seconds": 5.0,
             "scene_seconds": 1.0,
         },
