@@ -166,44 +166,67 @@ def _chunks(seg_ids: list[int], seg_lens: list[int], chunk_size: int) -> list[tu
     return out
 
 
-def _trunk_inplace(
-    w: dict[str, torch.Tensor], enc_u: torch.Tensor, bounds: Bounds, hidden: int
-) -> torch.Tensor:
+Views = dict[str, tuple[torch.Tensor, ...]]
+
+
+def _per_network_views(w: dict[str, torch.Tensor], hidden: int) -> Views:
+    """Every network's slice of every tensor, made once (``unbind``) so the loops index Python tuples."""
+    h = hidden
+    return {
+        "w0": w["l0.weight"].unbind(0),
+        "b0": w["l0.bias"].unbind(0),
+        "w1": w["l1.weight"].unbind(0),
+        "b1": w["l1.bias"].unbind(0),
+        "w2": w["l2.weight"].unbind(0),
+        "b2": w["l2.bias"].unbind(0),
+        "w3f": w["l3.weight"][:, :h].unbind(0),
+        "w3d": w["l3.weight"][:, h:].unbind(0),
+        "b3": w["l3.bias"].unbind(0),
+        "w4": w["l4.weight"].unbind(0),
+        "b4": w["l4.bias"].unbind(0),
+    }
+
+
+def _trunk_inplace(v: Views, enc_u: torch.Tensor, bounds: Bounds, hidden: int) -> torch.Tensor:
     """No-grad l0 → relu → l1 → relu → l2 on sorted runs: ``[n, 3+6P]`` → ``[n, 1+H]`` (raw σ, feature)."""
     n = enc_u.shape[0]
     h1 = enc_u.new_empty((n, hidden))
     h2 = enc_u.new_empty((n, hidden))
     o = enc_u.new_empty((n, 1 + hidden))
-    w0, b0 = w["l0.weight"], w["l0.bias"]
-    w1, b1 = w["l1.weight"], w["l1.bias"]
-    w2, b2 = w["l2.weight"], w["l2.bias"]
-    for m, a, b in bounds:
-        torch.addmm(b0[m], enc_u[a:b], w0[m], out=h1[a:b])
+    ids = [m for m, _, _ in bounds]
+    lens = [b - a for _, a, b in bounds]
+    xs, h1s, h2s, os_ = enc_u.split(lens), h1.split(lens), h2.split(lens), o.split(lens)
+    w0, b0, w1, b1, w2, b2 = v["w0"], v["b0"], v["w1"], v["b1"], v["w2"], v["b2"]
+    addmm = torch.addmm
+    for m, x, y in zip(ids, xs, h1s):
+        addmm(b0[m], x, w0[m], out=y)
     h1.relu_()
-    for m, a, b in bounds:
-        torch.addmm(b1[m], h1[a:b], w1[m], out=h2[a:b])
+    for m, x, y in zip(ids, h1s, h2s):
+        addmm(b1[m], x, w1[m], out=y)
     h2.relu_()
-    for m, a, b in bounds:
-        torch.addmm(b2[m], h2[a:b], w2[m], out=o[a:b])
+    for m, x, y in zip(ids, h2s, os_):
+        addmm(b2[m], x, w2[m], out=y)
     return o
 
 
 def _head_inplace(
-    w: dict[str, torch.Tensor], feat: torch.Tensor, enc_d: torch.Tensor, bounds: Bounds, hidden: int
+    v: Views, feat: torch.Tensor, enc_d: torch.Tensor, bounds: Bounds, hidden: int
 ) -> torch.Tensor:
     """No-grad concat(feature, γ_D(d)) → l3 → relu → l4 → sigmoid on sorted runs: → rgb ``[n, 3]``."""
     n = feat.shape[0]
     h1 = feat.new_empty((n, hidden))
     rgb = feat.new_empty((n, 3))
-    w3, b3 = w["l3.weight"], w["l3.bias"]
-    w4, b4 = w["l4.weight"], w["l4.bias"]
-    h = hidden
-    for m, a, b in bounds:
-        torch.addmm(b3[m], feat[a:b], w3[m, :h], out=h1[a:b])
-        h1[a:b].addmm_(enc_d[a:b], w3[m, h:])
+    ids = [m for m, _, _ in bounds]
+    lens = [b - a for _, a, b in bounds]
+    fs, ds, h1s, rs = feat.split(lens), enc_d.split(lens), h1.split(lens), rgb.split(lens)
+    w3f, w3d, b3, w4, b4 = v["w3f"], v["w3d"], v["b3"], v["w4"], v["b4"]
+    addmm = torch.addmm
+    for m, f, d, y in zip(ids, fs, ds, h1s):
+        addmm(b3[m], f, w3f[m], out=y)
+        y.addmm_(d, w3d[m])
     h1.relu_()
-    for m, a, b in bounds:
-        torch.addmm(b4[m], h1[a:b], w4[m], out=rgb[a:b])
+    for m, x, y in zip(ids, h1s, rs):
+        addmm(b4[m], x, w4[m], out=y)
     return rgb.sigmoid_()
 
 
@@ -244,6 +267,7 @@ def evaluate_density_first(
     """
     spec = scene_meta
     w = _as_compute(params, x)
+    views = _per_network_views(w, spec.hidden)
     no = NetworkOrder.of(net)
     n = x.shape[0]
     raw = x.new_empty((n,))
@@ -253,7 +277,7 @@ def evaluate_density_first(
             xs = x[no.order[a:b]]
             cell = cell_index(xs, spec.bbox_min, spec.bbox_max, spec.grid_res)
             u = local_coords(xs, cell, spec.bbox_min, spec.cell_size)
-            o = _trunk_inplace(w, positional_encoding(u, spec.pos_freqs), bounds, spec.hidden)
+            o = _trunk_inplace(views, positional_encoding(u, spec.pos_freqs), bounds, spec.hidden)
             raw[a:b] = o[:, 0]
             feat[a:b] = o[:, 1:]
         sigma = torch.empty_like(raw)
@@ -281,7 +305,7 @@ def evaluate_colors_where(
         sample indices ``[K]`` int64 (input order, grouped by network) and their rgb ``[K, 3]``.
     """
     spec = scene_meta
-    w = _as_compute(params, feature)
+    views = _per_network_views(_as_compute(params, feature), spec.hidden)
     keep_sorted = keep[no.order]
     ends = torch.tensor(no.seg_lens, dtype=torch.int64, device=keep.device).cumsum(0)
     csum = torch.cumsum(keep_sorted.to(torch.int64), 0)
@@ -295,7 +319,7 @@ def evaluate_colors_where(
     with torch.no_grad():
         for a, b, bounds in _chunks(ids, lens, chunk_size):
             enc_d = positional_encoding(d[idx[a:b]], spec.dir_freqs)
-            rgb[a:b] = _head_inplace(w, feat[a:b], enc_d, bounds, spec.hidden)
+            rgb[a:b] = _head_inplace(views, feat[a:b], enc_d, bounds, spec.hidden)
     return idx, rgb
 
 
@@ -367,6 +391,7 @@ def evaluate_networks(
     rgb_parts: list[torch.Tensor] = []
     raw_out = x.new_empty((n,))
     rgb_out = x.new_empty((n, 3))
+    views = {} if grad else _per_network_views(w, spec.hidden)
     for a, b, bounds in _chunks(no.seg_ids, no.seg_lens, chunk_size):
         idx = no.order[a:b]
         xs, ds = x[idx], d[idx]
@@ -380,9 +405,9 @@ def evaluate_networks(
             rgb_parts.append(rgb)
         else:
             with torch.no_grad():
-                o = _trunk_inplace(w, enc_u, bounds, spec.hidden)
+                o = _trunk_inplace(views, enc_u, bounds, spec.hidden)
                 raw_out[idx] = o[:, 0]
-                rgb_out[idx] = _head_inplace(w, o[:, 1:], enc_d, bounds, spec.hidden)
+                rgb_out[idx] = _head_inplace(views, o[:, 1:], enc_d, bounds, spec.hidden)
     if grad:
         inverse = torch.empty_like(no.order)
         inverse[no.order] = torch.arange(n, device=no.order.device)
