@@ -67,6 +67,7 @@ class ProgressLog:
         self._stage: str | None = None
         self._stage_t0 = 0.0
         self._step0 = 0
+        self._first: tuple[int, float] | None = None
         self._last_write = 0.0
 
     def write(self, event: dict[str, Any]) -> None:
@@ -83,6 +84,7 @@ class ProgressLog:
         self._stage = stage
         self._stage_t0 = time.monotonic()
         self._step0 = initial
+        self._first = None
         self._last_write = 0.0
         self.write({"event": "stage_start", "stage": stage})
         if self.bar_enabled and total:
@@ -102,8 +104,14 @@ class ProgressLog:
         stage = self._stage or "unknown"
         now = time.monotonic()
         elapsed = now - self._stage_t0
-        done_here = max(step - self._step0, 0)
-        eta = elapsed / done_here * max(total - step, 0) if done_here > 0 else None
+        if self._first is None:
+            self._first = (step, now)
+        first_step, first_t = self._first
+        if step > first_step:  # rate measured between reports: right even when the resume point is unknown
+            eta: float | None = (now - first_t) / (step - first_step) * max(total - step, 0)
+        else:
+            done_here = max(step - self._step0, 0)
+            eta = elapsed / done_here * max(total - step, 0) if done_here > 0 else None
         if self._bar is not None:
             self._bar.n = step
             post = {"loss": f"{loss:.4g}"}
