@@ -243,8 +243,7 @@ def test_emulated_kernels_match_torch_renderer(
             assert err <= 1e-5, f"ess={ess} ert={ert}: max abs error {err}"
             assert got.depth is not None and ref.depth is not None
             assert (ref.depth - got.depth).abs().max().item() <= 1e-4
-            assert got.network is not None and ref.network is not None
-            assert torch.equal(got.network, ref.network)
+            assert got.network is None and ref.network is None  # only the network view fills it
             for key in ("rays_hit_box", "samples_marched", "samples_evaluated", "networks_touched"):
                 assert getattr(got.stats, key) == getattr(ref.stats, key), key
             assert got.stats.rays_terminated_early == ref.stats.rays_terminated_early
@@ -263,6 +262,10 @@ def test_emulated_ert_saves_samples_and_output_modes(emulator: kernels.HostEmula
         ref = render_image(sc, cam, RenderOptions(output=mode))
         got = emulator.render(sc, cam, RenderOptions(output=mode))
         assert (ref.image - got.image).abs().max().item() <= 1e-4, mode
+        if mode == "network":  # the dominant network: first sample with the largest weight
+            assert got.network is not None and ref.network is not None
+            assert (got.network >= 0).any()
+            assert torch.equal(got.network, ref.network)
 
 
 # ---------------------------------------------------------------------------------------------------------

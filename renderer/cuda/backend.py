@@ -200,7 +200,7 @@ def finish_image(rays: RaysResult, camera: Any, options: Any, background: Any) -
         image=rgb.reshape(h, w, 3).float(),
         depth=rays.depth.reshape(h, w).float(),
         stats=rays.stats,
-        network=net.reshape(h, w),
+        network=net.reshape(h, w) if options.output == "network" else None,
     )
 
 
