@@ -205,52 +205,61 @@ def next_samples(
     table = torch.full((rays.k.shape[0], max_per_ray), -1, dtype=torch.int64, device=dev)
     lane = torch.arange(window, device=dev)
     inf = torch.tensor(float("inf"), device=dev)
-    active = rows[rays.k[rows] < rays.n[rows]]
+    sel = torch.index_select  # much faster than advanced indexing on the CPU
+    active = torch.masked_select(rows, sel(rays.k, 0, rows) < sel(rays.n, 0, rows))
     while active.numel() > 0:
-        ka = rays.k[active]
-        oa, da, t0a = rays.origins[active], rays.dirs[active], rays.t0[active]
+        ka = sel(rays.k, 0, active)
+        oa, da, t0a = sel(rays.origins, 0, active), sel(rays.dirs, 0, active), sel(rays.t0, 0, active)
         x = oa + lattice_t(t0a, ka, step)[:, None] * da
         vox, flat = voxel_lookup(rs, x)
-        dvox = dist[flat]
+        dvox = sel(dist, 0, flat)
         far = dvox >= 2
         fi = far.nonzero().squeeze(1)
         if fi.numel() > 0:
             # jump out of the cube of voxels within dvox−1 of this one: none of them can contribute
-            df = dvox[fi, None].to(torch.float32)
-            vf = vox[fi]
-            dfi, ofi = da[fi], oa[fi]
+            df = sel(dvox, 0, fi).to(torch.float32)[:, None]
+            vf, dfi, ofi = sel(vox, 0, fi), sel(da, 0, fi), sel(oa, 0, fi)
             face = lo + torch.where(dfi > 0, vf + df, vf - (df - 1.0)) * vox_size
             te = torch.where(dfi != 0, (face - ofi) / dfi, inf).amin(dim=1)
-            knew = torch.ceil((te - margin - t0a[fi]) / step - 0.5).clamp(max=2.0**40).to(torch.int64)
-            knew = torch.maximum(knew, ka[fi] + 1)
-            rows_f = active[fi]
-            rays.k[rows_f] = torch.minimum(knew, rays.n[rows_f])
-        ni = active[~far]
-        if ni.numel() > 0:
-            kw = rays.k[ni, None] + lane  # [B, W]
-            tw = lattice_t(rays.t0[ni, None], kw, step)
-            xw = rays.origins[ni, None, :] + tw[..., None] * rays.dirs[ni, None, :]
-            ok = valid[voxel_lookup(rs, xw)[1]] & (kw < rays.n[ni, None])
-            remaining = max_per_ray - count[ni]
+            knew = torch.ceil((te - margin - sel(t0a, 0, fi)) / step - 0.5).clamp(max=2.0**40).to(torch.int64)
+            knew = torch.maximum(knew, sel(ka, 0, fi) + 1)
+            rows_f = sel(active, 0, fi)
+            rays.k.index_copy_(0, rows_f, torch.minimum(knew, sel(rays.n, 0, rows_f)))
+        nl = (~far).nonzero().squeeze(1)
+        if nl.numel() > 0:
+            ni = sel(active, 0, nl)
+            k0 = sel(ka, 0, nl)
+            kw = k0[:, None] + lane  # [B, W]
+            tw = lattice_t(sel(t0a, 0, nl)[:, None], kw, step)
+            xw = sel(oa, 0, nl)[:, None, :] + tw[..., None] * sel(da, 0, nl)[:, None, :]
+            flat_w = voxel_lookup(rs, xw)[1]
+            n_i = sel(rays.n, 0, ni)
+            ok = sel(valid, 0, flat_w.reshape(-1)).reshape(flat_w.shape) & (kw < n_i[:, None])
+            cnt = sel(count, 0, ni)
+            remaining = max_per_ray - cnt
             rank = torch.cumsum(ok, dim=1)
             take = ok & (rank <= remaining[:, None])
             got = take.sum(dim=1)
-            if bool(take.any()):
-                slot = (count[ni, None] + rank - 1)[take]
-                table.view(-1)[(ni[:, None] * max_per_ray).expand_as(kw)[take] + slot] = kw[take]
-            count[ni] += got
+            hit = take.view(-1).nonzero().squeeze(1)
+            if hit.numel() > 0:
+                i, ln = hit // window, hit % window
+                slot = sel(cnt, 0, i) + sel(rank.view(-1), 0, hit) - 1
+                table.view(-1).index_copy_(0, sel(ni, 0, i) * max_per_ray + slot, sel(k0, 0, i) + ln)
+            count.index_add_(0, ni, got)
             filled = got >= remaining
             last = torch.where(take, lane, -1).amax(dim=1)
-            rays.k[ni] = torch.where(
-                filled, kw[:, 0] + last + 1, torch.minimum(kw[:, 0] + window, rays.n[ni])
-            )
-        still = (rays.k[active] < rays.n[active]) & (count[active] < max_per_ray)
-        active = active[still]
-    sub = table if rows.numel() == table.shape[0] and bool(rows[-1] == rows.numel() - 1) else table[rows]
-    keep = sub >= 0
-    ray = rows[:, None].expand_as(sub)[keep]
-    slots = torch.arange(max_per_ray, device=dev)[None, :].expand_as(sub)[keep]
-    return ray, sub[keep], slots
+            newk = torch.where(filled, k0 + last + 1, torch.minimum(k0 + window, n_i))
+            rays.k.index_copy_(0, ni, newk)
+        still = (sel(rays.k, 0, active) < sel(rays.n, 0, active)) & (sel(count, 0, active) < max_per_ray)
+        active = torch.masked_select(active, still)
+    sub = (
+        table
+        if rows.numel() == table.shape[0] and bool(rows[-1] == rows.numel() - 1)
+        else sel(table, 0, rows)
+    )
+    nz = (sub.view(-1) >= 0).nonzero().squeeze(1)  # row-major: grouped by ray, then slot (= k order)
+    ray = sel(rows, 0, nz // max_per_ray)
+    return ray, sel(sub.view(-1), 0, nz), nz % max_per_ray
 
 
 def march_rays(
