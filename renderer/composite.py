@@ -86,12 +86,13 @@ def transmittance_pass(
     r = trans_in.shape[0]
     one_minus = torch.ones(r, slots, dtype=trans_in.dtype, device=trans_in.device)
     alpha = 1.0 - torch.exp(-sigma * step)
-    one_minus[row, slot] = 1.0 - alpha
+    lin = row * slots + slot
+    one_minus.view(-1).index_copy_(0, lin, 1.0 - alpha)
     prod = torch.cumprod(one_minus, dim=1)  # T after each slot, relative to trans_in
     t_before = torch.ones_like(prod)
     t_before[:, 1:] = prod[:, :-1]
     t_before *= trans_in[:, None]
-    tk = t_before[row, slot]
+    tk = t_before.view(-1).index_select(0, lin)
     if ert_threshold is None:
         return prod[:, -1] * trans_in, tk * alpha
     weight = torch.where(tk >= ert_threshold, tk * alpha, torch.zeros_like(tk))

@@ -274,14 +274,13 @@ def evaluate_density_first(
     feat = x.new_empty((n, spec.hidden))
     with torch.no_grad():
         for a, b, bounds in _chunks(no.seg_ids, no.seg_lens, chunk_size):
-            xs = x[no.order[a:b]]
+            xs = x.index_select(0, no.order[a:b])
             cell = cell_index(xs, spec.bbox_min, spec.bbox_max, spec.grid_res)
             u = local_coords(xs, cell, spec.bbox_min, spec.cell_size)
             o = _trunk_inplace(views, positional_encoding(u, spec.pos_freqs), bounds, spec.hidden)
             raw[a:b] = o[:, 0]
             feat[a:b] = o[:, 1:]
-        sigma = torch.empty_like(raw)
-        sigma[no.order] = density_activation(raw, spec)
+        sigma = torch.empty_like(raw).index_copy_(0, no.order, density_activation(raw, spec))
     return sigma, feat, no
 
 
@@ -306,19 +305,20 @@ def evaluate_colors_where(
     """
     spec = scene_meta
     views = _per_network_views(_as_compute(params, feature), spec.hidden)
-    keep_sorted = keep[no.order]
+    keep_sorted = keep.index_select(0, no.order)
     ends = torch.tensor(no.seg_lens, dtype=torch.int64, device=keep.device).cumsum(0)
     csum = torch.cumsum(keep_sorted.to(torch.int64), 0)
     at_end = csum[ends - 1]
     counts = (at_end - torch.cat((at_end.new_zeros(1), at_end[:-1]))).tolist()
     ids = [m for m, c in zip(no.seg_ids, counts) if c > 0]
     lens = [c for c in counts if c > 0]
-    idx = no.order[keep_sorted]
-    feat = feature[keep_sorted]
+    pos = keep_sorted.nonzero().squeeze(1)
+    idx = no.order.index_select(0, pos)
+    feat = feature.index_select(0, pos)
     rgb = feature.new_empty((idx.shape[0], 3))
     with torch.no_grad():
         for a, b, bounds in _chunks(ids, lens, chunk_size):
-            enc_d = positional_encoding(d[idx[a:b]], spec.dir_freqs)
+            enc_d = positional_encoding(d.index_select(0, idx[a:b]), spec.dir_freqs)
             rgb[a:b] = _head_inplace(views, feat[a:b], enc_d, bounds, spec.hidden)
     return idx, rgb
 
@@ -394,7 +394,7 @@ def evaluate_networks(
     views = {} if grad else _per_network_views(w, spec.hidden)
     for a, b, bounds in _chunks(no.seg_ids, no.seg_lens, chunk_size):
         idx = no.order[a:b]
-        xs, ds = x[idx], d[idx]
+        xs, ds = x.index_select(0, idx), d.index_select(0, idx)
         cell = cell_index(xs, spec.bbox_min, spec.bbox_max, spec.grid_res)
         u = local_coords(xs, cell, spec.bbox_min, spec.cell_size)
         enc_u = positional_encoding(u, spec.pos_freqs)
@@ -406,8 +406,8 @@ def evaluate_networks(
         else:
             with torch.no_grad():
                 o = _trunk_inplace(views, enc_u, bounds, spec.hidden)
-                raw_out[idx] = o[:, 0]
-                rgb_out[idx] = _head_inplace(views, o[:, 1:], enc_d, bounds, spec.hidden)
+                raw_out.index_copy_(0, idx, o[:, 0])
+                rgb_out.index_copy_(0, idx, _head_inplace(views, o[:, 1:], enc_d, bounds, spec.hidden))
     if grad:
         inverse = torch.empty_like(no.order)
         inverse[no.order] = torch.arange(n, device=no.order.device)
