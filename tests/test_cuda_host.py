@@ -85,6 +85,25 @@ def test_flat_index_is_64_bit(emulator: kernels.HostEmulator) -> None:
     assert emulator.flat_index((2047, 2047, 1023), res) == 2**32 - 1
 
 
+def test_tile_segments_partition_the_sorted_samples(emulator: kernels.HostEmulator) -> None:
+    """Every sorted sample lies in exactly one work tile, of its own network (empty networks own none)."""
+    rng = np.random.default_rng(2)
+    for tile in (1, 3, 64):
+        counts = rng.integers(0, 200, size=37) * (rng.random(37) < 0.5)
+        counts[0] = 0
+        counts[-1] = 0
+        tiles = -(-counts // tile)
+        tile_start = np.concatenate(([0], np.cumsum(tiles))).astype(np.int32)
+        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        covered = np.zeros(int(counts.sum()), np.int32)
+        for b in range(int(tile_start[-1])):
+            m, begin, end = emulator.tile_segment(tile_start, offsets, tile, b)
+            assert counts[m] > 0 and offsets[m] <= begin < end <= offsets[m + 1]
+            assert end - begin <= tile
+            covered[begin:end] += 1
+        assert (covered == 1).all()
+
+
 def test_kernel_indices_are_computed_in_64_bit() -> None:
     """Every global thread index and grid stride in kilonerf.cu is widened before the multiply."""
     src = kernels.KERNEL_SOURCE.read_text()

@@ -193,6 +193,24 @@ KN_HD int march_ray_pass(const RenderParams& P, const float o[3], const float d[
 }
 
 // ---------------------------------------------------------------------------------------------
+// Work tiles of the counting sort: network m owns tiles [tile_start[m], tile_start[m+1]) and samples
+// [net_offsets[m], net_offsets[m+1]) of the sorted order. Tile b (< tile_start[M]) belongs to the largest m
+// with tile_start[m] <= b (networks without samples own no tile) and covers samples [begin, end).
+KN_HD void tile_segment(const int* tile_start, const i64* net_offsets, int num_networks, int tile, int b, int& m,
+                        i64& begin, i64& end) {
+    int lo = 0, hi = num_networks;
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) >> 1;
+        if (tile_start[mid] <= b) lo = mid;
+        else hi = mid;
+    }
+    m = lo;
+    begin = net_offsets[m] + (i64)(b - tile_start[m]) * tile;
+    const i64 stop = net_offsets[m + 1];
+    end = begin + tile < stop ? begin + tile : stop;
+}
+
+// ---------------------------------------------------------------------------------------------
 // evaluate_networks, one sample: encoding and all five layers in registers.
 
 template <typename WT>

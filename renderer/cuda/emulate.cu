@@ -71,6 +71,14 @@ void kilo_weight_layout(int hidden, int pos_freqs, int dir_freqs, int* out13) {
 // kn::flat_index of cell g in a grid of shape res (64-bit; the test checks it past 2^31).
 i64 kilo_flat_index(const int* g, const int* res) { return kn::flat_index(g, res); }
 
+// kn::tile_segment: network and sorted-sample range [begin, end) of work tile b; out3 = (m, begin, end).
+void kilo_tile_segment(const int* tile_start, const i64* net_offsets, int num_networks, int tile, int b,
+                       i64* out3) {
+    int m;
+    kn::tile_segment(tile_start, net_offsets, num_networks, tile, b, m, out3[1], out3[2]);
+    out3[0] = m;
+}
+
 // kn::lattice_t and kn::cell_index, for checks of the rounding against the torch renderer.
 float kilo_lattice_t(float t0, int k, float step) { return kn::lattice_t(t0, k, step); }
 

@@ -405,6 +405,7 @@ class HostEmulator:
         self.lib.kilo_emulate_render.restype = i32
         self.lib.kilo_flat_index.argtypes = [vp, vp]
         self.lib.kilo_flat_index.restype = i64
+        self.lib.kilo_tile_segment.argtypes = [vp, vp, i32, i32, i32, vp]
         self.lib.kilo_lattice_t.argtypes = [ctypes.c_float, i32, ctypes.c_float]
         self.lib.kilo_lattice_t.restype = ctypes.c_float
         self._scenes = _SceneCache()
@@ -424,6 +425,16 @@ class HostEmulator:
         g = (ctypes.c_int * 3)(*cell)
         r = (ctypes.c_int * 3)(*res)
         return int(self.lib.kilo_flat_index(ctypes.addressof(g), ctypes.addressof(r)))
+
+    def tile_segment(
+        self, tile_start: np.ndarray, net_offsets: np.ndarray, tile: int, b: int
+    ) -> tuple[int, ...]:
+        """``kn::tile_segment`` as compiled: (network, begin, end) of work tile b."""
+        ts = np.ascontiguousarray(tile_start, np.int32)
+        off = np.ascontiguousarray(net_offsets, np.int64)
+        out = np.zeros(3, np.int64)
+        self.lib.kilo_tile_segment(ts.ctypes.data, off.ctypes.data, len(ts) - 1, tile, b, out.ctypes.data)
+        return tuple(int(v) for v in out)
 
     def lattice_t(self, t0: float, k: int, step: float) -> float:
         """``kn::lattice_t`` as compiled: t0 + (k + ½)·s in float32."""

@@ -210,17 +210,9 @@ __device__ void evaluate_networks_impl(const kn::RenderParams& P, const WT* __re
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const int b = blockIdx.x;
     if (b >= (int)pass_counters[kTiles]) return;
-    // network owning tile b: largest m with tile_start[m] <= b (tile_start has M + 1 entries)
-    int lo = 0, hi = P.num_networks;
-    while (hi - lo > 1) {
-        const int mid = (lo + hi) >> 1;
-        if (tile_start[mid] <= b) lo = mid;
-        else hi = mid;
-    }
-    const int m = lo;
-    const i64 seg_begin = net_offsets[m] + (i64)(b - tile_start[m]) * tile;
-    const i64 seg_end_net = net_offsets[m + 1];
-    const i64 seg_end = seg_begin + tile < seg_end_net ? seg_begin + tile : seg_end_net;
+    int m;
+    i64 seg_begin, seg_end;
+    kn::tile_segment(tile_start, net_offsets, P.num_networks, tile, b, m, seg_begin, seg_end);
     const kn::WeightLayout L = kn::weight_layout(H, P.pos_freqs, P.dir_freqs);
     WT* w = reinterpret_cast<WT*>(smem_raw);
     float* act = reinterpret_cast<float*>(smem_raw + (size_t)P.weight_stride * sizeof(WT)) + threadIdx.x;
