@@ -12,7 +12,7 @@ class TeacherConfig:
 
     kind: str = "grid"
     """``"grid"`` (DVGO-style voxel grids, trains in minutes) or ``"nerf"`` (the paper's MLP teacher)."""
-    steps: int = 6000
+    steps: int = 2500
     """Optimisation steps of the grid teacher (the NeRF teacher uses ``nerf_steps``)."""
     batch_rays: int = 4096
     """Random training rays per step (grid teacher)."""
@@ -34,7 +34,7 @@ class TeacherConfig:
     """Positional-encoding frequencies of the view direction for the colour MLP."""
     step_ratio: float = 0.5
     """Ray-marching step of the grid teacher, in voxels of the current grid."""
-    alpha_init: float = 1e-6
+    alpha_init: float = 1e-4
     """Initial per-step opacity of every voxel (sets the density shift)."""
     weight_threshold: float = 1e-4
     """Colour is evaluated only at samples whose rendering weight exceeds this."""
@@ -46,11 +46,11 @@ class TeacherConfig:
     """Visual hull: a voxel is carved when some training view sees alpha below this around its projection."""
     hull_res: int = 96
     """Resolution (about res³ voxels) at which the visual hull is carved."""
-    prune_at: tuple[float, ...] = (0.5, 0.75)
+    prune_at: tuple[float, ...] = (0.3, 0.5, 0.7)
     """Fractions of ``steps`` at which voxels never reached by rendering weight are pruned from the mask."""
-    prune_weight: float = 1e-3
+    prune_weight: float = 5e-3
     """A mask voxel survives pruning if some training ray gave one of its samples at least this weight."""
-    prune_density_alpha: float = 1e-5
+    prune_density_alpha: float = 1e-6
     """At each upsampling, mask voxels whose (dilated) opacity per step is below this are dropped."""
     log_every: int = 10
     """Steps between ``on_step`` progress callbacks."""

@@ -310,7 +310,8 @@ class GridTeacher(Teacher):
     def param_groups(self, cfg: TeacherConfig) -> list[dict[str, Any]]:
         """Grids at ``lr_grid``, colour MLP at ``lr_mlp``."""
         return [
-            {"name": "density", "params": [self.density_grid], "lr": cfg.lr_grid},
+            # eps ≪ the tiny gradients of a near-empty grid (σ starts at alpha_init), so Adam still moves it
+            {"name": "density", "params": [self.density_grid], "lr": cfg.lr_grid, "eps": 1e-15},
             {"name": "features", "params": [self.feature_grid], "lr": cfg.lr_grid},
             {"name": "rgbnet", "params": list(self.rgbnet.parameters()), "lr": cfg.lr_mlp},
         ]
