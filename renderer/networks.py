@@ -187,12 +187,17 @@ def _per_network_views(w: dict[str, torch.Tensor], hidden: int) -> Views:
     }
 
 
-def _trunk_inplace(v: Views, enc_u: torch.Tensor, bounds: Bounds, hidden: int) -> torch.Tensor:
-    """No-grad l0 → relu → l1 → relu → l2 on sorted runs: ``[n, 3+6P]`` → ``[n, 1+H]`` (raw σ, feature)."""
+def _trunk_inplace(
+    v: Views, enc_u: torch.Tensor, bounds: Bounds, hidden: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """No-grad l0 → relu → l1 → relu → l2 on sorted runs: ``[n, 3+6P]`` → ``[n, 1+H]`` (raw σ, feature).
+
+    ``out``: optional contiguous ``[n, 1+H]`` buffer to write into.
+    """
     n = enc_u.shape[0]
     h1 = enc_u.new_empty((n, hidden))
     h2 = enc_u.new_empty((n, hidden))
-    o = enc_u.new_empty((n, 1 + hidden))
+    o = enc_u.new_empty((n, 1 + hidden)) if out is None else out
     ids = [m for m, _, _ in bounds]
     lens = [b - a for _, a, b in bounds]
     xs, h1s, h2s, os_ = enc_u.split(lens), h1.split(lens), h2.split(lens), o.split(lens)
@@ -270,18 +275,16 @@ def evaluate_density_first(
     views = _per_network_views(w, spec.hidden)
     no = NetworkOrder.of(net)
     n = x.shape[0]
-    raw = x.new_empty((n,))
-    feat = x.new_empty((n, spec.hidden))
+    trunk = x.new_empty((n, 1 + spec.hidden))  # raw density, feature: network-sorted order
     with torch.no_grad():
         for a, b, bounds in _chunks(no.seg_ids, no.seg_lens, chunk_size):
             xs = x.index_select(0, no.order[a:b])
             cell = cell_index(xs, spec.bbox_min, spec.bbox_max, spec.grid_res)
             u = local_coords(xs, cell, spec.bbox_min, spec.cell_size)
-            o = _trunk_inplace(views, positional_encoding(u, spec.pos_freqs), bounds, spec.hidden)
-            raw[a:b] = o[:, 0]
-            feat[a:b] = o[:, 1:]
+            _trunk_inplace(views, positional_encoding(u, spec.pos_freqs), bounds, spec.hidden, trunk[a:b])
+        raw = trunk[:, 0]
         sigma = torch.empty_like(raw).index_copy_(0, no.order, density_activation(raw, spec))
-    return sigma, feat, no
+    return sigma, trunk[:, 1:], no
 
 
 def evaluate_colors_where(
