@@ -30,6 +30,7 @@ class InputMixin:
     _buttons: set[int]
     _drag_on_scene: bool
     _cursor: tuple[float, float] | None
+    _input_seen: bool
 
     # provided by Viewer
     def screenshot(self) -> None:
@@ -57,6 +58,7 @@ class InputMixin:
     def handle_key(self, window: Any, key: int, scancode: int, action: int, mods: int) -> None:
         """glfw key callback: imgui first, then shortcuts and held keys for motion."""
         self.imgui.keyboard_callback(window, key, scancode, action, mods)
+        self._input_seen = True
         if action == glfw.RELEASE:
             self.held.discard(key)
             return
@@ -80,6 +82,7 @@ class InputMixin:
 
     def handle_mouse_button(self, window: Any, button: int, action: int, mods: int) -> None:
         """glfw mouse button callback: a drag belongs to the scene if it starts outside the panels."""
+        self._input_seen = True
         if action == glfw.PRESS:
             if not self._buttons:
                 self._drag_on_scene = not self._ui_wants("mouse")
@@ -90,6 +93,7 @@ class InputMixin:
     def handle_cursor(self, window: Any, x: float, y: float) -> None:
         """glfw cursor callback: drags rotate/pan (orbit) or look around (fly)."""
         prev, self._cursor = self._cursor, (x, y)
+        self._input_seen = True
         if prev is None or not self._buttons or not self._drag_on_scene:
             return
         dx, dy = x - prev[0], y - prev[1]
@@ -105,6 +109,7 @@ class InputMixin:
     def handle_scroll(self, window: Any, xoff: float, yoff: float) -> None:
         """glfw scroll callback: zoom (orbit) or fly speed (fly)."""
         self.imgui.scroll_callback(window, xoff, yoff)
+        self._input_seen = True
         if self._ui_wants("mouse"):
             return
         if self.camera.mode == "orbit":

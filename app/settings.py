@@ -33,8 +33,8 @@ class RenderSettings:
     """Background colour."""
     view: str = "rgb"
     """rgb, depth (debug) or network (debug: colour by network id)."""
-    depth_for_overlays: bool = True
-    """Ask the renderer for depth so overlays hide behind the scene."""
+    threads: int = 1
+    """torch threads for rendering (1 is fastest for the viewer's small frames; 0: torch's default)."""
 
     def options(self) -> Any:
         """The renderer's RenderOptions for these settings."""

@@ -43,7 +43,7 @@ BAND_MS = 80.0
 _NO_WINDOW: Any = None
 """glfw's clipboard functions take no window any more (passing one is deprecated)."""
 ORBIT_KEY_DEG_PER_S = 90.0
-MAX_UI_HZ = 60.0
+MAX_UI_HZ = 30.0
 """UI frame rate cap while the camera moves."""
 """Arrow keys in orbit mode turn by this many degrees per second."""
 
@@ -74,6 +74,7 @@ class Viewer(InputMixin):
         notice: str = "",
         settings: ViewerSettings | None = None,
         title: str = "KiloNeRF studio",
+        render_process: bool = True,
     ) -> None:
         self.settings = settings or ViewerSettings()
         self.title = title
@@ -89,7 +90,8 @@ class Viewer(InputMixin):
         self.presenter = FramePresenter(self.ctx)
         self.overlays = OverlayRenderer(self.ctx)
         self.fbo: moderngl.Framebuffer | None = None
-        self.backend = backend
+        backend = self._in_process(backend) if render_process else backend
+        self.render_process = render_process
         self.settings.render.backend = getattr(backend, "name", "torch")
         self.worker = RenderWorker(backend, on_publish=glfw.post_empty_event)
         self.loader = SceneLoader(prepare=lambda s: prepare_for_backend(self.worker.backend, s))
@@ -105,6 +107,9 @@ class Viewer(InputMixin):
         self.scene_version = 0
         self.view_k = 0
         self._pixel_buffer: Any = None
+        self._draw_key: Any = None
+        self._input_seen = False
+        self._last_draw = 0.0
         self._pbo_failed = False
         """Last training view chosen."""
         self.held: set[int] = set()
@@ -149,16 +154,29 @@ class Viewer(InputMixin):
 
         try:
             backend = get_backend(name)
+            if self.render_process:
+                backend = self._in_process(backend)
             prepared = prepare_for_backend(backend, self.scene)
         except Exception as e:
             self.notify(f"backend {name} unavailable: {e}".splitlines()[0], "error")
             return
+        old = self.worker.backend
         self.worker.set_backend(backend, prepared)
+        if old is not backend and hasattr(old, "close"):
+            old.close()
         self._release_pixel_buffer()
         self._submitted = None
         self.settings.render.backend = getattr(backend, "name", name)
         self.scene_version += 1
         self.notify(f"rendering with the {self.settings.render.backend} backend")
+
+    def _in_process(self, backend: Any) -> Any:
+        """The torch backend moves to a child process (app/render_process.py: no GIL contention)."""
+        if getattr(backend, "name", "") != "torch":
+            return backend
+        from app.render_process import ProcessBackend
+
+        return ProcessBackend(str(getattr(backend, "device", "cpu")), threads=self.settings.render.threads)
 
     def _release_pixel_buffer(self) -> None:
         if self._pixel_buffer is not None:
@@ -341,7 +359,9 @@ class Viewer(InputMixin):
             return
         self._submitted = want
         self.worker.submit(
-            FrameRequest(self.render_camera(scale, (fbw, fbh)), self.render_options(), band_ms=band)
+            FrameRequest(
+                self.render_camera(scale, (fbw, fbh)), self.render_options(), band_ms=band, threads=r.threads
+            )
         )
 
     def pbo_path_active(self) -> bool:
@@ -486,6 +506,11 @@ class Viewer(InputMixin):
             t1 = time.perf_counter()
             self.take_frame()
         t2 = time.perf_counter()
+        if not self._needs_redraw(t2, fbw, fbh):
+            # nothing visible changed (the camera may move, but the shown frame is the last render):
+            # skip drawing; on a CPU-only machine the GL work is software and competes with the renderer
+            self.timing.frame_ms = (time.perf_counter() - t0) * 1e3
+            return
         fbo.use()
         bg = self.settings.render.background
         self.ctx.clear(bg[0], bg[1], bg[2], 1.0)
@@ -517,6 +542,36 @@ class Viewer(InputMixin):
         self._ui_frames.append(t5)
         tm.ui_fps = _rate(self._ui_frames)
         tm.fps = _rate(self._shown_frames)
+
+    def _needs_redraw(self, now: float, fbw: int, fbh: int) -> bool:
+        """Whether this step must draw: a new frame or layout, panels in use, or stats older than 0.25 s."""
+        o, f = self.settings.overlays, self.frame
+        key = (
+            id(f),
+            f.rows_done if f is not None else -1,
+            fbw,
+            fbh,
+            self.settings.show_ui,
+            o.box,
+            o.grid,
+            o.voxels,
+            o.voxel_axis,
+            o.voxel_lo,
+            o.voxel_hi,
+            o.frusta,
+            o.depth_aware,
+            self.scene_version,
+            self.settings.render.background,
+            len(self.messages),
+        )
+        on_scene = (self._buttons and self._drag_on_scene) or bool(self.held)  # moves only the camera
+        ui_input = self._input_seen and not on_scene
+        active = self.settings.show_ui and (ui_input or self._ui_wants("mouse") or self._ui_wants("keyboard"))
+        stale = self.settings.show_ui and now - self._last_draw > 0.25
+        if key == self._draw_key and not active and not stale:
+            return False
+        self._draw_key, self._last_draw, self._input_seen = key, now, False
+        return True
 
     def read_frame(self) -> np.ndarray:
         """The last drawn frame (panels included when shown) as uint8 [H, W, 3], row 0 at the top."""
@@ -554,6 +609,20 @@ class Viewer(InputMixin):
         settled = time.perf_counter() - self._last_change > STILL_DELAY_S
         return settled and not self._buttons and not self.held
 
+    def pace(self, t0: float) -> None:
+        """After a step that began at ``t0``: wait for events when settled (the worker posts an empty event
+        per published frame, background progress polls at 10 Hz), else hold at most MAX_UI_HZ so the rest
+        of the CPU goes to the renderer (on a CPU-only machine the GL drawing itself is software)."""
+        if self.is_idle():
+            busy = (self.job is not None and self.job.running) or (
+                self.export is not None and not self.export.finished
+            )
+            glfw.wait_events_timeout(0.1 if busy or self.loader.loading else 0.5)
+            return
+        rest = 1.0 / MAX_UI_HZ - (time.perf_counter() - t0)
+        if rest > 0:
+            time.sleep(rest)
+
     def should_close(self) -> bool:
         """Whether the user closed the window."""
         return bool(glfw.window_should_close(self.window))
@@ -564,17 +633,7 @@ class Viewer(InputMixin):
             while not self.should_close():
                 t0 = time.perf_counter()
                 self.step()
-                if self.is_idle():
-                    # nothing on screen changes until an event, a published frame (the worker posts an
-                    # empty event) or background progress: wait instead of redrawing at full speed
-                    busy = (self.job is not None and self.job.running) or (
-                        self.export is not None and not self.export.finished
-                    )
-                    glfw.wait_events_timeout(0.1 if busy or self.loader.loading else 0.5)
-                else:  # moving: at most MAX_UI_HZ, the rest of the CPU goes to the renderer
-                    rest = 1.0 / MAX_UI_HZ - (time.perf_counter() - t0)
-                    if rest > 0:
-                        time.sleep(rest)
+                self.pace(t0)
         finally:
             self.close()
 
@@ -585,6 +644,8 @@ class Viewer(InputMixin):
         if self.job is not None and self.job.running:
             self.job.cancel()
         self.worker.stop()
+        if hasattr(self.worker.backend, "close"):
+            self.worker.backend.close()
         self._release_pixel_buffer()
         try:
             _ = self.ctx.error
