@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -675,6 +676,14 @@ def stage_distill(ctx: Context) -> dict[str, Any]:
     report = error_report(state.error, cells)
     report["loss_history"] = state.history
     write_json(ctx.path("distill_errors.json"), report)
+    worst = report["worst"][0] if report["worst"] else None
+    print(
+        f"distill: per-network error mean {report['mean']:.3g}, median {report['median']:.3g}, "
+        f"max {report['max']:.3g}"
+        + (f" (network {worst['network']} at cell {tuple(worst['cell'])})" if worst else "")
+        + f"; all {report['num_networks']} in {ctx.path('distill_errors.json')}",
+        file=sys.stderr,
+    )
     scene = make_scene(ctx, layout, state.params, {})
     metrics = student_psnr(ctx, scene)
     rec = {

@@ -66,7 +66,7 @@ def _tiny() -> dict[str, Any]:
         "train_views": 40,
         "teacher": {
             "steps": 150,
-            "batch_rays": 1024,
+            "batch_rays": 512,
             "alpha_init": 1e-2,
             "grid_res": (32, 48),
             "upsample_at": (0.4,),
