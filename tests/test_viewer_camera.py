@@ -11,7 +11,14 @@ from app import overlay_geometry as og
 from app.camera_control import CameraController
 from app.dynres import DynamicResolution
 from app.render_worker import band_camera, combine_stats
-from renderer.camera import Camera, camera_directions, look_at
+from renderer.camera import Camera, look_at
+from renderer.camera import camera_directions as _camera_directions
+
+
+def camera_directions(cam: Camera) -> np.ndarray:
+    """The renderer's unit ray directions [H·W, 3] as float64 numpy (torch or numpy upstream)."""
+    d = _camera_directions(cam)
+    return np.asarray(d.detach().cpu().numpy() if hasattr(d, "detach") else d, dtype=np.float64)
 
 
 def _cam() -> CameraController:
