@@ -132,9 +132,8 @@ def test_ray_aabb_slab_test():
 
 
 def test_visual_hull_keeps_the_sphere_and_carves_around_it(sphere):
-    pts = torch.tensor(
-        [SPHERE_C, SPHERE_C + [0.45, 0, 0], [0.65, 0.65, 0.65], [-0.65, 0.6, -0.6]], dtype=torch.float32
-    )
+    pts_np = np.array([SPHERE_C, SPHERE_C + [0.45, 0, 0], [0.65, 0.65, 0.65], [-0.65, 0.6, -0.6]])
+    pts = torch.tensor(pts_np, dtype=torch.float32)
     keep = visual_hull(pts, sphere.alphas, sphere.c2w, sphere.focal, 12.0, 12.0, 0.05, 0.02)
     assert keep.tolist() == [True, True, False, False]
 

@@ -292,7 +292,7 @@ def train_teacher(
             step += 1
             loss_v = float(loss.detach())
             if on_step is not None and (step % max(1, cfg.log_every) == 0 or step == total):
-                on_step(step, total, loss_v, psnr_from_mse(float(mse)))
+                on_step(step, total, loss_v, psnr_from_mse(float(mse.detach())))
             if time.monotonic() - last_save >= cfg.checkpoint_every_s and step < total:
                 _save_checkpoint(ckpt_path, teacher, opt, step, gen, cfg)
                 last_save = time.monotonic()
