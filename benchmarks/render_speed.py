@@ -9,14 +9,18 @@ scene's first training view when it has one, else an orbit view (radius 4, eleva
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+# Sleeping OpenMP workers (see renderer/__main__.py); override by setting OMP_WAIT_POLICY.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -174,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if args.backend == "cuda" else "cpu")
     print(
         f"scene: {label}; {scene.num_networks} networks; device {device}; "
-        f"torch threads {torch.get_num_threads()}"
+        f"torch threads {torch.get_num_threads()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
     )
     if args.backend == "cuda":
         print_table(["frame", "cuda ms", "torch-on-GPU ms", "speed-up"], cuda_table(scene))
