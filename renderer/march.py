@@ -307,5 +307,7 @@ def march_rays(
             k = ray.clone()
         t = lattice_t(rays.t0[ray], k, s)
         x = origins[ray] + t[:, None] * dirs[ray]
-        _, net = contributing(rs, x, ess)
+        ok, net = contributing(rs, x, ess)
+        if not bool(ok.all()):  # rounding at a cell face disagreed with the voxel table: exact rule wins
+            ray, t, x, net, k = ray[ok], t[ok], x[ok], net[ok], k[ok]
         return Samples(ray_idx=ray, t=t, x=x, net=net, k=k)
