@@ -109,8 +109,12 @@ def visual_hull(
     cy: float,
     alpha_threshold: float,
     voxel_size: float,
+    min_seen: float = 0.0,
 ) -> torch.Tensor:
     """Space carving: a point survives unless some view sees it and has alpha below the threshold there.
+
+    With ``min_seen`` > 0 a point must also project into at least that fraction of the views (points that
+    few cameras see are not constrained by carving, e.g. the corners of a search box).
 
     Each alpha image is first max-pooled over the footprint of a voxel so thin parts are never carved.
 
@@ -119,6 +123,7 @@ def visual_hull(
         alphas: ``[N, H, W]`` coverage of the training views.
         c2w: ``[N, 4, 4]`` camera-to-world (Blender/OpenGL).
         focal, cx, cy: intrinsics in pixels; voxel_size: the voxels' side (world units).
+        min_seen: fraction of the views a surviving point must project into.
 
     Returns:
         ``[V]`` bool, True inside the hull.
@@ -126,6 +131,7 @@ def visual_hull(
     n, h, w = alphas.shape
     alive = torch.arange(centres.shape[0])  # indices of the points not carved yet
     pts = centres
+    seen_count = torch.zeros(centres.shape[0], dtype=torch.int32)
     for i in range(n):
         pose = torch.as_tensor(c2w[i], dtype=torch.float32)
         cam = (pts - pose[:3, 3]) @ pose[:3, :3]  # world → camera coordinates
@@ -142,9 +148,12 @@ def visual_hull(
         pu = u.clamp(0, w - 1).long()
         pv = v.clamp(0, h - 1).long()
         survive = ~(seen & (a[pv, pu] < alpha_threshold))
+        seen_count[alive] += seen.to(torch.int32)
         alive, pts = alive[survive], pts[survive]
     keep = torch.zeros(centres.shape[0], dtype=torch.bool)
     keep[alive] = True
+    if min_seen > 0:
+        keep &= seen_count >= min_seen * n
     return keep
 
 
@@ -462,7 +471,7 @@ def estimate_bbox_from_views(
     dims, v = voxel_grid_dims(lo, hi, cfg.hull_res)
     centres = voxel_centres(lo, hi, dims)
     cx, cy = dataset.principal_point
-    hull = visual_hull(centres, alphas, c2w, float(dataset.focal), cx, cy, cfg.hull_alpha, v)
+    hull = visual_hull(centres, alphas, c2w, float(dataset.focal), cx, cy, cfg.hull_alpha, v, min_seen=0.5)
     if not bool(hull.any()):
         return lo, hi
     pts = centres[hull].numpy()
