@@ -132,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         "--nerf-rays", type=int, default=2048, help="rays timed per view for NeRF (0: whole frame)"
     )
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     scene = load_scene(args.scene)
     cams, near, far, where = load_views(args, scene)

@@ -28,6 +28,7 @@ def _add_common(p: argparse.ArgumentParser, *, need_data: bool) -> None:
         "--downscale", type=int, default=None, help="image downscale factor (default: the preset's)"
     )
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-bar", action="store_true", help="no tqdm progress bars")
     p.add_argument(
         "--set",
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", type=Path, default=None, help="write the results here as JSON")
     ev.add_argument("--save-dir", type=Path, default=None, help="save rendered PNGs here")
     ev.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    ev.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return parser
 
 
@@ -86,6 +88,12 @@ def _fail(message: str, code: int = 2) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            return _fail(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     from renderer.scene import SceneFormatError
     from trainer.data import DatasetError
 
