@@ -4,6 +4,8 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 TORCH_CPU_PIN := torch==2.13.0
+# torch's OpenMP workers spin-wait by default, which is 5-10x slower on a shared 2-core machine.
+export OMP_WAIT_POLICY ?= PASSIVE
 APT_PKGS := xvfb xauth xdotool libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libegl-mesa0
 
 .PHONY: view test lint typecheck pytest sysdeps venv bench clean
