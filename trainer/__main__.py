@@ -1,8 +1,13 @@
-"""`python -m trainer` entry point."""
+"""`python -m trainer` entry point (see `trainer.cli`)."""
 
+import os
 import sys
 
-from trainer.cli import main
+# Sleeping (not spinning) OpenMP workers: on a machine shared with other jobs, spinning torch threads made
+# every stage several times slower. Set OMP_WAIT_POLICY yourself to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from trainer.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())
