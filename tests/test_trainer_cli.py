@@ -56,7 +56,7 @@ def test_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     )
     assert rc == 2
     _one_line_error(capsys, "nope", "not found")
-    assert not (tmp_path / "o.kilo.work").exists() or not (tmp_path / "o.kilo").exists()
+    assert not (tmp_path / "o.kilo").exists() and not (tmp_path / "o.kilo.work").exists()
 
 
 def test_json_without_frames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
