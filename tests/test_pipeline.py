@@ -211,3 +211,20 @@ def test_sigterm_during_distill_checkpoints_then_resumes(tiny_run: dict[str, Any
     from renderer.scene import load_scene
 
     assert load_scene(out).provenance["written_after"] == "distill"
+
+
+def test_progress_log_rate_limits_and_writes_json_lines(tmp_path: Path) -> None:
+    from trainer.progress import ProgressLog
+
+    log = ProgressLog(tmp_path / "p.jsonl", min_interval=1e9, bar=False)
+    log.stage_start("distill", total=10, initial=4)
+    log.progress(5, 10, float("nan"), None)  # first step after a resume: always written, NaN -> null
+    log.progress(6, 10, 0.5, 20.0)  # rate-limited away
+    log.progress(10, 10, 0.25, 21.0)  # last step: always written
+    log.stage_done("distill")
+    log.error("finetune", "two\nlines")
+    ev = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in ev] == ["stage_start", "progress", "progress", "stage_done", "error"]
+    assert ev[1]["step"] == 5 and ev[1]["loss"] is None and ev[1]["psnr"] is None
+    assert ev[2]["step"] == 10 and ev[2]["psnr"] == 21.0 and ev[2]["eta"] == 0.0
+    assert ev[4]["message"] == "two lines"
