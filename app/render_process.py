@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing as mp
+import queue
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -142,3 +143,51 @@ class ProcessBackend:
         if self._proc.is_alive():
             self._proc.kill()
         self._conn.close()
+
+
+class ProcessPoolBackend:
+    """Several render processes behind one backend: concurrent ``render`` calls run in parallel (each
+    process renders with one torch thread, so two processes use both cores of a 2-core machine)."""
+
+    name = "torch"
+
+    def __init__(self, device: str = "cpu", threads: int = 1, processes: int = 2) -> None:
+        self.device = device
+        self.children = [ProcessBackend(device, threads) for _ in range(max(1, processes))]
+        self._free: queue.Queue[ProcessBackend] = queue.Queue()
+        for c in self.children:
+            self._free.put(c)
+
+    def prepare(self, scene: Any) -> Any:
+        """Send ``scene`` to every process (in parallel); returns the scene (each process caches it)."""
+        if isinstance(scene, RemoteScene):
+            scene = scene.scene
+        errors: list[BaseException] = []
+
+        def send(c: ProcessBackend) -> None:
+            try:
+                c.prepare(scene)
+            except BaseException as e:  # re-raised below in the calling thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=send, args=(c,), daemon=True) for c in self.children]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return scene
+
+    def render(self, scene_or_rs: Any, camera: Any, options: Any = None) -> RemoteResult:
+        """Render on the first free process."""
+        child = self._free.get()
+        try:
+            return child.render(scene_or_rs, camera, options)
+        finally:
+            self._free.put(child)
+
+    def close(self) -> None:
+        """Stop every process."""
+        for c in self.children:
+            c.close()

@@ -127,9 +127,13 @@ class WorkerTiming:
 
 
 class RenderWorker:
-    """A daemon thread rendering the newest request with ``backend`` on the current scene."""
+    """Daemon threads rendering the newest request with ``backend`` on the current scene.
 
-    def __init__(self, backend: Backend, on_publish: Any = None) -> None:
+    With ``threads`` > 1 (a backend that renders calls in parallel, e.g. a pool of render processes),
+    consecutive moving frames render at the same time; a result older than one already shown is dropped.
+    """
+
+    def __init__(self, backend: Backend, on_publish: Any = None, threads: int = 1) -> None:
         self.backend = backend
         self.on_publish = on_publish
         """Called (from the worker thread) after each published frame, e.g. to wake the UI loop."""
@@ -142,10 +146,23 @@ class RenderWorker:
         self._stop = False
         self.error: str | None = None
         """Last render error (one line), shown in the UI."""
-        self.busy = False
+        self._busy = 0
+        self._serial_lock = threading.Lock()
+        self._taken = 0
+        """Serial of the newest request a thread has started."""
+        self._published = 0
+        """Serial of the newest request with a published frame."""
         self.timing = WorkerTiming()
-        self._thread = threading.Thread(target=self._run, name="render-worker", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"render-worker-{i}", daemon=True) for i in range(threads)
+        ]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a frame is being rendered."""
+        return self._busy > 0
 
     # ---- UI thread side ------------------------------------------------------------------------------
     def set_scene(self, prepared: Any) -> int:
@@ -183,7 +200,7 @@ class RenderWorker:
     def idle(self) -> bool:
         """No pending request and nothing rendering."""
         with self._cv:
-            return self._pending is None and not self.busy
+            return self._pending is None and self._busy == 0
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until idle (tests, export); True if it became idle."""
@@ -199,12 +216,17 @@ class RenderWorker:
         with self._cv:
             self._stop = True
             self._cv.notify_all()
-        self._thread.join(timeout=30)
+        for t in self._threads:
+            t.join(timeout=30)
 
     # ---- worker side ---------------------------------------------------------------------------------
     def _newer_pending(self, serial: int) -> bool:
         with self._cv:
-            return self._stop or (self._pending is not None and self._pending.serial > serial)
+            return (
+                self._stop
+                or self._taken > serial
+                or (self._pending is not None and self._pending.serial > serial)
+            )
 
     def _run(self) -> None:
         while True:
@@ -214,18 +236,23 @@ class RenderWorker:
                 if self._stop:
                     return
                 req, self._pending = self._pending, None
-                scene, backend = self._scene, self.backend
-                self.busy = True
-            try:
                 assert req is not None
-                self._render(req, scene, backend)
+                scene, backend = self._scene, self.backend
+                self._busy += 1
+                self._taken = max(self._taken, req.serial)
+            try:
+                if getattr(backend, "parallel_safe", False):
+                    self._render(req, scene, backend)
+                else:  # one render at a time for backends that are not known to be thread-safe
+                    with self._serial_lock:
+                        self._render(req, scene, backend)
                 self.error = None
             except Exception as e:  # a render failure must not kill the viewer
                 self.error = f"render failed: {type(e).__name__}: {e}".splitlines()[0]
                 traceback.print_exc()
             finally:
                 with self._cv:
-                    self.busy = False
+                    self._busy -= 1
 
     def _render(self, req: FrameRequest, scene: Any, backend: Backend) -> None:
         if req.threads > 0:
@@ -259,8 +286,12 @@ class RenderWorker:
             done = y >= h
             result = FrameResult(image, depth, combine_stats(parts), ms, req, done, y)
             with self._cv:
-                if self._latest is None or done or not self._latest.complete:
+                stale = req.serial < self._published  # a newer frame is already out (parallel threads)
+                if not stale and (self._latest is None or done or not self._latest.complete):
                     self._latest = result
+                    self._published = req.serial
+            if stale:
+                return
             if self.on_publish is not None:
                 self.on_publish()
             if not done and self._newer_pending(req.serial):

@@ -34,7 +34,10 @@ class RenderSettings:
     view: str = "rgb"
     """rgb, depth (debug) or network (debug: colour by network id)."""
     threads: int = 1
-    """torch threads for rendering (1 is fastest for the viewer's small frames; 0: torch's default)."""
+    """torch threads per render process (1 is fastest for the viewer's small frames; 0: torch's default)."""
+    processes: int = 1
+    """Render processes working on consecutive frames at once (torch backend; 2 measured slower than 1
+    on a shared, busy 2-core machine, so 1 by default)."""
 
     def options(self) -> Any:
         """The renderer's RenderOptions for these settings."""

@@ -93,7 +93,8 @@ class Viewer(InputMixin):
         backend = self._in_process(backend) if render_process else backend
         self.render_process = render_process
         self.settings.render.backend = getattr(backend, "name", "torch")
-        self.worker = RenderWorker(backend, on_publish=glfw.post_empty_event)
+        parallel = len(getattr(backend, "children", [])) or 1
+        self.worker = RenderWorker(backend, on_publish=glfw.post_empty_event, threads=parallel)
         self.loader = SceneLoader(prepare=lambda s: prepare_for_backend(self.worker.backend, s))
         self.camera = CameraController()
         self.dynres = DynamicResolution(target_fps=self.settings.render.target_fps)
@@ -174,9 +175,13 @@ class Viewer(InputMixin):
         """The torch backend moves to a child process (app/render_process.py: no GIL contention)."""
         if getattr(backend, "name", "") != "torch":
             return backend
-        from app.render_process import ProcessBackend
+        from app.render_process import ProcessPoolBackend
 
-        return ProcessBackend(str(getattr(backend, "device", "cpu")), threads=self.settings.render.threads)
+        return ProcessPoolBackend(
+            str(getattr(backend, "device", "cpu")),
+            threads=self.settings.render.threads,
+            processes=self.settings.render.processes,
+        )
 
     def _release_pixel_buffer(self) -> None:
         if self._pixel_buffer is not None:

@@ -160,3 +160,52 @@ def test_dynamic_resolution_meets_budget() -> None:
     for _ in range(20):
         d.observe(ms=1.0, pixels=1_000_000)
     assert d.moving_scale(800, 800) == 1.0  # clamps at full resolution
+
+
+def test_parallel_render_threads_never_publish_an_older_frame_after_a_newer_one() -> None:
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from app.render_worker import FrameRequest, RenderWorker
+
+    class SlowOddBackend:
+        """Renders serial-tagged images; odd frames are slow, so later even frames overtake them."""
+
+        name = "fake"
+        parallel_safe = True
+
+        def __init__(self) -> None:
+            self.active = 0
+            self.max_active = 0
+            self.lock = threading.Lock()
+
+        def render(self, scene: object, camera: Camera, options: object) -> object:
+            with self.lock:
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
+            time.sleep(0.15 if int(camera.focal) % 2 else 0.02)
+            with self.lock:
+                self.active -= 1
+            img = np.full((camera.height, camera.width, 3), camera.focal / 100.0, np.float32)
+            return SimpleNamespace(image=img, depth=None, stats={"rays": camera.width * camera.height})
+
+    backend = SlowOddBackend()
+    worker = RenderWorker(backend, threads=2)  # type: ignore[arg-type]
+    worker.set_scene(object())
+    shown: list[int] = []
+    try:
+        for k in range(1, 9):
+            cam = Camera(width=4, height=3, focal=float(k), c2w=np.eye(4))
+            worker.submit(FrameRequest(cam, None))
+            time.sleep(0.05)
+            if (r := worker.poll()) is not None:
+                shown.append(r.request.serial)
+        assert worker.wait_idle(10)
+        if (r := worker.poll()) is not None:
+            shown.append(r.request.serial)
+    finally:
+        worker.stop()
+    assert backend.max_active == 2  # two frames really rendered at once
+    assert shown == sorted(shown) and len(set(shown)) == len(shown)  # never back in time
+    assert shown[-1] == 8  # the newest request is what stays on screen
