@@ -199,7 +199,7 @@ def _main(args: argparse.Namespace) -> int:
         scene, name, notice = initial_scene(args.scene)
     except SceneLoadError as e:
         raise UserError(str(e)) from None
-    if notice:
+    if notice and args.headless:  # the window shows (and prints) it itself
         print(f"run_viewer.py: {notice}", file=sys.stderr)
     if args.headless:
         msg = (
