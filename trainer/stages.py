@@ -1,0 +1,493 @@
+"""The four pipeline stages (teacher, occupancy, distill, finetune) and the helpers they share: evaluation
+of teacher and student, the student's layout and scene, provenance and writing the output ``.kilo``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from renderer.atomic import atomic_write
+from trainer.metrics import psnr, ssim
+from trainer.progress import STAGES
+from trainer.workdir import (
+    Context,
+    ElapsedClock,
+    PipelineError,
+    finish_stage,
+    read_json,
+    require,
+    stage_record,
+    write_json,
+)
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def near_far(ds: Any) -> tuple[float, float]:
+    """The dataset's near/far planes (or the loader's default for the layout)."""
+    from trainer.data import default_near_far
+
+    if ds.near is not None and ds.far is not None:
+        return float(ds.near), float(ds.far)
+    return default_near_far(ds)
+
+
+def view_rays(ds: Any, i: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays of every pixel of view ``i`` (row-major): origins, dirs ``[H*W, 3]``."""
+    from trainer.finetune import pixel_rays
+
+    h, w = ds.height, ds.width
+    cx = ds.cx if ds.cx is not None else w / 2
+    cy = ds.cy if ds.cy is not None else h / 2
+    py, px = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    c2w = torch.as_tensor(ds.c2w[i], dtype=torch.float32, device=device).expand(h * w, 4, 4)
+    return pixel_rays(c2w, px.reshape(-1), py.reshape(-1), float(ds.focal), float(cx), float(cy))
+
+
+def teacher_psnr(ctx: Context, teacher: Any) -> dict[str, Any]:
+    """Teacher PSNR on the evaluation views (``render_teacher`` at the training resolution)."""
+    from trainer.teachers import render_teacher
+
+    ds, split, idx = ctx.eval_set()
+    nf = near_far(ds)
+    bg = torch.as_tensor(ds.background, dtype=torch.float32, device=ctx.device)
+    values, ssims, ms = [], [], []
+    for i in idx:
+        o, d = view_rays(ds, i, ctx.device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            rgb = render_teacher(teacher, o, d, nf[0], nf[1], bg, ctx.preset.teacher)
+        ms.append((time.perf_counter() - t0) * 1000)
+        img = rgb.reshape(ds.height, ds.width, 3).clamp(0, 1).cpu().numpy()
+        values.append(psnr(img, ds.images[i]))
+        ssims.append(ssim(img, ds.images[i]))
+    return {
+        "psnr": float(np.mean(values)),
+        "ssim": float(np.mean(ssims)),
+        "split": split,
+        "views": idx,
+        "ms_per_frame": float(np.mean(ms)),
+    }
+
+
+def student_psnr(ctx: Context, scene: Any) -> dict[str, Any]:
+    """Student PSNR on the evaluation views, rendered by the renderer (ESS + ERT)."""
+    from renderer.camera import Camera
+    from renderer.render import RenderOptions, prepare_scene, render_image
+
+    ds, split, idx = ctx.eval_set()
+    rs = prepare_scene(scene, ctx.device)
+    values, ssims, ms = [], [], []
+    for i in idx:
+        cam = Camera(
+            width=ds.width, height=ds.height, focal=float(ds.focal), c2w=ds.c2w[i].astype(np.float64)
+        )
+        if ds.cx is not None:
+            cam.cx, cam.cy = float(ds.cx), float(ds.cy)
+        t0 = time.perf_counter()
+        res = render_image(rs, cam, RenderOptions())
+        ms.append((time.perf_counter() - t0) * 1000)
+        img = res.image.clamp(0, 1).numpy()
+        values.append(psnr(img, ds.images[i]))
+        ssims.append(ssim(img, ds.images[i]))
+    return {
+        "psnr": float(np.mean(values)),
+        "ssim": float(np.mean(ssims)),
+        "split": split,
+        "views": idx,
+        "ms_per_frame": float(np.mean(ms)),
+    }
+
+
+def _cancel_check(ctx: Context) -> None:
+    ctx.cancel.check()
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def stage_teacher(ctx: Context) -> dict[str, Any]:
+    """Stage 1: train (or resume) the teacher; save ``W/teacher.pt``."""
+    from trainer.teachers import make_teacher, save_teacher, train_teacher
+
+    ds = ctx.train_set
+    cfg = ctx.preset.teacher
+    total = int(cfg.total_steps)
+    ctx.log.stage_start("teacher", total=total)
+    clock = ElapsedClock(ctx, "teacher")
+    teacher = make_teacher(cfg, ds, ctx.device)
+
+    def on_step(step: int, total_: int, loss: float, p: float | None) -> None:
+        ctx.log.progress(step, total_, loss, p)
+        clock.tick()
+        _cancel_check(ctx)
+
+    teacher = train_teacher(
+        teacher, ds, cfg, ckpt_path=ctx.path("teacher.ckpt"), device=ctx.device, on_step=on_step
+    )
+    _cancel_check(ctx)
+    save_teacher(teacher, ctx.path("teacher.pt"))
+    metrics = teacher_psnr(ctx, teacher)
+    return finish_stage(ctx, "teacher", clock, {"steps": total, "metrics": metrics})
+
+
+def stage_occupancy(ctx: Context) -> dict[str, Any]:
+    """Occupancy: bbox (data or estimated), grids, occupancy grid, network index -> ``occupancy.npz``."""
+    from trainer.occupancy import (
+        estimate_bbox,
+        extract_occupancy,
+        network_index_from_occupancy,
+        occupancy_grid_for_bbox,
+    )
+    from trainer.teachers import load_teacher
+
+    require(ctx, "occupancy", "teacher")
+    ctx.log.stage_start("occupancy", total=1)
+    clock = ElapsedClock(ctx, "occupancy")
+    teacher = load_teacher(ctx.path("teacher.pt"), ctx.device)
+    oc = ctx.preset.occupancy
+    ds = ctx.train_set
+
+    def density(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return teacher.density(x)
+
+    if ds.bbox_min is not None and ds.bbox_max is not None:
+        bmin, bmax, bbox_source = np.asarray(ds.bbox_min), np.asarray(ds.bbox_max), "dataset"
+    else:
+        try:
+            bmin, bmax = estimate_bbox(
+                density,
+                teacher.bbox_min.cpu().numpy(),
+                teacher.bbox_max.cpu().numpy(),
+                threshold=oc.threshold,
+                margin=oc.bbox_margin,
+                resolution=oc.bbox_search_res,
+                chunk=oc.chunk,
+                device=ctx.device,
+            )
+        except ValueError as e:
+            raise RuntimeError(
+                f"{ctx.path('teacher.pt')}: the teacher's density never exceeds the occupancy threshold "
+                f"{oc.threshold} ({e}); train the teacher longer or lower occupancy.threshold"
+            ) from e
+        bbox_source = "estimated from the teacher's density"
+    grid_res, occ_res, bmin, bmax = occupancy_grid_for_bbox(bmin, bmax, oc)
+    occ = extract_occupancy(
+        density,
+        bmin,
+        bmax,
+        occ_res,
+        threshold=oc.threshold,
+        subsamples=oc.subsamples,
+        chunk=oc.chunk,
+        device=ctx.device,
+    )
+    net_index = network_index_from_occupancy(occ, grid_res)
+    _cancel_check(ctx)
+    bmin = np.asarray(bmin, dtype=np.float64)
+    bmax = np.asarray(bmax, dtype=np.float64)
+    voxel = (bmax - bmin) / np.asarray(occ_res)
+    step = ctx.preset.step_size or float(ctx.preset.step_voxels * voxel.min())
+    with atomic_write(ctx.path("occupancy.npz")) as f:
+        np.savez_compressed(
+            f,
+            bbox_min=bmin,
+            bbox_max=bmax,
+            grid_res=np.asarray(grid_res, np.int64),
+            occupancy_res=np.asarray(occ_res, np.int64),
+            occupancy=np.asarray(occ, bool),
+            network_index=np.asarray(net_index, np.int32),
+            step_size=np.float64(step),
+        )
+    ctx.log.progress(1, 1, 0.0, None)
+    m = int((np.asarray(net_index) >= 0).sum())
+    return finish_stage(
+        ctx,
+        "occupancy",
+        clock,
+        {
+            "bbox_min": bmin.tolist(),
+            "bbox_max": bmax.tolist(),
+            "bbox_source": bbox_source,
+            "grid_res": [int(r) for r in grid_res],
+            "occupancy_res": list(occ_res),
+            "networks": m,
+            "occupied_fraction": float(np.mean(occ)),
+            "step_size": step,
+        },
+    )
+
+
+@dataclass
+class Layout:
+    """The student's geometry from ``occupancy.npz``."""
+
+    bbox_min: np.ndarray
+    bbox_max: np.ndarray
+    grid_res: tuple[int, int, int]
+    occupancy_res: tuple[int, int, int]
+    occupancy: np.ndarray
+    network_index: np.ndarray
+    step_size: float
+
+    @property
+    def num_networks(self) -> int:
+        """M."""
+        return int((self.network_index >= 0).sum())
+
+
+def load_layout(ctx: Context) -> Layout:
+    """Read ``W/occupancy.npz``."""
+    with np.load(ctx.path("occupancy.npz")) as z:
+        return Layout(
+            bbox_min=z["bbox_min"],
+            bbox_max=z["bbox_max"],
+            grid_res=tuple(int(v) for v in z["grid_res"]),  # type: ignore[arg-type]
+            occupancy_res=tuple(int(v) for v in z["occupancy_res"]),  # type: ignore[arg-type]
+            occupancy=z["occupancy"].astype(bool),
+            network_index=z["network_index"].astype(np.int32),
+            step_size=float(z["step_size"]),
+        )
+
+
+def make_scene(
+    ctx: Context, layout: Layout, weights: dict[str, torch.Tensor], provenance: dict[str, Any]
+) -> Any:
+    """A `renderer.scene.Scene` of the student with the training cameras and ``provenance``."""
+    from renderer.scene import Scene, SceneCameras
+
+    p = ctx.preset
+    ds = ctx.train_set
+    return Scene(
+        bbox_min=tuple(float(v) for v in layout.bbox_min),  # type: ignore[arg-type]
+        bbox_max=tuple(float(v) for v in layout.bbox_max),  # type: ignore[arg-type]
+        grid_res=layout.grid_res,
+        occupancy_res=layout.occupancy_res,
+        network_index=layout.network_index,
+        occupancy=layout.occupancy,
+        weights={k: v.detach().float().cpu() for k, v in weights.items()},
+        pos_freqs=p.pos_freqs,
+        dir_freqs=p.dir_freqs,
+        hidden=p.hidden,
+        step_size=layout.step_size,
+        background=tuple(float(v) for v in ds.background),  # type: ignore[arg-type]
+        density_activation=p.density_activation,
+        density_scale=1.0 / layout.step_size,
+        ert_threshold=p.ert_threshold,
+        cameras=SceneCameras(
+            width=int(ds.width),
+            height=int(ds.height),
+            focal=float(ds.focal),
+            c2w=np.asarray(ds.c2w, np.float32),
+        ),
+        provenance=provenance,
+    )
+
+
+def student_spec(ctx: Context, layout: Layout) -> Any:
+    """The `NetworkSpec` of the student (softplus density in optical depth per step: scale 1/step)."""
+    from renderer.networks import NetworkSpec
+
+    p = ctx.preset
+    return NetworkSpec(
+        bbox_min=tuple(float(v) for v in layout.bbox_min),  # type: ignore[arg-type]
+        bbox_max=tuple(float(v) for v in layout.bbox_max),  # type: ignore[arg-type]
+        grid_res=layout.grid_res,
+        pos_freqs=p.pos_freqs,
+        dir_freqs=p.dir_freqs,
+        hidden=p.hidden,
+        density_activation=p.density_activation,
+        density_scale=1.0 / layout.step_size,
+    )
+
+
+def provenance(ctx: Context, stage: str) -> dict[str, Any]:
+    """Provenance of the scene written at ``stage``: dataset, preset, steps, times, PSNRs, peak RAM."""
+    recs = {s: stage_record(ctx, s) for s in STAGES}
+    elapsed = read_json(ctx.path("elapsed.json")) or {}
+    ds = ctx.train_set
+    out: dict[str, Any] = {
+        "dataset": str(ctx.data),
+        "dataset_name": ctx.data.name,
+        "train_views": int(len(ds.images)),
+        "image_size": [int(ds.width), int(ds.height)],
+        "downscale": ctx.preset.downscale,
+        "preset": ctx.preset.name,
+        "written_after": stage,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "steps": {
+            "teacher": int(ctx.preset.teacher.total_steps),
+            "distill": int(ctx.preset.distill.steps),
+            "finetune": int(ctx.preset.finetune.steps),
+        },
+        "stage_seconds": {s: round(float(elapsed.get(s, 0.0)), 1) for s in STAGES},
+        "peak_ram_mb": {s: round(float(r["peak_ram_mb"]), 1) for s, r in recs.items() if r},
+        "teacher_kind": ctx.preset.teacher.kind,
+    }
+    if recs["teacher"]:
+        out["teacher_psnr"] = recs["teacher"].get("metrics", {}).get("psnr")
+        out["teacher_ssim"] = recs["teacher"].get("metrics", {}).get("ssim")
+        out["eval_split"] = recs["teacher"].get("metrics", {}).get("split")
+    if recs["distill"]:
+        out["distilled_student_psnr"] = recs["distill"].get("metrics", {}).get("psnr")
+        out["distill_error_mean"] = recs["distill"].get("error_mean")
+    if recs["finetune"]:
+        out["student_psnr"] = recs["finetune"].get("metrics", {}).get("psnr")
+        out["student_ssim"] = recs["finetune"].get("metrics", {}).get("ssim")
+    out.update(ctx.extra)
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_output(ctx: Context, stage: str, scene: Any) -> None:
+    """Write the output .kilo atomically (weights in the preset's dtype) and announce it."""
+    from renderer.scene import save_scene
+
+    try:
+        save_scene(scene, ctx.out, dtype=ctx.preset.weights_dtype)
+        os.chmod(ctx.out, 0o666 & ~_umask())  # the atomic temp file is created 0600
+    except OSError as e:
+        raise PipelineError(f"{ctx.out}: cannot write the output ({e.strerror or e})") from e
+    ctx.log.scene(stage, ctx.out)
+
+
+def stage_distill(ctx: Context) -> dict[str, Any]:
+    """Stage 2: distil the teacher into the networks (resumable); write the first output .kilo."""
+    from renderer.networks import init_weights
+    from trainer.distill import CellSampler, DistillState, distill, error_report, initial_state
+    from trainer.teachers import load_teacher
+
+    require(ctx, "distill", "occupancy")
+    cfg = ctx.preset.distill
+    ckpt = ctx.path("distill.ckpt")
+    state = DistillState.load(ckpt, ctx.device) if ckpt.exists() else None
+    ctx.log.stage_start("distill", total=cfg.steps, initial=state.step if state else 0)
+    clock = ElapsedClock(ctx, "distill")
+    layout = load_layout(ctx)
+    spec = student_spec(ctx, layout)
+    if state is None:
+        state = initial_state(init_weights(layout.num_networks, spec, cfg.seed), ctx.preset.density_shift)
+    teacher = load_teacher(ctx.path("teacher.pt"), ctx.device)
+    teacher.eval()
+    sampler = CellSampler.from_layout(
+        layout.bbox_min, layout.bbox_max, layout.network_index, layout.occupancy, ctx.device
+    )
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        ctx.log.progress(step, total, loss, None)
+        clock.tick()
+
+    def checkpoint(s: DistillState) -> None:
+        s.save(ckpt)
+
+    state = distill(
+        teacher,
+        sampler,
+        spec,
+        layout.step_size,
+        cfg,
+        state,
+        on_step=on_step,
+        checkpoint=checkpoint,
+        should_stop=lambda: ctx.cancel.requested,
+    )
+    _cancel_check(ctx)
+    flat = layout.network_index.reshape(-1)
+    cells = np.zeros((layout.num_networks, 3), np.int64)
+    ids = np.nonzero(flat >= 0)[0]
+    cells[flat[ids]] = np.stack(np.unravel_index(ids, layout.grid_res), axis=1)
+    assert state.error is not None
+    report = error_report(state.error, cells)
+    report["loss_history"] = state.history
+    write_json(ctx.path("distill_errors.json"), report)
+    worst = report["worst"][0] if report["worst"] else None
+    print(
+        f"distill: per-network error mean {report['mean']:.3g}, median {report['median']:.3g}, "
+        f"max {report['max']:.3g}"
+        + (f" (network {worst['network']} at cell {tuple(worst['cell'])})" if worst else "")
+        + f"; all {report['num_networks']} in {ctx.path('distill_errors.json')}",
+        file=sys.stderr,
+    )
+    scene = make_scene(ctx, layout, state.params, {})
+    metrics = student_psnr(ctx, scene)
+    rec = {
+        "steps": cfg.steps,
+        "metrics": metrics,
+        "error_mean": report["mean"],
+        "error_median": report["median"],
+        "error_max": report["max"],
+    }
+    record = finish_stage(ctx, "distill", clock, rec)
+    scene.provenance = provenance(ctx, "distill")
+    write_output(ctx, "distill", scene)
+    return record
+
+
+def stage_finetune(ctx: Context) -> dict[str, Any]:
+    """Stage 3: fine-tune the networks on the training images (resumable); write the final .kilo."""
+    from renderer.render import prepare_scene
+    from trainer.distill import DistillState
+    from trainer.finetune import FinetuneState, TrainingRays, finetune
+
+    require(ctx, "finetune", "distill")
+    cfg = ctx.preset.finetune
+    ckpt = ctx.path("finetune.ckpt")
+    state = FinetuneState.load(ckpt, ctx.device) if ckpt.exists() else None
+    ctx.log.stage_start("finetune", total=cfg.steps, initial=state.step if state else 0)
+    clock = ElapsedClock(ctx, "finetune")
+    layout = load_layout(ctx)
+    spec = student_spec(ctx, layout)
+    if state is None:
+        distilled = DistillState.load(ctx.path("distill.ckpt"), ctx.device)
+        state = FinetuneState(step=0, params=distilled.params)
+    ds = ctx.train_set
+    rays = TrainingRays.from_dataset(ds, ctx.device)
+    geometry = make_scene(ctx, layout, state.params, {})
+    rs = prepare_scene(geometry, ctx.device)
+    bg = torch.as_tensor(ds.background, dtype=torch.float32)
+
+    def on_step(step: int, total: int, loss: float, p: float) -> None:
+        ctx.log.progress(step, total, loss, p)
+        clock.tick()
+
+    def checkpoint(s: FinetuneState) -> None:
+        s.save(ckpt)
+
+    def publish(s: FinetuneState) -> None:
+        scene = make_scene(ctx, layout, s.params, {})
+        scene.provenance = {**provenance(ctx, "finetune"), "finetune_step": s.step}
+        write_output(ctx, "finetune", scene)
+
+    state = finetune(
+        rays,
+        rs,
+        spec,
+        layout.step_size,
+        bg,
+        cfg,
+        state,
+        on_step=on_step,
+        checkpoint=checkpoint,
+        publish=publish,
+        should_stop=lambda: ctx.cancel.requested,
+    )
+    _cancel_check(ctx)
+    scene = make_scene(ctx, layout, state.params, {})
+    metrics = student_psnr(ctx, scene)
+    record = finish_stage(ctx, "finetune", clock, {"steps": cfg.steps, "metrics": metrics})
+    scene.provenance = provenance(ctx, "finetune")
+    write_output(ctx, "finetune", scene)
+    return record
