@@ -27,19 +27,16 @@ from app import overlay_geometry as og
 from app.camera_control import CameraController
 from app.dynres import DynamicResolution
 from app.export import ExportTask, screenshot_paths, start_screenshot, start_turntable
+from app.frame_scheduling import BAND_MS, STILL_DELAY_S, FrameSchedulingMixin  # noqa: F401 - BAND_MS re-exported
 from app.input import InputMixin
 from app.jobs import JobConfig, TrainingJob
 from app.overlays import OverlayRenderer
 from app.presenter import FramePresenter
-from app.render_worker import FrameRequest, FrameResult, RenderWorker, prepare_for_backend, stats_to_dict
+from app.render_worker import FrameResult, RenderWorker, prepare_for_backend
 from app.scene_source import SceneLoader
 from app.settings import ViewerSettings
 from app.window import create_window, destroy_window
 
-STILL_DELAY_S = 0.2
-"""The camera counts as still after this long without change (then the full-resolution refine starts)."""
-BAND_MS = 80.0
-"""Target duration of one refine band: the longest a newer moving frame waits for the worker."""
 _NO_WINDOW: Any = None
 """glfw's clipboard functions take no window any more (passing one is deprecated)."""
 ORBIT_KEY_DEG_PER_S = 90.0
@@ -62,7 +59,7 @@ class FrameTiming:
     ui_fps: float = 0.0
 
 
-class Viewer(InputMixin):
+class Viewer(InputMixin, FrameSchedulingMixin):
     """The viewer window. ``scene`` is a renderer Scene; ``backend`` a renderer backend."""
 
     def __init__(
@@ -335,120 +332,6 @@ class Viewer(InputMixin):
     def render_options(self) -> Any:
         """RenderOptions of the render panel."""
         return self.settings.render.options()
-
-    # ---- frame scheduling ----------------------------------------------------------------------------
-    def schedule_render(self, now: float, fbw: int, fbh: int) -> None:
-        """Submit a render when the view changed: reduced scale while moving, full (banded) when still."""
-        r = self.settings.render
-        c2w = self.camera.c2w()
-        key = (
-            np.round(c2w, 9).tobytes(),
-            fbw,
-            fbh,
-            r.key(),
-            self.scene_version,
-            r.res_scale,
-            self.camera.settings.fov_y_deg,
-        )
-        if key != self._view_key:
-            self._view_key, self._last_change = key, now
-        moving = now - self._last_change < STILL_DELAY_S
-        self.dynres.target_fps = r.target_fps
-        if moving and r.dynamic_res:
-            scale = r.res_scale * self.dynres.moving_scale(round(fbw * r.res_scale), round(fbh * r.res_scale))
-            band = 0.0
-        else:
-            scale, band = r.res_scale, BAND_MS
-        want = (key, scale)
-        if want == self._submitted:
-            return
-        self._submitted = want
-        self.worker.submit(
-            FrameRequest(
-                self.render_camera(scale, (fbw, fbh)), self.render_options(), band_ms=band, threads=r.threads
-            )
-        )
-
-    def pbo_path_active(self) -> bool:
-        """Whether frames go straight from the renderer into a GL pixel buffer (the CUDA backend's
-        CUDA-GL interop, or its device → host fallback), skipping the render thread and the host image."""
-        b = self.worker.backend
-        return (
-            hasattr(b, "render_to_pixel_buffer")
-            and hasattr(b, "pixel_buffer")
-            and self.settings.render.view == "rgb"
-        )
-
-    def render_into_pixel_buffer(self, now: float, fbw: int, fbh: int) -> bool:
-        """The PBO path: render on this (GL) thread into the pixel buffer, then PBO → texture on the GPU.
-
-        Only when the view changed; the CUDA renderer takes milliseconds per frame, so this neither stalls
-        the UI nor needs dynamic resolution. Returns whether a frame was rendered.
-        """
-        r = self.settings.render
-        key = (
-            np.round(self.camera.c2w(), 9).tobytes(),
-            fbw,
-            fbh,
-            r.key(),
-            self.scene_version,
-            r.res_scale,
-            self.camera.settings.fov_y_deg,
-        )
-        if key != self._view_key:
-            self._view_key, self._last_change = key, now
-        scale = r.res_scale  # no dynamic resolution: a resize would re-register the buffer with CUDA
-        want = (key, scale)
-        if want == self._submitted:
-            return False
-        self._submitted = want
-        cam = self.render_camera(scale, (fbw, fbh))
-        backend: Any = self.worker.backend
-        t0 = time.perf_counter()
-        try:
-            if self._pixel_buffer is None:
-                self._pixel_buffer = backend.pixel_buffer(self.ctx, cam.width, cam.height)
-            stats = backend.render_to_pixel_buffer(
-                self.worker._scene, cam, self._pixel_buffer, self.render_options()
-            )
-        except Exception as e:  # fall back to the render thread (host images) for good
-            msg = f"pixel-buffer path failed ({type(e).__name__}: {e}); using host images"
-            self.notify(msg.splitlines()[0], "error")
-            self._pbo_failed = True
-            self._submitted = None
-            return False
-        self.presenter.upload_pbo(self._pixel_buffer.buffer, cam.width, cam.height)
-        ms = (time.perf_counter() - t0) * 1e3
-        self.dynres.observe(ms, cam.width * cam.height)
-        req = FrameRequest(cam, None)
-        self.frame = FrameResult(None, None, stats_to_dict(stats), ms, req, True, cam.height)
-        self._shown_frames.append(time.perf_counter())
-        self.overlays.set_depth(None)
-        return True
-
-    def take_frame(self) -> bool:
-        """Upload the newest rendered frame, if any (a partial refine keeps the old frame below its rows)."""
-        res = self.worker.poll()
-        if res is None:
-            return False
-        image = res.image
-        assert image is not None
-        if not res.complete and self.frame is not None and self.frame.image is not None:
-            image = image.copy()
-            prev = self.frame.image
-            h, w = image.shape[:2]
-            ys = np.minimum((np.arange(h) + 0.5) * prev.shape[0] / h, prev.shape[0] - 1).astype(np.int64)
-            xs = np.minimum((np.arange(w) + 0.5) * prev.shape[1] / w, prev.shape[1] - 1).astype(np.int64)
-            image[res.rows_done :] = prev[ys[res.rows_done :]][:, xs]
-            res = FrameResult(image, res.depth, res.stats, res.ms, res.request, False, res.rows_done)
-        self.presenter.upload_image(image)
-        if res.complete:
-            self.dynres.observe(res.ms, image.shape[0] * image.shape[1])
-            self._shown_frames.append(time.perf_counter())
-        self.frame = res
-        depth_ok = res.depth is not None and self.settings.overlays.depth_aware and res.complete
-        self.overlays.set_depth(res.depth if depth_ok else None)
-        return True
 
     # ---- overlays ------------------------------------------------------------------------------------
     def update_overlays(self) -> None:

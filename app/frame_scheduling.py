@@ -1,0 +1,173 @@
+"""Frame scheduling of the viewer: when to ask for a new frame, at what resolution, and taking it.
+
+Host-image path: :meth:`FrameSchedulingMixin.schedule_render` submits a request to the render worker when
+the view changed (reduced scale while moving, full resolution in bands when still) and
+:meth:`FrameSchedulingMixin.take_frame` uploads the newest result. Pixel-buffer path (CUDA backend):
+:meth:`FrameSchedulingMixin.render_into_pixel_buffer` renders on the GL thread straight into a PBO.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from app.camera_control import CameraController
+from app.dynres import DynamicResolution
+from app.overlays import OverlayRenderer
+from app.presenter import FramePresenter
+from app.render_worker import FrameRequest, FrameResult, RenderWorker, stats_to_dict
+from app.settings import ViewerSettings
+
+STILL_DELAY_S = 0.2
+"""The camera counts as still after this long without change (then the full-resolution refine starts)."""
+BAND_MS = 80.0
+"""Target duration of one refine band: the longest a newer moving frame waits for the worker."""
+
+
+class FrameSchedulingMixin:
+    """Frame scheduling of :class:`app.viewer.Viewer` (which provides the attributes declared here)."""
+
+    ctx: Any
+    settings: ViewerSettings
+    camera: CameraController
+    dynres: DynamicResolution
+    worker: RenderWorker
+    presenter: FramePresenter
+    overlays: OverlayRenderer
+    frame: FrameResult | None
+    scene_version: int
+    _view_key: Any
+    _last_change: float
+    _submitted: Any
+    _pixel_buffer: Any
+    _pbo_failed: bool
+    _shown_frames: deque[float]
+
+    # provided by Viewer
+    def notify(self, text: str, level: str = "info", echo: bool = True) -> None:
+        """Show a message (Viewer)."""
+        raise NotImplementedError
+
+    def render_camera(self, scale: float = 1.0, size: tuple[int, int] | None = None) -> Any:
+        """The camera to render (Viewer)."""
+        raise NotImplementedError
+
+    def render_options(self) -> Any:
+        """RenderOptions of the render panel (Viewer)."""
+        raise NotImplementedError
+
+    def schedule_render(self, now: float, fbw: int, fbh: int) -> None:
+        """Submit a render when the view changed: reduced scale while moving, full (banded) when still."""
+        r = self.settings.render
+        c2w = self.camera.c2w()
+        key = (
+            np.round(c2w, 9).tobytes(),
+            fbw,
+            fbh,
+            r.key(),
+            self.scene_version,
+            r.res_scale,
+            self.camera.settings.fov_y_deg,
+        )
+        if key != self._view_key:
+            self._view_key, self._last_change = key, now
+        moving = now - self._last_change < STILL_DELAY_S
+        self.dynres.target_fps = r.target_fps
+        if moving and r.dynamic_res:
+            scale = r.res_scale * self.dynres.moving_scale(round(fbw * r.res_scale), round(fbh * r.res_scale))
+            band = 0.0
+        else:
+            scale, band = r.res_scale, BAND_MS
+        want = (key, scale)
+        if want == self._submitted:
+            return
+        self._submitted = want
+        self.worker.submit(
+            FrameRequest(
+                self.render_camera(scale, (fbw, fbh)), self.render_options(), band_ms=band, threads=r.threads
+            )
+        )
+
+    def pbo_path_active(self) -> bool:
+        """Whether frames go straight from the renderer into a GL pixel buffer (the CUDA backend's
+        CUDA-GL interop, or its device → host fallback), skipping the render thread and the host image."""
+        b = self.worker.backend
+        return (
+            hasattr(b, "render_to_pixel_buffer")
+            and hasattr(b, "pixel_buffer")
+            and self.settings.render.view == "rgb"
+        )
+
+    def render_into_pixel_buffer(self, now: float, fbw: int, fbh: int) -> bool:
+        """The PBO path: render on this (GL) thread into the pixel buffer, then PBO → texture on the GPU.
+
+        Only when the view changed; the CUDA renderer takes milliseconds per frame, so this neither stalls
+        the UI nor needs dynamic resolution. Returns whether a frame was rendered.
+        """
+        r = self.settings.render
+        key = (
+            np.round(self.camera.c2w(), 9).tobytes(),
+            fbw,
+            fbh,
+            r.key(),
+            self.scene_version,
+            r.res_scale,
+            self.camera.settings.fov_y_deg,
+        )
+        if key != self._view_key:
+            self._view_key, self._last_change = key, now
+        scale = r.res_scale  # no dynamic resolution: a resize would re-register the buffer with CUDA
+        want = (key, scale)
+        if want == self._submitted:
+            return False
+        self._submitted = want
+        cam = self.render_camera(scale, (fbw, fbh))
+        backend: Any = self.worker.backend
+        t0 = time.perf_counter()
+        try:
+            if self._pixel_buffer is None:
+                self._pixel_buffer = backend.pixel_buffer(self.ctx, cam.width, cam.height)
+            stats = backend.render_to_pixel_buffer(
+                self.worker._scene, cam, self._pixel_buffer, self.render_options()
+            )
+        except Exception as e:  # fall back to the render thread (host images) for good
+            msg = f"pixel-buffer path failed ({type(e).__name__}: {e}); using host images"
+            self.notify(msg.splitlines()[0], "error")
+            self._pbo_failed = True
+            self._submitted = None
+            return False
+        self.presenter.upload_pbo(self._pixel_buffer.buffer, cam.width, cam.height)
+        ms = (time.perf_counter() - t0) * 1e3
+        self.dynres.observe(ms, cam.width * cam.height)
+        req = FrameRequest(cam, None)
+        self.frame = FrameResult(None, None, stats_to_dict(stats), ms, req, True, cam.height)
+        self._shown_frames.append(time.perf_counter())
+        self.overlays.set_depth(None)
+        return True
+
+    def take_frame(self) -> bool:
+        """Upload the newest rendered frame, if any (a partial refine keeps the old frame below its rows)."""
+        res = self.worker.poll()
+        if res is None:
+            return False
+        image = res.image
+        assert image is not None
+        if not res.complete and self.frame is not None and self.frame.image is not None:
+            image = image.copy()
+            prev = self.frame.image
+            h, w = image.shape[:2]
+            ys = np.minimum((np.arange(h) + 0.5) * prev.shape[0] / h, prev.shape[0] - 1).astype(np.int64)
+            xs = np.minimum((np.arange(w) + 0.5) * prev.shape[1] / w, prev.shape[1] - 1).astype(np.int64)
+            image[res.rows_done :] = prev[ys[res.rows_done :]][:, xs]
+            res = FrameResult(image, res.depth, res.stats, res.ms, res.request, False, res.rows_done)
+        self.presenter.upload_image(image)
+        if res.complete:
+            self.dynres.observe(res.ms, image.shape[0] * image.shape[1])
+            self._shown_frames.append(time.perf_counter())
+        self.frame = res
+        depth_ok = res.depth is not None and self.settings.overlays.depth_aware and res.complete
+        self.overlays.set_depth(res.depth if depth_ok else None)
+        return True
