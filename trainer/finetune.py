@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from renderer.composite import composite_front_to_back
-from renderer.march import march_rays
 
 from renderer.atomic import atomic_write
+from renderer.composite import composite_front_to_back
+from renderer.march import march_rays
 from renderer.networks import NetworkSpec, evaluate_networks
 from trainer.distill import exponential_lr
 
