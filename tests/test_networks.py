@@ -204,3 +204,22 @@ def test_density_first_then_colors_equals_full_evaluation() -> None:
     idx, rgb = evaluate_colors_where(w, feat, d, order, keep, scene_meta=SPEC, chunk_size=23)
     assert sorted(idx.tolist()) == torch.nonzero(keep).squeeze(1).tolist()
     torch.testing.assert_close(rgb, rgb_full[idx], atol=1e-6, rtol=1e-6)
+
+
+def test_cached_views_follow_weight_changes() -> None:
+    """Constant weights are unbound once and cached; edits in place and new tensors of the same shapes
+    must both be seen."""
+    w = _weights(SPEC)
+    x, d, net = _points(64)
+    with torch.no_grad():
+        s0, r0 = evaluate_networks(w, x, d, net, scene_meta=SPEC)
+        s1, r1 = evaluate_networks(w, x, d, net, scene_meta=SPEC)  # served from the cache
+        torch.testing.assert_close(s0, s1)
+        torch.testing.assert_close(r0, r1)
+        w2 = {k: v.clone() for k, v in w.items()}  # same shapes, new storage
+        w2["l4.bias"] += 1.0
+        _, r2 = evaluate_networks(w2, x, d, net, scene_meta=SPEC)
+        assert (r2 > r0).all()  # sigmoid of a larger logit
+        w["l4.bias"] -= 1.0  # in place
+        _, r3 = evaluate_networks(w, x, d, net, scene_meta=SPEC)
+        assert (r3 < r0).all()
