@@ -18,8 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from renderer.atomic import atomic_write
 from renderer.networks import NetworkSpec, evaluate_networks_batched
+from trainer.checkpoint import load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -177,7 +177,7 @@ class DistillState:
     history: list[tuple[int, float]] = field(default_factory=list)
 
     def save(self, path: str | Path) -> None:
-        """Atomic torch.save of the state."""
+        """Atomic save of the state (trainer.checkpoint)."""
         blob = {
             "step": self.step,
             "params": {k: v.detach().cpu() for k, v in self.params.items()},
@@ -186,13 +186,12 @@ class DistillState:
             "elapsed": self.elapsed,
             "history": self.history,
         }
-        with atomic_write(path) as f:
-            torch.save(blob, f)
+        save_checkpoint(path, blob)
 
     @staticmethod
     def load(path: str | Path, device: torch.device | str) -> DistillState:
         """Load a state saved by `save`."""
-        blob = torch.load(path, map_location=device, weights_only=False)
+        blob = load_checkpoint(path, device)
         return DistillState(
             step=int(blob["step"]),
             params={k: v.to(device) for k, v in blob["params"].items()},

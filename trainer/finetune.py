@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from renderer.atomic import atomic_write
 from renderer.composite import composite_front_to_back
 from renderer.march import march_rays
 from renderer.networks import NetworkSpec, evaluate_networks
+from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.distill import exponential_lr
 
 REGULARISED_KEYS: tuple[str, ...] = ("l3.weight", "l3.bias", "l4.weight", "l4.bias")
@@ -160,7 +160,7 @@ class FinetuneState:
     history: list[tuple[int, float, float]] = field(default_factory=list)
 
     def save(self, path: str | Path) -> None:
-        """Atomic torch.save of the state."""
+        """Atomic save of the state (trainer.checkpoint)."""
         blob = {
             "step": self.step,
             "params": {k: v.detach().cpu() for k, v in self.params.items()},
@@ -168,13 +168,12 @@ class FinetuneState:
             "elapsed": self.elapsed,
             "history": self.history,
         }
-        with atomic_write(path) as f:
-            torch.save(blob, f)
+        save_checkpoint(path, blob)
 
     @staticmethod
     def load(path: str | Path, device: torch.device | str) -> FinetuneState:
         """Load a state saved by `save`."""
-        blob = torch.load(path, map_location=device, weights_only=False)
+        blob = load_checkpoint(path, device)
         return FinetuneState(
             step=int(blob["step"]),
             params={k: v.to(device) for k, v in blob["params"].items()},
