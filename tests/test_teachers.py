@@ -22,7 +22,7 @@ from trainer.teachers import (
     teacher_psnr,
     train_teacher,
 )
-from trainer.teachers.grid import estimate_bbox_from_views, visual_hull
+from trainer.teachers.hull import estimate_bbox_from_views, visual_hull
 from trainer.teachers.volume import composite_weights, pixel_rays, ray_aabb
 
 SPHERE_C = np.array([0.1, -0.05, 0.0])
@@ -170,7 +170,7 @@ def test_empty_grid_renders_the_background(sphere):
     cfg = tiny_cfg()
     teacher = GridTeacher.for_box(sphere.bbox_min, sphere.bbox_max, cfg)
     with torch.no_grad():
-        teacher.density_grid.fill_(-50.0)  # σ ≈ 0 everywhere
+        teacher.density_table.fill_(-50.0)  # σ ≈ 0 everywhere
     o = torch.tensor([[0.0, 0.0, 3.0]]).repeat(4, 1)
     d = torch.nn.functional.normalize(
         torch.tensor([[0.0, 0, -1], [0.1, 0, -1], [0, 0.2, -1], [1.0, 0, 0]]), dim=-1

@@ -60,6 +60,7 @@ class Context:
     _train: Any = None
     _eval: Any = None
     _eval_split: str = "test"
+    eval_every: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def path(self, name: str) -> Path:
@@ -78,7 +79,8 @@ class Context:
         return self._train
 
     def eval_set(self) -> tuple[Any, str, list[int]]:
-        """Views for the provenance metrics: the first ``eval_views`` of the test split (else of train).
+        """Views for the provenance metrics: ``eval_views`` test views spread evenly over the split (else the
+        first training views); returns the dataset, the split and the views' indices in the split.
 
         Only those views are decoded (a full-resolution test split would not fit a small machine's memory);
         `python -m trainer eval` measures every test view.
@@ -88,11 +90,18 @@ class Context:
 
             k = max(int(self.preset.eval_views), 1)
             try:
-                self._eval = load_dataset(self.data, "test", self.preset.downscale, limit=k)
+                from trainer.data import count_frames
+
+                total = count_frames(self.data, "test")
+                self.eval_every = max(1, total // k)
+                self._eval = load_dataset(
+                    self.data, "test", self.preset.downscale, limit=k, every=self.eval_every
+                )
                 self._eval_split = "test"
             except DatasetError:
                 self._eval = self.train_set
                 self._eval_split = "train"
+                self.eval_every = 1
         n = min(len(self._eval.images), max(int(self.preset.eval_views), 1))
         return self._eval, self._eval_split, list(range(n))
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data.blender import is_blender_layout, load_blender
+from trainer.data.blender import is_blender_layout, load_blender, read_transforms
 from trainer.data.common import SYNTHETIC_NEAR_FAR, Dataset, DatasetError, default_near_far
-from trainer.data.nsvf import is_nsvf_layout, load_nsvf
+from trainer.data.nsvf import is_nsvf_layout, list_frames, load_nsvf
 
 __all__ = [
     "SYNTHETIC_NEAR_FAR",
@@ -47,6 +47,13 @@ def detect_layout(root: str | os.PathLike[str]) -> str:
     )
 
 
+def count_frames(root: str | os.PathLike[str], split: str) -> int:
+    """Number of frames of split ``split`` of the scene in ``root`` (DatasetError when unreadable)."""
+    if detect_layout(root) == "blender":
+        return len(read_transforms(Path(root) / f"transforms_{split}.json")["frames"])
+    return len(list_frames(Path(root), split))
+
+
 def load_dataset(
     root: str | os.PathLike[str],
     split: str = "train",
@@ -55,13 +62,15 @@ def load_dataset(
     *,
     limit: int | None = None,
     num_workers: int | None = None,
+    every: int = 1,
 ) -> Dataset:
     """Load split ``split`` of the scene in ``root``, whatever its layout.
 
     ``downscale=N`` area-averages N x N blocks after compositing on ``background`` at full resolution
-    (focal and principal point divided by N); ``limit=K`` keeps the first K frames; images are decoded in a
-    pool of ``num_workers`` threads (default: a few per core). Missing or malformed files raise DatasetError.
+    (focal and principal point divided by N); ``every=k`` keeps every k-th frame and ``limit=K`` the first K
+    of those; images are decoded in a pool of ``num_workers`` threads (default: a few per core). Missing or
+    malformed files raise DatasetError.
     """
     layout = detect_layout(root)
     loader = load_blender if layout == "blender" else load_nsvf
-    return loader(Path(root), split, downscale, background, limit=limit, num_workers=num_workers)
+    return loader(Path(root), split, downscale, background, limit=limit, num_workers=num_workers, every=every)

@@ -21,6 +21,7 @@ from trainer.data.common import (
     Dataset,
     DatasetError,
     as_c2w,
+    check_every,
     check_options,
     finite_float,
     finite_positive,
@@ -99,13 +100,18 @@ def load_blender(
     *,
     limit: int | None = None,
     num_workers: int | None = None,
+    every: int = 1,
 ) -> Dataset:
-    """Load one split of a Blender-layout scene -> :class:`Dataset` (``near``/``far`` None unless stated)."""
+    """Load one split of a Blender-layout scene -> :class:`Dataset` (``near``/``far`` None unless stated).
+
+    ``every=k`` keeps every k-th frame (before ``limit``).
+    """
     root = Path(root)
     factor, bg, limit = check_options(root, downscale, background, limit)
     json_path = root / f"transforms_{split}.json"
     meta = read_transforms(json_path)
-    frames = meta["frames"][:limit] if limit is not None else meta["frames"]
+    frames = meta["frames"][:: check_every(every)]
+    frames = frames[:limit] if limit is not None else frames
 
     names: list[str] = []
     paths: list[Path] = []

@@ -344,6 +344,13 @@ def check_options(
         raise DatasetError(root, str(e)) from None
 
 
+def check_every(every: int) -> int:
+    """Validate ``every`` (keep every k-th frame): an integer >= 1."""
+    if isinstance(every, bool) or not isinstance(every, int | np.integer) or every < 1:
+        raise ValueError(f"every must be an integer >= 1, got {every!r}")
+    return int(every)
+
+
 def check_limit(limit: int | None) -> int | None:
     """Validate ``limit`` (first K frames): None or an integer >= 1."""
     if limit is None:

@@ -19,6 +19,7 @@ from trainer.data.common import (
     Dataset,
     DatasetError,
     as_c2w,
+    check_every,
     check_options,
     finite_positive,
     load_images,
@@ -148,15 +149,19 @@ def load_nsvf(
     *,
     limit: int | None = None,
     num_workers: int | None = None,
+    every: int = 1,
 ) -> Dataset:
-    """Load one split of an NSVF-layout scene -> :class:`Dataset` (poses converted to OpenGL)."""
+    """Load one split of an NSVF-layout scene -> :class:`Dataset` (poses converted to OpenGL).
+
+    ``every=k`` keeps every k-th frame (before ``limit``).
+    """
     root = Path(root)
     factor, bg, limit = check_options(root, downscale, background, limit)
     focal, cx, cy, width, height = read_intrinsics(root / "intrinsics.txt")
     bbox_path = root / "bbox.txt"
     bbox_min, bbox_max, voxel = read_bbox(bbox_path) if bbox_path.exists() else (None, None, None)
 
-    stems = list_frames(root, split)
+    stems = list_frames(root, split)[:: check_every(every)]
     if limit is not None:
         stems = stems[:limit]
     poses = np.empty((len(stems), 4, 4), dtype=np.float64)

@@ -29,7 +29,8 @@ from safetensors.torch import save as st_save
 from renderer.atomic import atomic_write_bytes
 from trainer.teachers.base import Teacher
 from trainer.teachers.config import TeacherConfig
-from trainer.teachers.grid import GridTeacher, estimate_bbox_from_views
+from trainer.teachers.grid import GridTeacher
+from trainer.teachers.hull import estimate_bbox_from_views
 from trainer.teachers.nerf import NerfTeacher
 from trainer.teachers.volume import pixel_rays, psnr_from_mse
 

@@ -1,11 +1,13 @@
-"""The fast teacher: DVGO-style dense voxel grids of density and features with a small colour MLP.
+"""The fast teacher: DVGO-style voxel grids of density and features with a small colour MLP.
 
-σ(x) = softplus(D(x) + shift) / v_final, with D a trilinearly interpolated density grid and v_final the voxel
-size of the finest grid; rgb(x, d) = sigmoid(MLP(F(x), γ(d))), with F a 12-channel feature grid. Training
-runs coarse to fine (the grids are upsampled at fixed fractions of the steps) and marches only through a
-boolean mask that starts as the visual hull of the training alpha masks and is pruned by density (at each
-upsampling) and by the largest rendering weight any training ray gave a voxel (which removes the hidden
-interior); the colour MLP is evaluated only where the sample weight exceeds a threshold.
+σ(x) = softplus(D(x) + shift) / v_final, with D a trilinearly interpolated density lattice and v_final the
+voxel size of the finest one; rgb(x, d) = sigmoid(MLP(F(x), γ(d))), with F a 12-channel feature lattice.
+Both lattices store values only at the points around the marching mask (`trainer.teachers.lattice`), so
+each step's gradient and Adam update touch those rows alone. Training runs coarse to fine (the lattices are
+upsampled at fixed fractions of the steps) and marches only through a boolean mask that starts as the visual
+hull of the training alpha masks and is pruned by density (at each upsampling) and by the largest rendering
+weight any training ray gave a voxel (which removes the hidden interior); the colour MLP is evaluated only
+where the sample weight exceeds a threshold.
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ import torch.nn.functional as F
 
 from trainer.teachers.base import Teacher
 from trainer.teachers.config import TeacherConfig
+from trainer.teachers.hull import visual_hull
+from trainer.teachers.lattice import (
+    cells_to_lattice_support,
+    dilate,
+    lattice_corners,
+    mask_lookup,
+    mask_voxel_index,
+    sparse_trilinear,
+    voxel_centres,
+    voxel_grid_dims,
+)
 from trainer.teachers.volume import composite_weights, ray_interval
 
 
@@ -30,140 +43,15 @@ def direction_encoding(d: torch.Tensor, num_freqs: int) -> torch.Tensor:
     return torch.cat(out, dim=-1)
 
 
-def voxel_grid_dims(bbox_min: Any, bbox_max: Any, res: int) -> tuple[tuple[int, int, int], float]:
-    """Lattice of about ``res³`` cubic voxels over the box: (dims per axis, voxel size)."""
-    ext = np.asarray(bbox_max, dtype=np.float64) - np.asarray(bbox_min, dtype=np.float64)
-    v = float((np.prod(ext) / res**3) ** (1.0 / 3.0))
-    dims = tuple(max(2, int(round(e / v))) for e in ext)
-    return (dims[0], dims[1], dims[2]), v
-
-
-def normalized_coords(x: torch.Tensor, bbox_min: torch.Tensor, bbox_max: torch.Tensor) -> torch.Tensor:
-    """World points ``[N, 3]`` → ``grid_sample`` coordinates ``[1, 1, 1, N, 3]`` for a grid stored XYZ."""
-    u = (x - bbox_min) / (bbox_max - bbox_min) * 2.0 - 1.0
-    return u.flip(-1).reshape(1, 1, 1, -1, 3)
-
-
-def trilinear(
-    grid: torch.Tensor, x: torch.Tensor, bbox_min: torch.Tensor, bbox_max: torch.Tensor
-) -> torch.Tensor:
-    """Trilinear interpolation of ``grid`` ``[1, C, X, Y, Z]`` (corners on the box's) at ``x`` ``[N, 3]``.
-
-    Returns:
-        ``[N, C]``.
-    """
-    if x.shape[0] == 0:
-        return x.new_zeros(0, grid.shape[1])
-    out = F.grid_sample(grid, normalized_coords(x, bbox_min, bbox_max), mode="bilinear", align_corners=True)
-    return out.reshape(grid.shape[1], -1).t()
-
-
-def mask_lookup(
-    mask: torch.Tensor, x: torch.Tensor, bbox_min: torch.Tensor, bbox_max: torch.Tensor
-) -> torch.Tensor:
-    """Nearest-voxel lookup of a bool grid ``[X, Y, Z]`` at ``x`` ``[N, 3]``; False outside."""
-    dims = torch.tensor(mask.shape, device=x.device)
-    f = (x - bbox_min) / (bbox_max - bbox_min) * dims.to(x.dtype)
-    inside = ((f >= 0) & (f <= dims.to(x.dtype))).all(dim=-1)
-    i = torch.minimum(f.floor().long().clamp(min=0), dims - 1)
-    flat = (i[:, 0] * mask.shape[1] + i[:, 1]) * mask.shape[2] + i[:, 2]
-    return mask.reshape(-1)[flat] & inside
-
-
-def mask_voxel_index(
-    mask_shape: tuple[int, ...], x: torch.Tensor, bbox_min: torch.Tensor, bbox_max: torch.Tensor
-) -> torch.Tensor:
-    """Flat index ``[N]`` of the mask voxel containing each point ``[N, 3]`` (clamped onto the border)."""
-    dims = torch.tensor(mask_shape, device=x.device)
-    f = (x - bbox_min) / (bbox_max - bbox_min) * dims.to(x.dtype)
-    i = torch.minimum(f.floor().long().clamp(min=0), dims - 1)
-    return (i[:, 0] * mask_shape[1] + i[:, 1]) * mask_shape[2] + i[:, 2]
-
-
-def voxel_centres(bbox_min: Any, bbox_max: Any, dims: tuple[int, int, int]) -> torch.Tensor:
-    """Centres ``[X·Y·Z, 3]`` (C order) of the voxels of a ``dims`` grid spanning the box."""
-    lo = torch.as_tensor(bbox_min, dtype=torch.float32)
-    hi = torch.as_tensor(bbox_max, dtype=torch.float32)
-    axes = [
-        lo[a] + (torch.arange(dims[a], dtype=torch.float32) + 0.5) * (hi[a] - lo[a]) / dims[a]
-        for a in range(3)
-    ]
-    g = torch.meshgrid(*axes, indexing="ij")
-    return torch.stack(g, dim=-1).reshape(-1, 3)
-
-
-def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Binary dilation of a bool grid ``[X, Y, Z]`` by a cube of half-side ``radius`` voxels."""
-    if radius <= 0:
-        return mask
-    m = mask[None, None].float()
-    return F.max_pool3d(m, 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0
-
-
-def visual_hull(
-    centres: torch.Tensor,
-    alphas: np.ndarray,
-    c2w: np.ndarray,
-    focal: float,
-    cx: float,
-    cy: float,
-    alpha_threshold: float,
-    voxel_size: float,
-    min_seen: float = 0.0,
-) -> torch.Tensor:
-    """Space carving: a point survives unless some view sees it and has alpha below the threshold there.
-
-    With ``min_seen`` > 0 a point must also project into at least that fraction of the views (points that
-    few cameras see are not constrained by carving, e.g. the corners of a search box).
-
-    Each alpha image is first max-pooled over the footprint of a voxel so thin parts are never carved.
-
-    Args:
-        centres: ``[V, 3]`` world points (voxel centres).
-        alphas: ``[N, H, W]`` coverage of the training views.
-        c2w: ``[N, 4, 4]`` camera-to-world (Blender/OpenGL).
-        focal, cx, cy: intrinsics in pixels; voxel_size: the voxels' side (world units).
-        min_seen: fraction of the views a surviving point must project into.
-
-    Returns:
-        ``[V]`` bool, True inside the hull.
-    """
-    n, h, w = alphas.shape
-    alive = torch.arange(centres.shape[0])  # indices of the points not carved yet
-    pts = centres
-    seen_count = torch.zeros(centres.shape[0], dtype=torch.int32)
-    for i in range(n):
-        pose = torch.as_tensor(c2w[i], dtype=torch.float32)
-        cam = (pts - pose[:3, 3]) @ pose[:3, :3]  # world → camera coordinates
-        depth = -cam[:, 2]
-        front = depth > 1e-6
-        z = depth.clamp(min=1e-6)
-        u = cx + focal * cam[:, 0] / z
-        v = cy - focal * cam[:, 1] / z
-        seen = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-        dmin = float(depth[front].min()) if bool(front.any()) else 1.0
-        r = int(math.ceil(focal * voxel_size * 0.87 / max(dmin, 1e-3)))
-        a = torch.as_tensor(alphas[i], dtype=torch.float32)[None, None]
-        a = F.max_pool2d(a, 2 * r + 1, stride=1, padding=r)[0, 0]
-        pu = u.clamp(0, w - 1).long()
-        pv = v.clamp(0, h - 1).long()
-        survive = ~(seen & (a[pv, pu] < alpha_threshold))
-        seen_count[alive] += seen.to(torch.int32)
-        alive, pts = alive[survive], pts[survive]
-    keep = torch.zeros(centres.shape[0], dtype=torch.bool)
-    keep[alive] = True
-    if min_seen > 0:
-        keep &= seen_count >= min_seen * n
-    return keep
-
-
 class GridTeacher(Teacher):
-    """Density grid ``[1, 1, X, Y, Z]``, feature grid ``[1, C, X, Y, Z]``, colour MLP and a marching mask."""
+    """Sparse density ``[A]`` and feature ``[A, C]`` lattices of ``dims`` points (rows at the ``active``
+    lattice points), a colour MLP and a marching mask."""
 
     kind = "grid"
     mask: torch.Tensor
     max_weight: torch.Tensor
     stage: torch.Tensor
+    active: torch.Tensor
 
     def __init__(
         self,
@@ -181,6 +69,7 @@ class GridTeacher(Teacher):
         weight_threshold: float = 1e-4,
         stage: int = 0,
         seed: int = 0,
+        active_count: int | None = None,
     ) -> None:
         super().__init__(bbox_min, bbox_max)
         gen = torch.Generator().manual_seed(seed)
@@ -192,8 +81,13 @@ class GridTeacher(Teacher):
         self.weight_threshold = weight_threshold
         self.voxel_final = float(voxel_final)
         self.mask_dims: tuple[int, int, int] = (int(mask_dims[0]), int(mask_dims[1]), int(mask_dims[2]))
-        self.density_grid = torch.nn.Parameter(torch.zeros(1, 1, *dims))
-        self.feature_grid = torch.nn.Parameter(torch.zeros(1, feature_channels, *dims))
+        self._dims: tuple[int, int, int] = (int(dims[0]), int(dims[1]), int(dims[2]))
+        a = int(np.prod(self._dims)) if active_count is None else int(active_count)
+        self.register_buffer("active", torch.arange(a, dtype=torch.int64))
+        self.density_table = torch.nn.Parameter(torch.zeros(a))
+        self.feature_table = torch.nn.Parameter(torch.zeros(a, feature_channels))
+        self._slot_key: tuple[Any, ...] | None = None
+        self._slot = torch.zeros(0, dtype=torch.int64)
         din = feature_channels + 3 + 6 * dir_freqs
         self.rgbnet = torch.nn.Sequential(
             torch.nn.Linear(din, mlp_width),
@@ -229,8 +123,20 @@ class GridTeacher(Teacher):
     @property
     def dims(self) -> tuple[int, int, int]:
         """Current lattice size (X, Y, Z) of the grids."""
-        s = self.density_grid.shape[2:]
-        return (int(s[0]), int(s[1]), int(s[2]))
+        return self._dims
+
+    def slot(self) -> torch.Tensor:
+        """``[X·Y·Z]`` int64: the table row of each lattice point, −1 where inactive (rebuilt on change)."""
+        key = (self.active.data_ptr(), self.active._version, self.active.device, self.active.shape[0])
+        if key != self._slot_key:
+            slot = torch.full((int(np.prod(self._dims)),), -1, dtype=torch.int64, device=self.active.device)
+            slot[self.active] = torch.arange(self.active.shape[0], device=self.active.device)
+            self._slot, self._slot_key = slot, key
+        return self._slot
+
+    def corners(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lattice corners and trilinear weights ``[N, 8]`` of points ``x [N, 3]``."""
+        return lattice_corners(x, self.bbox_min, self.bbox_max, self._dims)
 
     @property
     def voxel_size(self) -> float:
@@ -244,14 +150,20 @@ class GridTeacher(Teacher):
         return self.step_ratio * self.voxel_size
 
     # ---- fields ----
-    def raw_sigma(self, x: torch.Tensor) -> torch.Tensor:
-        """σ ``[N]`` from the density grid alone (no mask), world units⁻¹."""
-        raw = trilinear(self.density_grid, x, self.bbox_min, self.bbox_max)[:, 0]
+    def raw_sigma(
+        self, x: torch.Tensor, corners: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """σ ``[N]`` from the density lattice alone (no mask), world units⁻¹."""
+        c, w = self.corners(x) if corners is None else corners
+        raw = sparse_trilinear(self.density_table, self.slot(), c, w)
         return F.softplus(raw + self.shift) / self.voxel_final
 
-    def colour(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    def colour(
+        self, x: torch.Tensor, d: torch.Tensor, corners: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """rgb ``[N, 3]`` in [0, 1] at points ``x`` ``[N, 3]`` seen along unit directions ``d`` ``[N, 3]``."""
-        feat = trilinear(self.feature_grid, x, self.bbox_min, self.bbox_max)
+        c, w = self.corners(x) if corners is None else corners
+        feat = sparse_trilinear(self.feature_table, self.slot(), c, w)
         return torch.sigmoid(self.rgbnet(torch.cat([feat, direction_encoding(d, self.dir_freqs)], dim=-1)))
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
@@ -296,12 +208,13 @@ class GridTeacher(Teacher):
         pts = origins[ray] + t.reshape(-1)[flat, None] * dirs[ray]
         keep = mask_lookup(self.mask, pts, self.bbox_min, self.bbox_max)
         flat, ray, pts = flat[keep], ray[keep], pts[keep]
-        sigma = self.raw_sigma(pts)
+        corners, cw = self.corners(pts)
+        sigma = self.raw_sigma(pts, (corners, cw))
         od = origins.new_zeros(r * s).index_put((flat,), sigma * step).reshape(r, s)
         weights, t_end = composite_weights(od)
         w = weights.reshape(-1)[flat]
         sel = (w > self.weight_threshold).detach()
-        rgb = self.colour(pts[sel], dirs[ray[sel]])
+        rgb = self.colour(pts[sel], dirs[ray[sel]], (corners[sel], cw[sel]))
         acc = origins.new_zeros(r, 3).index_add(0, ray[sel], w[sel, None] * rgb)
         if train:
             with torch.no_grad():
@@ -320,8 +233,8 @@ class GridTeacher(Teacher):
         """Grids at ``lr_grid``, colour MLP at ``lr_mlp``."""
         return [
             # eps ≪ the tiny gradients of a near-empty grid (σ starts at alpha_init), so Adam still moves it
-            {"name": "density", "params": [self.density_grid], "lr": cfg.lr_grid, "eps": 1e-15},
-            {"name": "features", "params": [self.feature_grid], "lr": cfg.lr_grid},
+            {"name": "density", "params": [self.density_table], "lr": cfg.lr_grid, "eps": 1e-15},
+            {"name": "features", "params": [self.feature_table], "lr": cfg.lr_grid},
             {"name": "rgbnet", "params": list(self.rgbnet.parameters()), "lr": cfg.lr_mlp},
         ]
 
@@ -341,20 +254,47 @@ class GridTeacher(Teacher):
             )
             self.upsample(dims)
             self.prune_by_density(cfg.prune_density_alpha)
+            self.compact()
             changed = True
         if any(step == int(round(f * cfg.steps)) for f in cfg.prune_at) and step > 0:
             self.prune_by_weight(cfg.prune_weight)
         return changed
 
     @torch.no_grad()
+    def dense(self) -> torch.Tensor:
+        """Both lattices as one dense grid ``[1, 1 + C, X, Y, Z]`` (inactive points 0)."""
+        table = torch.cat([self.density_table.data[:, None], self.feature_table.data], dim=1)
+        grid = table.new_zeros(int(np.prod(self._dims)), table.shape[1])
+        grid[self.active] = table
+        return grid.t().reshape(1, table.shape[1], *self._dims)
+
+    @torch.no_grad()
+    def set_dense(self, grid: torch.Tensor, active: torch.Tensor | None = None) -> None:
+        """New parameters from a dense grid ``[1, 1 + C, X, Y, Z]``, stored at the lattice points that are
+        corners of mask voxels (or at ``active`` ``[X, Y, Z]`` bool)."""
+        self._dims = (int(grid.shape[2]), int(grid.shape[3]), int(grid.shape[4]))
+        if active is None:
+            active = cells_to_lattice_support(self.mask, self._dims)
+        idx = active.reshape(-1).nonzero()[:, 0].to(grid.device)
+        table = grid.reshape(grid.shape[1], -1).t().index_select(0, idx)
+        self.active = idx
+        self.density_table = torch.nn.Parameter(table[:, 0].contiguous())
+        self.feature_table = torch.nn.Parameter(table[:, 1:].contiguous())
+
+    @torch.no_grad()
     def upsample(self, dims: tuple[int, int, int]) -> None:
-        """Trilinearly resample both grids to a ``dims`` lattice (new parameters)."""
-        self.density_grid = torch.nn.Parameter(
-            F.interpolate(self.density_grid.data, size=dims, mode="trilinear", align_corners=True)
-        )
-        self.feature_grid = torch.nn.Parameter(
-            F.interpolate(self.feature_grid.data, size=dims, mode="trilinear", align_corners=True)
-        )
+        """Trilinearly resample both lattices to ``dims`` points (new parameters)."""
+        self.set_dense(F.interpolate(self.dense(), size=dims, mode="trilinear", align_corners=True))
+
+    @torch.no_grad()
+    def compact(self) -> None:
+        """Drop the lattice points no mask voxel needs any more (new parameters)."""
+        self.set_dense(self.dense())
+
+    @property
+    def active_fraction(self) -> float:
+        """Share of the lattice points that hold values."""
+        return float(self.active.shape[0]) / float(np.prod(self._dims))
 
     @torch.no_grad()
     def prune_by_density(self, alpha_threshold: float, dilation: int = 2) -> None:
@@ -388,6 +328,7 @@ class GridTeacher(Teacher):
             "step_ratio": self.step_ratio,
             "alpha_init": self.alpha_init,
             "weight_threshold": self.weight_threshold,
+            "active_count": int(self.active.shape[0]),
         }
 
     @classmethod
@@ -438,43 +379,5 @@ class GridTeacher(Teacher):
         hull = dilate(hull.reshape(hdims), 1)
         up = F.interpolate(hull[None, None].float(), size=self.mask_dims, mode="nearest")[0, 0] > 0
         self.mask.copy_(up.to(self.mask.device))
+        self.compact()
         return float(self.mask.float().mean())
-
-
-def camera_search_box(
-    c2w: np.ndarray, focal: float, width: int, height: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """A cube the cameras look into: centred on the point nearest to every optical axis (least squares), with
-    half-side 1.2 × the median camera distance × tan(half the field of view)."""
-    o = c2w[:, :3, 3].astype(np.float64)
-    a = -c2w[:, :3, 2].astype(np.float64)  # optical axes (cameras look down −Z)
-    a /= np.linalg.norm(a, axis=1, keepdims=True)
-    proj = np.eye(3)[None] - a[:, :, None] * a[:, None, :]
-    lhs = proj.sum(axis=0)
-    rhs = np.einsum("nij,nj->i", proj, o)
-    centre = np.linalg.lstsq(lhs, rhs, rcond=None)[0] if len(o) > 1 else o[0] + 4.0 * a[0]
-    dist = float(np.median(np.linalg.norm(o - centre, axis=1)))
-    half = 1.2 * dist * 0.5 * max(width, height) / focal
-    return (centre - half).astype(np.float32), (centre + half).astype(np.float32)
-
-
-def estimate_bbox_from_views(
-    dataset: Any, cfg: TeacherConfig, margin: float = 0.05
-) -> tuple[np.ndarray, np.ndarray]:
-    """Box for a dataset without one: the visual hull of its alpha masks inside :func:`camera_search_box`,
-    grown by ``margin`` of its size on each side (the search box itself when the images have no alpha)."""
-    c2w = np.asarray(dataset.c2w)
-    lo, hi = camera_search_box(c2w, float(dataset.focal), int(dataset.width), int(dataset.height))
-    alphas = np.asarray(dataset.alphas)
-    if alphas.size == 0 or float(alphas.min()) > 0.999:
-        return lo, hi
-    dims, v = voxel_grid_dims(lo, hi, cfg.hull_res)
-    centres = voxel_centres(lo, hi, dims)
-    cx, cy = dataset.principal_point
-    hull = visual_hull(centres, alphas, c2w, float(dataset.focal), cx, cy, cfg.hull_alpha, v, min_seen=0.5)
-    if not bool(hull.any()):
-        return lo, hi
-    pts = centres[hull].numpy()
-    pmin, pmax = pts.min(axis=0) - v, pts.max(axis=0) + v
-    pad = margin * (pmax - pmin)
-    return (pmin - pad).astype(np.float32), (pmax + pad).astype(np.float32)

@@ -1,0 +1,87 @@
+"""Sparse lattices of the grid teacher: trilinear weights, the support of a mask, and gradients."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trainer.teachers.lattice import (
+    cells_to_lattice_support,
+    lattice_corners,
+    mask_lookup,
+    sparse_trilinear,
+)
+
+LO = torch.tensor([-1.0, -2.0, 0.0])
+HI = torch.tensor([1.0, 2.0, 3.0])
+
+
+def dense_reference(grid: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``grid_sample`` of ``grid [C, X, Y, Z]`` (corners on the box) at ``x [N, 3]`` → ``[N, C]``."""
+    u = ((x - LO) / (HI - LO) * 2 - 1).flip(-1).reshape(1, 1, 1, -1, 3)
+    out = F.grid_sample(grid[None], u, mode="bilinear", align_corners=True)
+    return out.reshape(grid.shape[0], -1).t()
+
+
+def test_corners_of_a_hand_placed_point():
+    dims = (3, 5, 4)  # lattice spacing 1 on every axis
+    x = torch.tensor([[-0.75, 0.5, 2.5]])  # lattice coordinates (0.25, 2.5, 2.5)
+    flat, w = lattice_corners(x, LO, HI, dims)
+    assert torch.isclose(w.sum(), torch.tensor(1.0))
+    first = (0 * 5 + 2) * 4 + 2  # corner (0, 2, 2)
+    assert int(flat[0, 0]) == first
+    assert torch.isclose(w[0, 0], torch.tensor(0.75 * 0.5 * 0.5))
+    last = (1 * 5 + 3) * 4 + 3  # corner (1, 3, 3)
+    assert int(flat[0, 7]) == last
+    assert torch.isclose(w[0, 7], torch.tensor(0.25 * 0.5 * 0.5))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 6), st.integers(2, 6), st.integers(2, 6), st.integers(0, 2**31 - 1))
+def test_fully_active_lattice_equals_grid_sample(nx, ny, nz, seed):
+    gen = torch.Generator().manual_seed(seed)
+    grid = torch.randn(3, nx, ny, nz, generator=gen)
+    x = LO + torch.rand(64, 3, generator=gen) * (HI - LO)
+    slot = torch.arange(nx * ny * nz)
+    flat, w = lattice_corners(x, LO, HI, (nx, ny, nz))
+    got = sparse_trilinear(grid.reshape(3, -1).t().contiguous(), slot, flat, w)
+    assert torch.allclose(got, dense_reference(grid, x), atol=1e-5)
+    got1 = sparse_trilinear(grid[0].reshape(-1), slot, flat, w)
+    assert torch.allclose(got1, dense_reference(grid[:1], x)[:, 0], atol=1e-5)
+
+
+def test_inactive_points_read_zero_and_get_no_gradient():
+    dims = (4, 4, 4)
+    grid = torch.randn(64)
+    active = torch.zeros(64, dtype=torch.bool)
+    active[::2] = True
+    idx = active.nonzero()[:, 0]
+    slot = torch.full((64,), -1, dtype=torch.int64)
+    slot[idx] = torch.arange(idx.shape[0])
+    table = grid[idx].clone().requires_grad_(True)
+    x = LO + torch.rand(200, 3) * (HI - LO)
+    flat, w = lattice_corners(x, LO, HI, dims)
+    zeroed = torch.where(active, grid, torch.zeros(()))
+    expected = dense_reference(zeroed.reshape(1, 4, 4, 4), x)[:, 0]
+    got = sparse_trilinear(table, slot, flat, w)
+    assert torch.allclose(got, expected, atol=1e-5)
+    got.sum().backward()
+    assert table.grad is not None and table.grad.shape == table.shape
+    # d(sum)/d(row) = the total trilinear weight the points gave that lattice point
+    dense_w = torch.zeros(64).index_add_(0, flat.reshape(-1), w.reshape(-1))
+    assert torch.allclose(table.grad, dense_w[idx], atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 9), st.integers(2, 9), st.integers(0, 2**31 - 1))
+def test_support_holds_every_corner_of_points_in_the_mask(cells, points, seed):
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand(cells, cells + 1, cells + 2, generator=gen) < 0.2
+    dims = (points, points + 2, points + 1)
+    support = cells_to_lattice_support(mask, dims).reshape(-1)
+    x = LO + torch.rand(4000, 3, generator=gen) * (HI - LO)
+    inside = mask_lookup(mask, x, LO, HI)
+    flat, w = lattice_corners(x[inside], LO, HI, dims)
+    assert bool(support[flat[w > 0]].all())

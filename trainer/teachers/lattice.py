@@ -1,0 +1,121 @@
+"""Voxel lattices over a box: cell lookups, binary masks, and sparse trilinear interpolation.
+
+Two kinds of grids share a box ``[bbox_min, bbox_max]``:
+
+- a *mask* of ``dims`` cells (voxels), looked up at the nearest cell;
+- a *lattice* of ``dims`` points whose outermost points lie on the box's faces (``align_corners``), with
+  values stored only at its *active* points: a table ``[A, C]`` and a slot map ``[X·Y·Z]`` from lattice
+  point to table row (−1 where inactive, read as 0). A point's value is the trilinear blend of its cell's
+  8 corners (:func:`lattice_corners`, :func:`sparse_trilinear`); the backward pass only touches the rows
+  used, so optimisers update the active points alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def voxel_grid_dims(bbox_min: Any, bbox_max: Any, res: int) -> tuple[tuple[int, int, int], float]:
+    """Lattice of about ``res³`` cubic voxels over the box: (dims per axis, voxel size)."""
+    ext = np.asarray(bbox_max, dtype=np.float64) - np.asarray(bbox_min, dtype=np.float64)
+    v = float((np.prod(ext) / res**3) ** (1.0 / 3.0))
+    dims = tuple(max(2, int(round(e / v))) for e in ext)
+    return (dims[0], dims[1], dims[2]), v
+
+
+def mask_lookup(
+    mask: torch.Tensor, x: torch.Tensor, bbox_min: torch.Tensor, bbox_max: torch.Tensor
+) -> torch.Tensor:
+    """Nearest-voxel lookup of a bool grid ``[X, Y, Z]`` at ``x`` ``[N, 3]``; False outside."""
+    dims = torch.tensor(mask.shape, device=x.device)
+    f = (x - bbox_min) / (bbox_max - bbox_min) * dims.to(x.dtype)
+    inside = ((f >= 0) & (f <= dims.to(x.dtype))).all(dim=-1)
+    i = torch.minimum(f.floor().long().clamp(min=0), dims - 1)
+    flat = (i[:, 0] * mask.shape[1] + i[:, 1]) * mask.shape[2] + i[:, 2]
+    return mask.reshape(-1)[flat] & inside
+
+
+def mask_voxel_index(
+    mask_shape: tuple[int, ...], x: torch.Tensor, bbox_min: torch.Tensor, bbox_max: torch.Tensor
+) -> torch.Tensor:
+    """Flat index ``[N]`` of the mask voxel containing each point ``[N, 3]`` (clamped onto the border)."""
+    dims = torch.tensor(mask_shape, device=x.device)
+    f = (x - bbox_min) / (bbox_max - bbox_min) * dims.to(x.dtype)
+    i = torch.minimum(f.floor().long().clamp(min=0), dims - 1)
+    return (i[:, 0] * mask_shape[1] + i[:, 1]) * mask_shape[2] + i[:, 2]
+
+
+def voxel_centres(bbox_min: Any, bbox_max: Any, dims: tuple[int, int, int]) -> torch.Tensor:
+    """Centres ``[X·Y·Z, 3]`` (C order) of the voxels of a ``dims`` grid spanning the box."""
+    lo = torch.as_tensor(bbox_min, dtype=torch.float32)
+    hi = torch.as_tensor(bbox_max, dtype=torch.float32)
+    axes = [
+        lo[a] + (torch.arange(dims[a], dtype=torch.float32) + 0.5) * (hi[a] - lo[a]) / dims[a]
+        for a in range(3)
+    ]
+    g = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack(g, dim=-1).reshape(-1, 3)
+
+
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary dilation of a bool grid ``[X, Y, Z]`` by a cube of half-side ``radius`` voxels."""
+    if radius <= 0:
+        return mask
+    m = mask[None, None].float()
+    return F.max_pool3d(m, 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0
+
+
+_CORNERS = torch.tensor([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=torch.int64)
+"""The 8 corner offsets of a lattice cell, ``[8, 3]``."""
+
+
+def lattice_corners(
+    x: torch.Tensor, bbox_min: torch.Tensor, bbox_max: torch.Tensor, dims: tuple[int, int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices ``[N, 8]`` of the lattice points around each point ``x [N, 3]`` and their trilinear
+    weights ``[N, 8]`` (points outside the box are clamped onto it)."""
+    d = torch.tensor(dims, device=x.device)
+    f = ((x - bbox_min) / (bbox_max - bbox_min)).clamp(0, 1) * (d - 1).to(x.dtype)
+    i0 = torch.minimum(f.floor().long(), d - 2)
+    t = f - i0.to(x.dtype)  # [N, 3] in [0, 1]
+    c = _CORNERS.to(x.device)
+    idx3 = i0[:, None, :] + c[None]  # [N, 8, 3]
+    flat = (idx3[..., 0] * dims[1] + idx3[..., 1]) * dims[2] + idx3[..., 2]
+    tc = torch.where(c[None].bool(), t[:, None, :], 1 - t[:, None, :])  # [N, 8, 3]
+    return flat, tc.prod(dim=-1)
+
+
+def sparse_trilinear(
+    table: torch.Tensor, slot: torch.Tensor, corners: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Trilinear blend of a sparse lattice: table ``[A]`` or ``[A, C]``, slot ``[V]`` (−1 inactive), corners
+    and weights ``[N, 8]`` from :func:`lattice_corners` → ``[N]`` or ``[N, C]``. Inactive corners read 0."""
+    s = slot[corners]  # [N, 8]
+    w = weights * (s >= 0).to(weights.dtype)
+    rows = table.index_select(0, s.clamp(min=0).reshape(-1))
+    if table.dim() == 1:
+        return (rows.reshape(w.shape) * w).sum(dim=1)
+    return torch.einsum("nkc,nk->nc", rows.reshape(*w.shape, table.shape[1]), w)
+
+
+def cells_to_lattice_support(mask: torch.Tensor, dims: tuple[int, int, int]) -> torch.Tensor:
+    """Lattice points (``dims``, bool) that are a corner of a lattice cell overlapping a true mask voxel.
+
+    A point inside mask voxel ``k`` of an axis with ``M`` voxels lies at lattice coordinate
+    ``f ∈ [k, k+1]·(L−1)/M``; its corners are ``floor(f)`` and ``floor(f)+1``, so the voxel needs the points
+    ``floor(k·(L−1)/M)`` … ``ceil((k+1)·(L−1)/M)``. Separable per axis (three small matrix products).
+    """
+    m = mask.float()
+    for axis in range(3):
+        n_cells, n_pts = mask.shape[axis], dims[axis]
+        k = torch.arange(n_cells, dtype=torch.float64)
+        lo = torch.floor(k * (n_pts - 1) / n_cells).long()
+        hi = torch.minimum(torch.ceil((k + 1) * (n_pts - 1) / n_cells).long(), torch.tensor(n_pts - 1))
+        p = torch.arange(n_pts)[:, None]
+        touch = ((p >= lo[None]) & (p <= hi[None])).float().to(m.device)  # [L, M]
+        m = torch.tensordot(m, touch, dims=([0], [1]))  # contracts the current first axis, appends L
+    return m > 0
