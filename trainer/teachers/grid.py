@@ -175,8 +175,11 @@ class GridTeacher(Teacher):
         return sigma
 
     def query(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """σ ``[N]`` and rgb ``[N, 3]`` (see :class:`Teacher`)."""
-        return self.density(x), self.colour(x, d)
+        """σ ``[N]`` and rgb ``[N, 3]`` (see :class:`Teacher`); the lattice corners are found once."""
+        corners = self.corners(x)
+        keep = mask_lookup(self.mask, x, self.bbox_min, self.bbox_max)
+        sigma = torch.where(keep, self.raw_sigma(x, corners), torch.zeros((), device=x.device))
+        return sigma, self.colour(x, d, corners)
 
     # ---- rendering ----
     def render_rays(
