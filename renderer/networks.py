@@ -134,18 +134,27 @@ def _segments(net_sorted: torch.Tensor) -> tuple[list[int], list[int]]:
 
 
 def _encode(v: torch.Tensor, num_freqs: int) -> torch.Tensor:
-    """γ_L(v) of ``[n, C]``, terms regrouped: ``[v, sin(2⁰v) … sin(2^(L−1)v), cos(2⁰v) … cos(2^(L−1)v)]``.
+    """γ_L(v) of ``[n, C]``, transposed and regrouped: ``[C·(1+2L), n]`` with row blocks
+    ``v, sin(2⁰v) … sin(2^(L−1)v), cos(2⁰v) … cos(2^(L−1)v)``.
 
-    The same values as ``positional_encoding`` (scaling by 2^l is exact), in the column order
-    ``_encoding_rows`` names, computed on contiguous blocks (about twice as fast on the CPU as writing
-    the interleaved layout); the weights that read it are gathered in the same order (``_tile_params``).
+    The same values as ``positional_encoding`` (scaling by 2^l is exact) in the row order
+    ``_encoding_rows`` names; the weights that read it are gathered in that order (``_tile_params``).
+    Every block is a contiguous run of memory (sin and cos write in place), which makes it 2-3x faster on
+    the CPU than the interleaved ``[n, C·(1+2L)]`` layout; the matmuls read it through a transposed view.
     """
     n, c = v.shape
+    vt = v.t()
     if num_freqs == 0:
-        return v
+        return vt.contiguous()
     scales = (2.0 ** torch.arange(num_freqs, dtype=v.dtype, device=v.device)).repeat_interleave(c)
-    s = v.repeat(1, num_freqs).mul_(scales)
-    return torch.cat((v, torch.sin(s), torch.cos(s)), 1)
+    s = vt.repeat(num_freqs, 1).mul_(scales[:, None])
+    if torch.is_grad_enabled() and v.requires_grad:  # out= does not record gradients
+        return torch.cat((vt, torch.sin(s), torch.cos(s)), 0)
+    out = v.new_empty((c * (1 + 2 * num_freqs), n))
+    out[:c] = vt
+    torch.sin(s, out=out[c : c * (1 + num_freqs)])
+    torch.cos(s, out=out[c * (1 + num_freqs) :])
+    return out
 
 
 def _encoding_rows(channels: int, num_freqs: int) -> list[int]:
@@ -189,7 +198,7 @@ def _tile_params(w: dict[str, torch.Tensor], chunk: TileChunk, spec: NetworkSpec
 
 
 def _encoded_positions(x: torch.Tensor, spec: NetworkSpec) -> torch.Tensor:
-    """γ_P (``_encode``'s order) of the cell-local coordinates of ``[n, 3]`` world points: ``[n, 3+6P]``."""
+    """γ_P (``_encode``'s layout) of the cell-local coordinates of ``[n, 3]`` world points: ``[3+6P, n]``."""
     cell = cell_index(x, spec.bbox_min, spec.bbox_max, spec.grid_res)
     return _encode(local_coords(x, cell, spec.bbox_min, spec.cell_size), spec.pos_freqs)
 
@@ -225,6 +234,11 @@ def _flat(v: torch.Tensor) -> torch.Tensor:
     the real ones first.
     """
     return v.reshape(-1, v.shape[2])
+
+
+def _tiled_t(v: torch.Tensor, g: TileGroup) -> torch.Tensor:
+    """``[D, T·K]`` (``_encode``) → ``[T, K, D]`` view."""
+    return v.view(v.shape[0], g.count, g.size).permute(1, 2, 0)
 
 
 def _tiled(v: torch.Tensor, g: TileGroup) -> torch.Tensor:
@@ -285,7 +299,7 @@ def evaluate_density_first(
             out = trunk[ch.begin : ch.end]
             for g, p in zip(ch.groups, _tile_params(w, ch, spec)):
                 enc_u = _encoded_positions(x.index_select(0, idx.index_select(0, g.rows)), spec)
-                out.index_copy_(0, g.rows, _flat(_trunk(p, _tiled(enc_u, g))))
+                out.index_copy_(0, g.rows, _flat(_trunk(p, _tiled_t(enc_u, g))))
         raw = trunk[:, 0]
         sigma = torch.empty_like(raw).index_copy_(0, no.order, density_activation(raw, spec))
     return sigma, trunk[:, 1:], no
@@ -330,7 +344,7 @@ def evaluate_colors_where(
             for g, p in zip(ch.groups, _tile_params(w, ch, spec)):
                 enc_d = _encode(d.index_select(0, sub.index_select(0, g.rows)), spec.dir_freqs)
                 out.index_copy_(
-                    0, g.rows, _flat(_head(p, _tiled(f.index_select(0, g.rows), g), _tiled(enc_d, g)))
+                    0, g.rows, _flat(_head(p, _tiled(f.index_select(0, g.rows), g), _tiled_t(enc_d, g)))
                 )
     return idx, rgb
 
@@ -387,8 +401,8 @@ def evaluate_networks(
                 sample = idx.index_select(0, g.rows)  # input index of every slot
                 enc_u = _encoded_positions(x.index_select(0, sample), spec)
                 enc_d = _encode(d.index_select(0, sample), spec.dir_freqs)
-                o = _trunk(p, _tiled(enc_u, g))
-                rgb = _head(p, o[..., 1:], _tiled(enc_d, g))
+                o = _trunk(p, _tiled_t(enc_u, g))
+                rgb = _head(p, o[..., 1:], _tiled_t(enc_d, g))
                 if grad:  # only the real slots, each once
                     raw_parts.append(_real(o[..., :1], g).squeeze(1))
                     rgb_parts.append(_real(rgb, g))
