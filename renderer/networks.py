@@ -133,7 +133,34 @@ def _segments(net_sorted: torch.Tensor) -> tuple[list[int], list[int]]:
     return ids.tolist(), counts.tolist()
 
 
-def _encode(v: torch.Tensor, num_freqs: int) -> torch.Tensor:
+class _Scratch:
+    """Reusable buffers for the outputs of a no-grad evaluation's tile groups.
+
+    A fresh tensor of a few MB costs page faults on the CPU on every use (about as long as the matmul
+    that fills it); reusing the same buffers over the groups and chunks of one call avoids that. Disabled
+    (every ``out`` is None: a fresh tensor) when autograd records, which keeps what it saved.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bufs: dict[str, torch.Tensor] = {}
+
+    def out(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
+        """A contiguous ``shape`` tensor of ``like``'s dtype and device (contents undefined), or None."""
+        if not self.enabled:
+            return None
+        numel = math.prod(shape)
+        buf = self._bufs.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != like.dtype:
+            buf = like.new_empty((numel,))
+            self._bufs[name] = buf
+        return buf[:numel].view(shape)
+
+
+_NO_SCRATCH = _Scratch(False)
+
+
+def _encode(v: torch.Tensor, num_freqs: int, ws: _Scratch = _NO_SCRATCH, name: str = "enc") -> torch.Tensor:
     """γ_L(v) of ``[n, C]``, transposed and regrouped: ``[C·(1+2L), n]`` with row blocks
     ``v, sin(2⁰v) … sin(2^(L−1)v), cos(2⁰v) … cos(2^(L−1)v)``.
 
@@ -147,10 +174,14 @@ def _encode(v: torch.Tensor, num_freqs: int) -> torch.Tensor:
     if num_freqs == 0:
         return vt.contiguous()
     scales = (2.0 ** torch.arange(num_freqs, dtype=v.dtype, device=v.device)).repeat_interleave(c)
-    s = vt.repeat(num_freqs, 1).mul_(scales[:, None])
     if torch.is_grad_enabled() and v.requires_grad:  # out= does not record gradients
+        s = vt.repeat(num_freqs, 1).mul_(scales[:, None])
         return torch.cat((vt, torch.sin(s), torch.cos(s)), 0)
-    out = v.new_empty((c * (1 + 2 * num_freqs), n))
+    s_buf = ws.out(name + ".s", (num_freqs, c, n), v)
+    s_buf = v.new_empty((num_freqs, c, n)) if s_buf is None else s_buf
+    s = s_buf.copy_(vt.expand(num_freqs, c, n)).view(num_freqs * c, n).mul_(scales[:, None])
+    out = ws.out(name, (c * (1 + 2 * num_freqs), n), v)
+    out = v.new_empty((c * (1 + 2 * num_freqs), n)) if out is None else out
     out[:c] = vt
     torch.sin(s, out=out[c : c * (1 + num_freqs)])
     torch.cos(s, out=out[c * (1 + num_freqs) :])
@@ -173,7 +204,9 @@ def _weight_rows(key: tuple[int, int, int], device: torch.device) -> tuple[torch
     return torch.tensor(r0, device=device), torch.tensor(r3, device=device)
 
 
-def _tile_params(w: dict[str, torch.Tensor], chunk: TileChunk, spec: NetworkSpec) -> list[list[torch.Tensor]]:
+def _tile_params(
+    w: dict[str, torch.Tensor], chunk: TileChunk, spec: NetworkSpec, ws: _Scratch = _NO_SCRATCH
+) -> list[list[torch.Tensor]]:
     """Every tile group's weights: one gather per tensor for the whole chunk, split by group.
 
     Per group, the ten tensors in ``LAYER_KEYS`` order, ``[T, Din, Dout]`` weights (l0 and l3 with their
@@ -187,38 +220,50 @@ def _tile_params(w: dict[str, torch.Tensor], chunk: TileChunk, spec: NetworkSpec
     parts = []
     for k in LAYER_KEYS:
         t = w[k]
+        buf = ws.out(k, (net.numel(), *t.shape[1:]), t)
         if k in rows:
             m, din, dout = t.shape
             flat = (net[:, None] * din + rows[k][None, :]).reshape(-1)
-            t = t.reshape(m * din, dout).index_select(0, flat).view(-1, din, dout)
+            src = t.reshape(m * din, dout)
+            t = (
+                src.index_select(0, flat)
+                if buf is None
+                else torch.index_select(src, 0, flat, out=buf.view(-1, dout))
+            )
+            t = t.view(-1, din, dout)
         else:
-            t = t.index_select(0, net)
+            t = t.index_select(0, net) if buf is None else torch.index_select(t, 0, net, out=buf)
         parts.append((t.unsqueeze(1) if k.endswith("bias") else t).split(counts))
     return [list(p) for p in zip(*parts)]
 
 
-def _encoded_positions(x: torch.Tensor, spec: NetworkSpec) -> torch.Tensor:
+def _encoded_positions(x: torch.Tensor, spec: NetworkSpec, ws: _Scratch = _NO_SCRATCH) -> torch.Tensor:
     """γ_P (``_encode``'s layout) of the cell-local coordinates of ``[n, 3]`` world points: ``[3+6P, n]``."""
     cell = cell_index(x, spec.bbox_min, spec.bbox_max, spec.grid_res)
-    return _encode(local_coords(x, cell, spec.bbox_min, spec.cell_size), spec.pos_freqs)
+    return _encode(local_coords(x, cell, spec.bbox_min, spec.cell_size), spec.pos_freqs, ws, "enc_u")
 
 
-def _trunk(p: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def _trunk(p: list[torch.Tensor], x: torch.Tensor, ws: _Scratch = _NO_SCRATCH) -> torch.Tensor:
     """l0 → relu → l1 → relu → l2 on tiles: ``[T, K, 3+6P]`` → ``[T, K, 1+H]`` (raw σ, feature)."""
-    h = torch.baddbmm(p[1], x, p[0]).relu_()
-    h = torch.baddbmm(p[3], h, p[2]).relu_()
-    return torch.baddbmm(p[5], h, p[4])
+    t, k, _ = x.shape
+    hid = p[0].shape[2]
+    h = torch.baddbmm(p[1], x, p[0], out=ws.out("h1", (t, k, hid), x)).relu_()
+    h = torch.baddbmm(p[3], h, p[2], out=ws.out("h2", (t, k, hid), x)).relu_()
+    return torch.baddbmm(p[5], h, p[4], out=ws.out("o", (t, k, 1 + hid), x))
 
 
-def _head(p: list[torch.Tensor], feat: torch.Tensor, enc_d: torch.Tensor) -> torch.Tensor:
+def _head(
+    p: list[torch.Tensor], feat: torch.Tensor, enc_d: torch.Tensor, ws: _Scratch = _NO_SCRATCH
+) -> torch.Tensor:
     """concat(feature ``[T, K, H]``, γ_D(d) ``[T, K, 3+6D]``) → l3 → relu → l4 → sigmoid: rgb ``[T, K, 3]``.
 
     The concatenation is never built: l3 is two matmuls over the two row blocks of its weight.
     """
     w3 = p[6]
-    h = feat.shape[2]
-    a = torch.baddbmm(p[7], feat, w3[:, :h]).baddbmm_(enc_d, w3[:, h:]).relu_()
-    return torch.baddbmm(p[9], a, p[8]).sigmoid_()
+    t, k, h = feat.shape
+    a = torch.baddbmm(p[7], feat, w3[:, :h], out=ws.out("h3", (t, k, w3.shape[2]), feat))
+    a = a.baddbmm_(enc_d, w3[:, h:]).relu_()
+    return torch.baddbmm(p[9], a, p[8], out=ws.out("rgb", (t, k, 3), feat)).sigmoid_()
 
 
 def _real(v: torch.Tensor, g: TileGroup) -> torch.Tensor:
@@ -293,13 +338,14 @@ def evaluate_density_first(
     no = NetworkOrder.of(net)
     n = x.shape[0]
     trunk = x.new_empty((n, 1 + spec.hidden))  # raw density, feature: network-sorted order
+    ws = _Scratch(True)
     with torch.no_grad():
         for ch in no.tiles(chunk_size):
             idx = no.order[ch.begin : ch.end]
             out = trunk[ch.begin : ch.end]
-            for g, p in zip(ch.groups, _tile_params(w, ch, spec)):
-                enc_u = _encoded_positions(x.index_select(0, idx.index_select(0, g.rows)), spec)
-                out.index_copy_(0, g.rows, _flat(_trunk(p, _tiled_t(enc_u, g))))
+            for g, p in zip(ch.groups, _tile_params(w, ch, spec, ws)):
+                enc_u = _encoded_positions(x.index_select(0, idx.index_select(0, g.rows)), spec, ws)
+                out.index_copy_(0, g.rows, _flat(_trunk(p, _tiled_t(enc_u, g), ws)))
         raw = trunk[:, 0]
         sigma = torch.empty_like(raw).index_copy_(0, no.order, density_activation(raw, spec))
     return sigma, trunk[:, 1:], no
@@ -338,13 +384,14 @@ def evaluate_colors_where(
     idx = no.order.index_select(0, pos)
     feat = feature.index_select(0, pos)
     rgb = feature.new_empty((idx.shape[0], 3))
+    ws = _Scratch(True)
     with torch.no_grad():
         for ch in plan_tiles(ids, counts[some], chunk_size=chunk_size):
             sub, f, out = idx[ch.begin : ch.end], feat[ch.begin : ch.end], rgb[ch.begin : ch.end]
-            for g, p in zip(ch.groups, _tile_params(w, ch, spec)):
-                enc_d = _encode(d.index_select(0, sub.index_select(0, g.rows)), spec.dir_freqs)
+            for g, p in zip(ch.groups, _tile_params(w, ch, spec, ws)):
+                enc_d = _encode(d.index_select(0, sub.index_select(0, g.rows)), spec.dir_freqs, ws, "enc_d")
                 out.index_copy_(
-                    0, g.rows, _flat(_head(p, _tiled(f.index_select(0, g.rows), g), _tiled_t(enc_d, g)))
+                    0, g.rows, _flat(_head(p, _tiled(f.index_select(0, g.rows), g), _tiled_t(enc_d, g), ws))
                 )
     return idx, rgb
 
@@ -394,15 +441,16 @@ def evaluate_networks(
     dst_parts: list[torch.Tensor] = []
     raw_out = x.new_empty((n,))
     rgb_out = x.new_empty((n, 3))
+    ws = _Scratch(not grad)
     with torch.set_grad_enabled(grad):
         for ch in no.tiles(chunk_size):
             idx = no.order[ch.begin : ch.end]
-            for g, p in zip(ch.groups, _tile_params(w, ch, spec)):
+            for g, p in zip(ch.groups, _tile_params(w, ch, spec, ws)):
                 sample = idx.index_select(0, g.rows)  # input index of every slot
-                enc_u = _encoded_positions(x.index_select(0, sample), spec)
-                enc_d = _encode(d.index_select(0, sample), spec.dir_freqs)
-                o = _trunk(p, _tiled_t(enc_u, g))
-                rgb = _head(p, o[..., 1:], _tiled_t(enc_d, g))
+                enc_u = _encoded_positions(x.index_select(0, sample), spec, ws)
+                enc_d = _encode(d.index_select(0, sample), spec.dir_freqs, ws, "enc_d")
+                o = _trunk(p, _tiled_t(enc_u, g), ws)
+                rgb = _head(p, o[..., 1:], _tiled_t(enc_d, g), ws)
                 if grad:  # only the real slots, each once
                     raw_parts.append(_real(o[..., :1], g).squeeze(1))
                     rgb_parts.append(_real(rgb, g))
