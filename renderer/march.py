@@ -169,6 +169,51 @@ def voxel_lookup(rs: RenderScene, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     return g, flat
 
 
+# Columns of the packed marching state of the active rays (float32; the integers are exact below 2**24).
+_O, _D, _P, _SG, _DI = 0, 3, 6, 9, 12
+_T0, _K, _N, _CNT, _ROW = 15, 16, 17, 18, 19
+_COLS = 20
+MAX_JUMPS = 3
+"""Empty-space jumps a ray may chain in one marching iteration before the window test."""
+WINDOW_BUDGET = 1 << 14
+"""Lattice samples a window test may examine at once: few near rays get longer windows (up to 8×)."""
+
+
+def _ray_state(rs: RenderScene, rays: RayBatch, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """``[A, 20]`` float32 packed state of the rays ``rows[pos]``: o, d, face offset P, direction sign, 1/d,
+    t0, k, n, samples taken this pass, position in ``rows``.
+
+    P = min − o + (d ≤ 0)·voxel, so that the ray leaves the cube of voxels g − r + 1 … g + r − 1 through the
+    face at t = (P + (g + sign·r)·voxel)·(1/d) on each axis; an axis with |d| < 1e-30 gets P = inf, 1/d = 1
+    (it moves less than 1e-29 over the box and never reaches a face that is ≥ 1 voxel away).
+    """
+    sel = torch.index_select
+    active = sel(rows, 0, pos)
+    o, d = sel(rays.origins, 0, active), sel(rays.dirs, 0, active)
+    st = torch.empty((active.shape[0], _COLS), dtype=torch.float32, device=o.device)
+    st[:, _O : _O + 3] = o
+    st[:, _D : _D + 3] = d
+    zero = d.abs() < 1e-30
+    ahead = d > 0
+    p = rs.bbox_min_t - o + torch.where(ahead, 0.0, rs.voxel_size_t)
+    st[:, _P : _P + 3] = torch.where(zero, float("inf"), p)
+    st[:, _SG : _SG + 3] = torch.where(ahead, 1.0, -1.0)
+    st[:, _DI : _DI + 3] = 1.0 / torch.where(zero, 1.0, d)
+    st[:, _T0] = sel(rays.t0, 0, active)
+    st[:, _K] = sel(rays.k, 0, active)
+    st[:, _N] = sel(rays.n, 0, active)
+    st[:, _CNT] = 0.0
+    st[:, _ROW] = pos
+    return st
+
+
+def _voxel_of(rs: RenderScene, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``voxel_lookup`` of ``[..., 3]`` points, in place in ``x`` (flat index: float32-exact, as int64)."""
+    lo, ext, res_f, top, strides = rs.voxel_tables
+    g = x.sub_(lo).div_(ext).mul_(res_f).floor_().clamp_(min=rs.march_zero3, max=top)
+    return g, torch.matmul(g, strides).to(torch.int64)
+
+
 def next_samples(
     rs: RenderScene,
     rays: RayBatch,
@@ -193,6 +238,87 @@ def next_samples(
         ray ``[S]`` int64 (rows of the batch), lattice index ``[S]`` int64 and slot ``[S]`` int64 (order
         of the sample within its ray's pass), grouped by ray in the order of ``rows``, then by k.
     """
+    dev = rays.k.device
+    if rows is None:
+        rows = torch.arange(rays.k.shape[0], device=dev)
+    sel = torch.index_select
+    live = sel(rays.k, 0, rows) < sel(rays.n, 0, rows)
+    too_big = rs.voxel_count >= (1 << 24) or rows.numel() >= (1 << 24)
+    if too_big or (rays.n.numel() > 0 and int(rays.n.max()) >= (1 << 24) - 2 * window * 8):
+        return _next_samples_wide(rs, rays, step, max_per_ray, ess, rows, window)
+    dist = rs.distance_field(ess)
+    valid = rs.valid_flat(ess)
+    vox_size = rs.voxel_size_t
+    margin = JUMP_MARGIN * float(vox_size.min())
+    kmax = max_per_ray
+    table = torch.full((rows.numel(), kmax), -1, dtype=torch.int64, device=dev)
+    st = _ray_state(rs, rays, rows, live.nonzero().squeeze(1))
+    while st.shape[0] > 0:
+        n = st[:, _N]
+        k = st[:, _K].clone()
+        o, d, t0 = st[:, _O : _O + 3], st[:, _D : _D + 3], st[:, _T0]
+        for j in range(MAX_JUMPS + 1):
+            t = (k + 0.5).mul_(step).add_(t0)  # = lattice_t
+            g, flat = _voxel_of(rs, torch.mul(d, t[:, None]).add_(o))
+            dvox = sel(dist, 0, flat)
+            far = dvox >= 2
+            if j == MAX_JUMPS or not bool(far.any()):
+                break
+            # jump out of the cube of voxels within dvox − 1 of this one: none of them can contribute
+            face = torch.mul(st[:, _SG : _SG + 3], dvox.to(torch.float32)[:, None])
+            te = face.add_(g).mul_(vox_size).add_(st[:, _P : _P + 3]).mul_(st[:, _DI : _DI + 3]).amin(dim=1)
+            kj = te.sub_(margin).sub_(t0).div_(step).sub_(0.5).ceil_()
+            kj = torch.minimum(torch.maximum(kj, k + 1.0), n)
+            k = torch.where(far & (k < n), kj, k)
+        # rays next to possibly contributing voxels test a window of lattice steps at once
+        nl = ((dvox < 2) & (k < n)).nonzero().squeeze(1)
+        if nl.numel() > 0:
+            sub = sel(st, 0, nl)
+            k0, n_i, cnt = sel(k, 0, nl), sub[:, _N], sub[:, _CNT]
+            w = window
+            while w < 8 * window and nl.numel() * w * 2 <= WINDOW_BUDGET:
+                w *= 2
+            lane = torch.arange(w, device=dev, dtype=torch.float32)
+            kw = k0[:, None] + lane  # [B, W]
+            tw = (kw + 0.5).mul_(step).add_(sub[:, _T0, None])
+            flat_w = _voxel_of(
+                rs, torch.mul(tw[..., None], sub[:, None, _D : _D + 3]).add_(sub[:, None, _O : _O + 3])
+            )[1]
+            ok = sel(valid, 0, flat_w.view(-1)).view(flat_w.shape) & (kw < n_i[:, None])
+            remaining = kmax - cnt
+            rank = torch.cumsum(ok, dim=1)
+            take = ok & (rank <= remaining[:, None])
+            hit = take.view(-1).nonzero().squeeze(1)
+            if hit.numel() > 0:
+                i, ln = hit // w, hit % w
+                slot = sel(cnt, 0, i).to(torch.int64) + sel(rank.view(-1), 0, hit) - 1
+                pos = sel(sub[:, _ROW], 0, i).to(torch.int64)
+                table.view(-1).index_copy_(0, pos * kmax + slot, sel(k0, 0, i).to(torch.int64) + ln)
+            got = take.sum(dim=1).to(torch.float32)
+            last = torch.where(take, lane, -1.0).amax(dim=1)
+            newk = torch.where(got >= remaining, k0 + last + 1.0, torch.minimum(k0 + w, n_i))
+            k.index_copy_(0, nl, newk)
+            st[:, _CNT].index_add_(0, nl, got)
+        st[:, _K] = k
+        keep = ((k < n) & (st[:, _CNT] < kmax)).nonzero().squeeze(1)
+        if keep.numel() < st.shape[0]:
+            rays.k.index_copy_(0, sel(rows, 0, st[:, _ROW].to(torch.int64)), k.to(torch.int64))
+            st = sel(st, 0, keep)
+    nz = (table.view(-1) >= 0).nonzero().squeeze(1)  # row-major: grouped by ray, then slot (= k order)
+    ray = sel(rows, 0, nz // kmax)
+    return ray, sel(table.view(-1), 0, nz), nz % kmax
+
+
+def _next_samples_wide(
+    rs: RenderScene,
+    rays: RayBatch,
+    step: float,
+    max_per_ray: int,
+    ess: bool,
+    rows: torch.Tensor | None = None,
+    window: int = WINDOW,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``next_samples`` in int64 for batches whose indices do not fit float32 exactly."""
     dev = rays.k.device
     if rows is None:
         rows = torch.arange(rays.k.shape[0], device=dev)

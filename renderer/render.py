@@ -18,6 +18,12 @@ from renderer.march import RayBatch, empty_space_distance, lattice_t, next_sampl
 from renderer.networks import NetworkSpec, evaluate_colors_where, evaluate_density_first, evaluate_networks
 
 OUTPUTS = ("rgb", "depth", "network")
+NETWORK_CHUNK = 1 << 15
+"""Samples per network-evaluation chunk."""
+PASS_GROWTH_CAP = 64
+"""Most samples per ray per pass that a pass with few live rays grows to (``samples_per_pass`` if larger)."""
+PASS_SAMPLE_BUDGET = 1 << 15
+"""Pass p takes up to 2^p × ``samples_per_pass`` samples per ray while live rays × samples ≤ this."""
 
 
 @dataclass
@@ -116,21 +122,40 @@ class RenderScene:
         """M."""
         return int(self.params["l0.weight"].shape[0])
 
+    def _const(self, key: str, make: Any) -> torch.Tensor:
+        """A per-scene constant tensor, made once (callers must not modify it in place)."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
     @property
     def bbox_min_t(self) -> torch.Tensor:
         """``[3]`` float32 box minimum on the device."""
-        return torch.tensor(self.spec.bbox_min, dtype=torch.float32, device=self.device)
+        return self._const(
+            "lo", lambda: torch.tensor(self.spec.bbox_min, dtype=torch.float32, device=self.device)
+        )
 
     @property
     def bbox_max_t(self) -> torch.Tensor:
         """``[3]`` float32 box maximum on the device."""
-        return torch.tensor(self.spec.bbox_max, dtype=torch.float32, device=self.device)
+        return self._const(
+            "hi", lambda: torch.tensor(self.spec.bbox_max, dtype=torch.float32, device=self.device)
+        )
 
     @property
     def voxel_size_t(self) -> torch.Tensor:
         """``[3]`` float32 occupancy voxel edge lengths."""
-        res = torch.tensor(self.occupancy_res, dtype=torch.float32, device=self.device)
-        return (self.bbox_max_t - self.bbox_min_t) / res
+
+        def make() -> torch.Tensor:
+            res = torch.tensor(self.occupancy_res, dtype=torch.float32, device=self.device)
+            return (self.bbox_max_t - self.bbox_min_t) / res
+
+        return self._const("voxel_size", make)
+
+    @property
+    def march_zero3(self) -> torch.Tensor:
+        """``[3]`` float32 zeros (lower clamp of voxel indices)."""
+        return self._const("zero3", lambda: torch.zeros(3, dtype=torch.float32, device=self.device))
 
     def valid_voxels(self, ess: bool) -> torch.Tensor:
         """``[ox, oy, oz]`` bool: voxels whose cell has a network (and, with ``ess``, that are occupied)."""
@@ -272,7 +297,14 @@ def _march_chunk(
     passes = 0
     sel = torch.index_select  # much faster than advanced indexing on the CPU
     while live.numel() > 0:
-        ray, k, slot = next_samples(rs, rays, step, k_per_pass, opts.ess, live)
+        # few rays left (a small frame, or a pass's stragglers): a pass costs about the same for up to
+        # PASS_SAMPLE_BUDGET samples, so take more per ray and spare later passes' fixed costs
+        k_pass = k_per_pass
+        for _ in range(passes):  # at most doubling from one pass to the next
+            if k_pass >= PASS_GROWTH_CAP or live.numel() * k_pass * 2 > PASS_SAMPLE_BUDGET:
+                break
+            k_pass *= 2
+        ray, k, slot = next_samples(rs, rays, step, k_pass, opts.ess, live)
         passes += 1
         if ray.numel() > 0:
             t = lattice_t(sel(rays.t0, 0, ray), k, step)
@@ -290,14 +322,20 @@ def _march_chunk(
             row = sel(row_of, 0, ray)
             trans_live = sel(acc.trans, 0, live)
             if eps is None:
-                sigma, rgb = evaluate_networks(rs.params, x, d_s, net, scene_meta=rs.spec)
-                t_out, w = transmittance_pass(sigma, row, slot, trans_live, step, k_per_pass, None)
+                sigma, rgb = evaluate_networks(
+                    rs.params, x, d_s, net, scene_meta=rs.spec, chunk_size=NETWORK_CHUNK
+                )
+                t_out, w = transmittance_pass(sigma, row, slot, trans_live, step, k_pass, None)
                 c_add = torch.zeros(live.numel(), 3, device=rs.device).index_add_(0, row, w[:, None] * rgb)
             else:
                 # densities first; colours only for the samples that end up with a weight
-                sigma, feat, order = evaluate_density_first(rs.params, x, net, scene_meta=rs.spec)
-                t_out, w = transmittance_pass(sigma, row, slot, trans_live, step, k_per_pass, eps)
-                idx, rgb = evaluate_colors_where(rs.params, feat, d_s, order, w > 0, scene_meta=rs.spec)
+                sigma, feat, order = evaluate_density_first(
+                    rs.params, x, net, scene_meta=rs.spec, chunk_size=NETWORK_CHUNK
+                )
+                t_out, w = transmittance_pass(sigma, row, slot, trans_live, step, k_pass, eps)
+                idx, rgb = evaluate_colors_where(
+                    rs.params, feat, d_s, order, w > 0, scene_meta=rs.spec, chunk_size=NETWORK_CHUNK
+                )
                 del feat
                 c_add = torch.zeros(live.numel(), 3, device=rs.device)
                 c_add.index_add_(0, sel(row, 0, idx), sel(w, 0, idx)[:, None] * rgb)
