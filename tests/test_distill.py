@@ -179,3 +179,19 @@ def test_distill_resume_matches_uninterrupted(tmp_path) -> None:
     assert resumed.step == 12
     for k in straight.params:
         torch.testing.assert_close(resumed.params[k], straight.params[k], rtol=1e-5, atol=1e-6)
+
+
+def test_camera_directions_point_from_a_training_camera_to_the_point() -> None:
+    occ, index = ball_layout()
+    sampler = CellSampler.from_layout(BMIN, BMAX, index, occ)
+    cams = torch.tensor([[4.0, 0.0, 0.0], [0.0, -4.0, 1.0], [-3.0, 2.0, 2.0]])
+    sampler.camera_origins = cams
+    u, x, d = sampler.sample(64, 0.5, torch.Generator().manual_seed(1))
+    assert torch.allclose(d.norm(dim=-1), torch.ones(d.shape[:2]), atol=1e-5)
+    # x - t d is one of the cameras for t = |x - camera|
+    dist = (x[..., None, :] - cams).norm(dim=-1)  # [M, B, K]
+    back = x[..., None, :] - dist[..., None] * d[..., None, :]
+    hit = ((back - cams).norm(dim=-1) < 1e-4).any(dim=-1)
+    assert bool(hit.all())
+    used = ((back - cams).norm(dim=-1) < 1e-4).reshape(-1, 3).any(dim=0)
+    assert bool(used.all()), "every camera is drawn"

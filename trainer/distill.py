@@ -38,6 +38,9 @@ class DistillConfig:
     """The learning rate decays exponentially to lr * this at the last step."""
     rgb_weight: float = 1.0
     """Weight of the colour L2 term relative to the alpha L2 term."""
+    camera_directions: bool = True
+    """View directions from a random training camera to each point (the directions rendering asks for);
+    False: uniform on the sphere, as the paper (colour seen from inside objects is then fitted too)."""
     checkpoint_seconds: float = 60.0
     """Write a checkpoint at least this often (seconds)."""
     checkpoint_every: int = 500
@@ -69,6 +72,8 @@ class CellSampler:
     voxels: torch.Tensor
     offset: torch.Tensor
     count: torch.Tensor
+    camera_origins: torch.Tensor | None = None
+    """``[K, 3]`` training camera centres: directions point from one of them (at random) to each point."""
 
     @property
     def num_networks(self) -> int:
@@ -137,7 +142,12 @@ class CellSampler:
             pos[:, :n_occ] = torch.where(has[:, None, None], in_vox, pos[:, :n_occ])
         u = pos * 2.0 - 1.0
         x = self.cell_min[:, None, :] + pos * self.cell_size
-        d = torch.randn(m, b, 3, generator=generator, device=dev)
+        if self.camera_origins is not None and self.camera_origins.shape[0] > 0:
+            k = self.camera_origins.shape[0]
+            cam = (rand(m, b) * k).long().clamp_max(k - 1)
+            d = x - self.camera_origins[cam]
+        else:
+            d = torch.randn(m, b, 3, generator=generator, device=dev)
         d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         return u, x, d
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,19 +52,14 @@ def view_rays(ds: Any, i: int, device: torch.device) -> tuple[torch.Tensor, torc
     return pixel_rays(c2w, px.reshape(-1), py.reshape(-1), float(ds.focal), float(cx), float(cy))
 
 
-def teacher_psnr(ctx: Context, teacher: Any) -> dict[str, Any]:
-    """Teacher PSNR on the evaluation views (``render_teacher`` at the training resolution)."""
-    from trainer.teachers import render_teacher
-
+def score_views(ctx: Context, render: Callable[[Any, int], torch.Tensor]) -> dict[str, Any]:
+    """PSNR, SSIM and ms/frame of ``render(dataset, i) -> [H, W, 3]`` on the evaluation views."""
     ds, split, idx = ctx.eval_set()
-    nf = near_far(ds)
-    bg = torch.as_tensor(ds.background, dtype=torch.float32, device=ctx.device)
     values, ssims, ms = [], [], []
     for i in idx:
-        o, d = view_rays(ds, i, ctx.device)
         t0 = time.perf_counter()
         with torch.no_grad():
-            rgb = render_teacher(teacher, o, d, nf[0], nf[1], bg, ctx.preset.teacher)
+            rgb = render(ds, i)
         ms.append((time.perf_counter() - t0) * 1000)
         img = rgb.reshape(ds.height, ds.width, 3).clamp(0, 1).cpu().numpy()
         values.append(psnr(img, ds.images[i]))
@@ -77,33 +73,35 @@ def teacher_psnr(ctx: Context, teacher: Any) -> dict[str, Any]:
     }
 
 
+def teacher_psnr(ctx: Context, teacher: Any) -> dict[str, Any]:
+    """Teacher PSNR on the evaluation views (``render_teacher`` at the training resolution)."""
+    from trainer.teachers import render_teacher
+
+    def render(ds: Any, i: int) -> torch.Tensor:
+        o, d = view_rays(ds, i, ctx.device)
+        nf = near_far(ds)
+        bg = torch.as_tensor(ds.background, dtype=torch.float32, device=ctx.device)
+        return render_teacher(teacher, o, d, nf[0], nf[1], bg, ctx.preset.teacher)
+
+    return score_views(ctx, render)
+
+
 def student_psnr(ctx: Context, scene: Any) -> dict[str, Any]:
     """Student PSNR on the evaluation views, rendered by the renderer (ESS + ERT)."""
     from renderer.camera import Camera
     from renderer.render import RenderOptions, prepare_scene, render_image
 
-    ds, split, idx = ctx.eval_set()
     rs = prepare_scene(scene, ctx.device)
-    values, ssims, ms = [], [], []
-    for i in idx:
+
+    def render(ds: Any, i: int) -> torch.Tensor:
         cam = Camera(
             width=ds.width, height=ds.height, focal=float(ds.focal), c2w=ds.c2w[i].astype(np.float64)
         )
         if ds.cx is not None:
             cam.cx, cam.cy = float(ds.cx), float(ds.cy)
-        t0 = time.perf_counter()
-        res = render_image(rs, cam, RenderOptions())
-        ms.append((time.perf_counter() - t0) * 1000)
-        img = res.image.clamp(0, 1).numpy()
-        values.append(psnr(img, ds.images[i]))
-        ssims.append(ssim(img, ds.images[i]))
-    return {
-        "psnr": float(np.mean(values)),
-        "ssim": float(np.mean(ssims)),
-        "split": split,
-        "views": [i * ctx.eval_every for i in idx],
-        "ms_per_frame": float(np.mean(ms)),
-    }
+        return render_image(rs, cam, RenderOptions()).image
+
+    return score_views(ctx, render)
 
 
 def _cancel_check(ctx: Context) -> None:
@@ -385,6 +383,9 @@ def stage_distill(ctx: Context) -> dict[str, Any]:
     sampler = CellSampler.from_layout(
         layout.bbox_min, layout.bbox_max, layout.network_index, layout.occupancy, ctx.device
     )
+    if cfg.camera_directions:
+        c2w = np.asarray(ctx.train_set.c2w, dtype=np.float32)
+        sampler.camera_origins = torch.as_tensor(c2w[:, :3, 3], device=ctx.device)
 
     def on_step(step: int, total: int, loss: float) -> None:
         ctx.log.progress(step, total, loss, None)
