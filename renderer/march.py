@@ -176,7 +176,11 @@ _COLS = 20
 MAX_JUMPS = 3
 """Empty-space jumps a ray may chain in one marching iteration before the window test."""
 WINDOW_BUDGET = 1 << 14
-"""Lattice samples a window test may examine at once: few near rays get longer windows (up to 8×)."""
+"""Lattice samples a window test may examine at once: few near rays get longer windows."""
+BRUTE_BUDGET = 1 << 16
+"""Below this many samples for 4 windows per active ray, every ray tests a window instead of jumping."""
+MAX_WINDOW = 256
+"""Longest window."""
 
 
 def _ray_state(rs: RenderScene, rays: RayBatch, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -257,7 +261,9 @@ def next_samples(
         n = st[:, _N]
         k = st[:, _K].clone()
         o, d, t0 = st[:, _O : _O + 3], st[:, _D : _D + 3], st[:, _T0]
-        for j in range(MAX_JUMPS + 1):
+        # few rays left: one long window each costs less than a chain of small ops per jump
+        brute = st.shape[0] * window * 4 <= BRUTE_BUDGET
+        for j in range(0 if brute else MAX_JUMPS + 1):
             t = (k + 0.5).mul_(step).add_(t0)  # = lattice_t
             g, flat = _voxel_of(rs, torch.mul(d, t[:, None]).add_(o))
             dvox = sel(dist, 0, flat)
@@ -271,12 +277,12 @@ def next_samples(
             kj = torch.minimum(torch.maximum(kj, k + 1.0), n)
             k = torch.where(far & (k < n), kj, k)
         # rays next to possibly contributing voxels test a window of lattice steps at once
-        nl = ((dvox < 2) & (k < n)).nonzero().squeeze(1)
+        nl = torch.arange(st.shape[0], device=dev) if brute else ((dvox < 2) & (k < n)).nonzero().squeeze(1)
         if nl.numel() > 0:
-            sub = sel(st, 0, nl)
+            sub = st if brute else sel(st, 0, nl)
             k0, n_i, cnt = sel(k, 0, nl), sub[:, _N], sub[:, _CNT]
-            w = window
-            while w < 8 * window and nl.numel() * w * 2 <= WINDOW_BUDGET:
+            w, budget = (window, BRUTE_BUDGET) if brute else (window, WINDOW_BUDGET)
+            while w < MAX_WINDOW and nl.numel() * w * 2 <= budget:
                 w *= 2
             lane = torch.arange(w, device=dev, dtype=torch.float32)
             kw = k0[:, None] + lane  # [B, W]
