@@ -20,6 +20,10 @@ from renderer.networks import NetworkSpec, evaluate_colors_where, evaluate_densi
 OUTPUTS = ("rgb", "depth", "network")
 NETWORK_CHUNK = 1 << 15
 """Samples per network-evaluation chunk."""
+ONE_CALL_SAMPLES = 1 << 20
+"""With ERT, passes of at most this many samples evaluate σ and rgb in one call (else σ first, then rgb
+only where the weight is not 0): with K samples per ray per pass few samples lose their weight, so the
+second call's fixed costs (sorting, tiling, gathering weights again) outweigh the colours it saves."""
 PASS_GROWTH_CAP = 64
 """Most samples per ray per pass that a pass with few live rays grows to (``samples_per_pass`` if larger)."""
 PASS_SAMPLE_BUDGET = 1 << 15
@@ -321,11 +325,11 @@ def _march_chunk(
             row_of.index_copy_(0, live, torch.arange(live.numel(), device=rs.device))
             row = sel(row_of, 0, ray)
             trans_live = sel(acc.trans, 0, live)
-            if eps is None:
+            if eps is None or ray.numel() <= ONE_CALL_SAMPLES:
                 sigma, rgb = evaluate_networks(
                     rs.params, x, d_s, net, scene_meta=rs.spec, chunk_size=NETWORK_CHUNK
                 )
-                t_out, w = transmittance_pass(sigma, row, slot, trans_live, step, k_pass, None)
+                t_out, w = transmittance_pass(sigma, row, slot, trans_live, step, k_pass, eps)
                 c_add = torch.zeros(live.numel(), 3, device=rs.device).index_add_(0, row, w[:, None] * rgb)
             else:
                 # densities first; colours only for the samples that end up with a weight

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import renderer.march as march
+import renderer.render as render_module
 from renderer.camera import Camera, generate_rays, look_at
 from renderer.march import RayBatch, _next_samples_wide, next_samples
 from renderer.render import RenderOptions, RenderScene, prepare_scene, render_image
@@ -88,3 +89,15 @@ def test_next_samples_identical_across_strategies(monkeypatch: pytest.MonkeyPatc
         for a, b in zip(first, other):
             assert torch.equal(a, b)
         assert torch.equal(k_end, k_other)
+
+
+@pytest.mark.parametrize("one_call", [0, 1 << 30])
+def test_ert_network_calls_match_reference(monkeypatch: pytest.MonkeyPatch, one_call: int) -> None:
+    """σ and rgb in one call, or σ first and rgb only where the weight is not 0: same pixels."""
+    monkeypatch.setattr(render_module, "ONE_CALL_SAMPLES", one_call)
+    scene = random_scene((3, 2, 4), (2, 3, 2), seed=2, density_bias=8.0)
+    cam = _camera(True)
+    ref, _ = reference_render(scene, cam, ert=True)
+    res = render_image(scene, cam, RenderOptions(ert=True))
+    assert res.stats.rays_terminated_early > 0
+    assert float(np.abs(res.image.numpy() - ref).max()) <= 1e-4
