@@ -95,9 +95,9 @@ def test_next_samples_identical_across_strategies(monkeypatch: pytest.MonkeyPatc
 def test_ert_network_calls_match_reference(monkeypatch: pytest.MonkeyPatch, one_call: int) -> None:
     """σ and rgb in one call, or σ first and rgb only where the weight is not 0: same pixels."""
     monkeypatch.setattr(render_module, "ONE_CALL_SAMPLES", one_call)
-    scene = random_scene((3, 2, 4), (2, 3, 2), seed=2, density_bias=8.0)
+    scene = random_scene((5, 1, 3), (1, 4, 2), seed=2, density_bias=12.0)
     cam = _camera(True)
     ref, _ = reference_render(scene, cam, ert=True)
-    res = render_image(scene, cam, RenderOptions(ert=True))
+    res = render_image(scene, cam, RenderOptions(ert=True, samples_per_pass=2))
     assert res.stats.rays_terminated_early > 0
     assert float(np.abs(res.image.numpy() - ref).max()) <= 1e-4
