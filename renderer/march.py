@@ -142,6 +142,8 @@ class RayBatch:
     """``[R]`` int64 number of lattice samples inside the box."""
     k: torch.Tensor
     """``[R]`` int64 next lattice index to examine."""
+    packed: torch.Tensor | None = None
+    """``[R, 20]`` float32 per-ray marching constants (see ``_ray_state``), made on first use."""
 
     @classmethod
     def start(cls, rs: RenderScene, origins: torch.Tensor, dirs: torch.Tensor, step: float) -> RayBatch:
@@ -192,20 +194,23 @@ def _ray_state(rs: RenderScene, rays: RayBatch, rows: torch.Tensor, pos: torch.T
     (it moves less than 1e-29 over the box and never reaches a face that is ≥ 1 voxel away).
     """
     sel = torch.index_select
+    if rays.packed is None:
+        o, d = rays.origins, rays.dirs
+        packed = torch.empty((o.shape[0], _COLS), dtype=torch.float32, device=o.device)
+        packed[:, _O : _O + 3] = o
+        packed[:, _D : _D + 3] = d
+        zero = d.abs() < 1e-30
+        ahead = d > 0
+        p = rs.bbox_min_t - o + torch.where(ahead, 0.0, rs.voxel_size_t)
+        packed[:, _P : _P + 3] = torch.where(zero, float("inf"), p)
+        packed[:, _SG : _SG + 3] = torch.where(ahead, 1.0, -1.0)
+        packed[:, _DI : _DI + 3] = 1.0 / torch.where(zero, 1.0, d)
+        packed[:, _T0] = rays.t0
+        packed[:, _N] = rays.n
+        rays.packed = packed
     active = sel(rows, 0, pos)
-    o, d = sel(rays.origins, 0, active), sel(rays.dirs, 0, active)
-    st = torch.empty((active.shape[0], _COLS), dtype=torch.float32, device=o.device)
-    st[:, _O : _O + 3] = o
-    st[:, _D : _D + 3] = d
-    zero = d.abs() < 1e-30
-    ahead = d > 0
-    p = rs.bbox_min_t - o + torch.where(ahead, 0.0, rs.voxel_size_t)
-    st[:, _P : _P + 3] = torch.where(zero, float("inf"), p)
-    st[:, _SG : _SG + 3] = torch.where(ahead, 1.0, -1.0)
-    st[:, _DI : _DI + 3] = 1.0 / torch.where(zero, 1.0, d)
-    st[:, _T0] = sel(rays.t0, 0, active)
+    st = sel(rays.packed, 0, active)
     st[:, _K] = sel(rays.k, 0, active)
-    st[:, _N] = sel(rays.n, 0, active)
     st[:, _CNT] = 0.0
     st[:, _ROW] = pos
     return st
