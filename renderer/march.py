@@ -253,7 +253,7 @@ def next_samples(
     sel = torch.index_select
     live = sel(rays.k, 0, rows) < sel(rays.n, 0, rows)
     too_big = rs.voxel_count >= (1 << 24) or rows.numel() >= (1 << 24)
-    if too_big or (rays.n.numel() > 0 and int(rays.n.max()) >= (1 << 24) - 2 * window * 8):
+    if too_big or (rays.n.numel() > 0 and int(rays.n.max()) >= (1 << 24) - 2 * max(window, MAX_WINDOW)):
         return _next_samples_wide(rs, rays, step, max_per_ray, ess, rows, window)
     dist = rs.distance_field(ess)
     valid = rs.valid_flat(ess)
