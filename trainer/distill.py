@@ -1,8 +1,8 @@
 """Stage 2, distillation: every tiny network regresses the teacher's alpha and colour inside its own cell.
 
 All M networks train at once with `evaluate_networks_batched` (one `bmm` per layer). Each step draws, per
-network, B points uniform in its cell (most of them inside the cell's occupied voxels) and random unit
-directions; the targets are the teacher's alpha = 1 - exp(-sigma * s) (s = the scene step) and rgb. Points
+network, B points uniform in its cell (most of them inside the cell's occupied voxels) and unit directions
+from a random training camera to each point (or uniform on the sphere, as the paper); the targets are the teacher's alpha = 1 - exp(-sigma * s) (s = the scene step) and rgb. Points
 are generated on the fly, so memory stays bounded by one step's M * B points.
 """
 
