@@ -2,8 +2,9 @@
 
 All M networks train at once with `evaluate_networks_batched` (one `bmm` per layer). Each step draws, per
 network, B points uniform in its cell (most of them inside the cell's occupied voxels) and unit directions
-from a random training camera to each point (or uniform on the sphere, as the paper); the targets are the teacher's alpha = 1 - exp(-sigma * s) (s = the scene step) and rgb. Points
-are generated on the fly, so memory stays bounded by one step's M * B points.
+from a random training camera to each point (or uniform on the sphere, as the paper); the targets are the
+teacher's alpha = 1 - exp(-sigma * s) (s = the scene step) and rgb. Points are generated on the fly, so
+memory stays bounded by one step's M * B points.
 """
 
 from __future__ import annotations
