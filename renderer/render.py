@@ -46,6 +46,9 @@ class RenderOptions:
     """Background colour (None → the scene's)."""
     samples_per_pass: int = 8
     """Contributing samples gathered per ray per pass (K)."""
+    grow_passes: bool = True
+    """Later passes with few live rays take up to 2^p × K samples per ray (False: K in every pass, as the
+    CUDA kernels do; with ERT the samples marched past a ray's end differ, the image does not)."""
     output: str = "rgb"
     """"rgb", "depth" (expected t, shaded) or "network" (colour of the dominant network's id)."""
     chunk_size: int = 1 << 18
@@ -304,7 +307,7 @@ def _march_chunk(
         # few rays left (a small frame, or a pass's stragglers): a pass costs about the same for up to
         # PASS_SAMPLE_BUDGET samples, so take more per ray and spare later passes' fixed costs
         k_pass = k_per_pass
-        for _ in range(passes):  # at most doubling from one pass to the next
+        for _ in range(passes if opts.grow_passes else 0):  # at most doubling from one pass to the next
             if k_pass >= PASS_GROWTH_CAP or live.numel() * k_pass * 2 > PASS_SAMPLE_BUDGET:
                 break
             k_pass *= 2
