@@ -59,12 +59,12 @@ class FrameSchedulingMixin:
         """RenderOptions of the render panel (Viewer)."""
         raise NotImplementedError
 
-    def schedule_render(self, now: float, fbw: int, fbh: int) -> None:
-        """Submit a render when the view changed: reduced scale while moving, full (banded) when still."""
+    def note_view(self, now: float, fbw: int, fbh: int) -> tuple[Any, ...]:
+        """The key of what the frame shows (pose, size, render settings, scene); a new key restarts the
+        'still' clock."""
         r = self.settings.render
-        c2w = self.camera.c2w()
         key = (
-            np.round(c2w, 9).tobytes(),
+            np.round(self.camera.c2w(), 9).tobytes(),
             fbw,
             fbh,
             r.key(),
@@ -74,6 +74,12 @@ class FrameSchedulingMixin:
         )
         if key != self._view_key:
             self._view_key, self._last_change = key, now
+        return key
+
+    def schedule_render(self, now: float, fbw: int, fbh: int) -> None:
+        """Submit a render when the view changed: reduced scale while moving, full (banded) when still."""
+        r = self.settings.render
+        key = self.note_view(now, fbw, fbh)
         moving = now - self._last_change < STILL_DELAY_S
         self.dynres.target_fps = r.target_fps
         if moving and r.dynamic_res:
@@ -108,17 +114,7 @@ class FrameSchedulingMixin:
         the UI nor needs dynamic resolution. Returns whether a frame was rendered.
         """
         r = self.settings.render
-        key = (
-            np.round(self.camera.c2w(), 9).tobytes(),
-            fbw,
-            fbh,
-            r.key(),
-            self.scene_version,
-            r.res_scale,
-            self.camera.settings.fov_y_deg,
-        )
-        if key != self._view_key:
-            self._view_key, self._last_change = key, now
+        key = self.note_view(now, fbw, fbh)
         scale = r.res_scale  # no dynamic resolution: a resize would re-register the buffer with CUDA
         want = (key, scale)
         if want == self._submitted:

@@ -77,11 +77,13 @@ def teacher_psnr(ctx: Context, teacher: Any) -> dict[str, Any]:
     """Teacher PSNR on the evaluation views (``render_teacher`` at the training resolution)."""
     from trainer.teachers import render_teacher
 
+    ds = ctx.eval_set()[0]
+    near, far = near_far(ds)
+    bg = torch.as_tensor(ds.background, dtype=torch.float32, device=ctx.device)
+
     def render(ds: Any, i: int) -> torch.Tensor:
         o, d = view_rays(ds, i, ctx.device)
-        nf = near_far(ds)
-        bg = torch.as_tensor(ds.background, dtype=torch.float32, device=ctx.device)
-        return render_teacher(teacher, o, d, nf[0], nf[1], bg, ctx.preset.teacher)
+        return render_teacher(teacher, o, d, near, far, bg, ctx.preset.teacher)
 
     return score_views(ctx, render)
 

@@ -166,20 +166,21 @@ class GridTeacher(Teacher):
         feat = sparse_trilinear(self.feature_table, self.slot(), c, w)
         return torch.sigmoid(self.rgbnet(torch.cat([feat, direction_encoding(d, self.dir_freqs)], dim=-1)))
 
-    def density(self, x: torch.Tensor) -> torch.Tensor:
+    def density(
+        self, x: torch.Tensor, corners: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """σ ``[N]`` (0 outside the box and outside the marching mask)."""
         keep = mask_lookup(self.mask, x, self.bbox_min, self.bbox_max)
         sigma = x.new_zeros(x.shape[0])
         if bool(keep.any()):
-            sigma = sigma.index_put((keep.nonzero()[:, 0],), self.raw_sigma(x[keep]))
+            sub = None if corners is None else (corners[0][keep], corners[1][keep])
+            sigma = sigma.index_put((keep.nonzero()[:, 0],), self.raw_sigma(x[keep], sub))
         return sigma
 
     def query(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """σ ``[N]`` and rgb ``[N, 3]`` (see :class:`Teacher`); the lattice corners are found once."""
         corners = self.corners(x)
-        keep = mask_lookup(self.mask, x, self.bbox_min, self.bbox_max)
-        sigma = torch.where(keep, self.raw_sigma(x, corners), torch.zeros((), device=x.device))
-        return sigma, self.colour(x, d, corners)
+        return self.density(x, corners), self.colour(x, d, corners)
 
     # ---- rendering ----
     def render_rays(

@@ -31,12 +31,10 @@ def mask_lookup(
     mask: torch.Tensor, x: torch.Tensor, bbox_min: torch.Tensor, bbox_max: torch.Tensor
 ) -> torch.Tensor:
     """Nearest-voxel lookup of a bool grid ``[X, Y, Z]`` at ``x`` ``[N, 3]``; False outside."""
-    dims = torch.tensor(mask.shape, device=x.device)
-    f = (x - bbox_min) / (bbox_max - bbox_min) * dims.to(x.dtype)
-    inside = ((f >= 0) & (f <= dims.to(x.dtype))).all(dim=-1)
-    i = torch.minimum(f.floor().long().clamp(min=0), dims - 1)
-    flat = (i[:, 0] * mask.shape[1] + i[:, 1]) * mask.shape[2] + i[:, 2]
-    return mask.reshape(-1)[flat] & inside
+    dims = torch.tensor(mask.shape, device=x.device, dtype=x.dtype)
+    f = (x - bbox_min) / (bbox_max - bbox_min) * dims
+    inside = ((f >= 0) & (f <= dims)).all(dim=-1)
+    return mask.reshape(-1)[mask_voxel_index(mask.shape, x, bbox_min, bbox_max)] & inside
 
 
 def mask_voxel_index(
