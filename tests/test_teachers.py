@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -23,6 +24,7 @@ from trainer.teachers import (
     train_teacher,
 )
 from trainer.teachers.hull import estimate_bbox_from_views, visual_hull
+from trainer.teachers.lattice import lattice_points, sparse_trilinear
 from trainer.teachers.volume import composite_weights, pixel_rays, ray_aabb
 
 SPHERE_C = np.array([0.1, -0.05, 0.0])
@@ -94,6 +96,7 @@ def tiny_cfg(**kw: Any) -> TeacherConfig:
         alpha_init=1e-2,
         checkpoint_every_s=1e9,
         log_every=5,
+        fit_box_at=None,
     )
     base.update(kw)
     return TeacherConfig(**base)
@@ -179,6 +182,44 @@ def test_empty_grid_renders_the_background(sphere):
     torch.testing.assert_close(rgb, torch.tensor([[0.2, 0.4, 0.6]]).repeat(4, 1), atol=1e-5, rtol=0)
 
 
+def test_fit_box_shrinks_to_the_mask_and_keeps_the_field():
+    cfg = tiny_cfg(grid_res=(16, 24))
+    teacher = GridTeacher.for_box([-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], cfg)
+    assert teacher.mask_dims == (24, 24, 24) and bool(teacher.mask.all())
+    coef = torch.tensor([0.7, -1.3, 2.1])
+
+    def linear(p: torch.Tensor) -> torch.Tensor:
+        return p @ coef + 0.25
+
+    with torch.no_grad():
+        pts = lattice_points(teacher.bbox_min, teacher.bbox_max, teacher.dims)
+        teacher.density_table.copy_(linear(pts))
+        teacher.feature_table.copy_(torch.stack([linear(pts) * (c + 1) for c in range(12)], dim=1))
+    teacher.mask.zero_()
+    assert not teacher.fit_box(0.0, 24, 24)  # an empty mask: nothing changes
+    assert teacher.bbox_max.tolist() == [1.0, 1.0, 1.0]
+    teacher.mask[8:16, 6:12, 12:18] = True
+    teacher.max_weight[8:16, 6:12, 12:18] = 0.5
+    assert teacher.fit_box(0.0, 24, 24)
+    v = 2.0 / 24  # the mask's voxels 8..15, 6..11, 12..17 and two more voxels on each side
+    lo = torch.tensor([-1 + (8 - 2) * v, -1 + (6 - 2) * v, -1 + (12 - 2) * v])
+    hi = torch.tensor([-1 + (16 + 2) * v, -1 + (12 + 2) * v, -1 + (18 + 2) * v])
+    torch.testing.assert_close(teacher.bbox_min, lo)
+    torch.testing.assert_close(teacher.bbox_max, hi)
+    ext = (hi - lo).tolist()
+    vnew = (float(np.prod(ext)) / 24**3) ** (1 / 3)
+    assert teacher.mask_dims == tuple(round(e / vnew) for e in ext)
+    assert bool(teacher.mask[2:-2, 2:-2, 2:-2].all())  # the old mask, dilated by one voxel
+    assert int(teacher.mask.sum()) < teacher.mask.numel()
+    # trilinear resampling reproduces a linear field exactly inside the mask
+    x = lo + 2 * v + torch.rand(500, 3, generator=torch.Generator().manual_seed(0)) * (hi - lo - 4 * v)
+    expected = torch.nn.functional.softplus(linear(x) + teacher.shift) / teacher.voxel_final
+    torch.testing.assert_close(teacher.raw_sigma(x), expected, rtol=1e-4, atol=1e-4)
+    feat = sparse_trilinear(teacher.feature_table, teacher.slot(), *teacher.corners(x))
+    torch.testing.assert_close(feat[:, 3], 4 * linear(x), rtol=1e-4, atol=1e-4)
+    assert float(teacher.max_weight.max()) == 0.5  # the weight record moved with the box
+
+
 def test_grid_teacher_lowers_the_loss(sphere, tmp_path):
     cfg = tiny_cfg(steps=80)
     teacher = make_teacher(cfg, sphere, "cpu")
@@ -204,6 +245,23 @@ def test_grid_teacher_lowers_the_loss(sphere, tmp_path):
     black = render_teacher(teacher, o, d, 1.0, 5.0, (0.0, 0.0, 0.0), cfg)
     t_end = (white - black).mean(dim=-1)
     assert float(t_end[0]) < 0.25 and float(t_end[1]) > 0.9, t_end
+
+
+def test_training_fits_the_box_to_the_scene(sphere, tmp_path):
+    # pruning by weight at step 40 carves the hull down to the sphere; the box follows it at once
+    cfg = tiny_cfg(steps=80, grid_res=(16, 20, 24), upsample_at=(0.2, 0.4), prune_at=(0.5,), fit_box_at=0.5)
+    loose = dataclasses.replace(
+        sphere, bbox_min=np.full(3, -1.2, np.float32), bbox_max=np.full(3, 1.2, np.float32)
+    )
+    teacher = train_teacher(make_teacher(cfg, loose, "cpu"), loose, cfg, ckpt_path=tmp_path / "t.ckpt")
+    assert isinstance(teacher, GridTeacher)
+    lo, hi = teacher.bbox_min.numpy(), teacher.bbox_max.numpy()
+    assert (lo <= SPHERE_C - SPHERE_R).all() and (hi >= SPHERE_C + SPHERE_R).all(), (lo, hi)
+    assert float(np.prod(hi - lo)) < 0.8 * 2.4**3, (lo, hi)
+    assert teacher_psnr(teacher, sphere, cfg, [0, 5])[0] > 20.0
+    again = load_teacher(tmp_path / "t.ckpt")  # the new box and grid shapes round-trip through the file
+    torch.testing.assert_close(again.bbox_min, teacher.bbox_min)
+    assert isinstance(again, GridTeacher) and again.mask_dims == teacher.mask_dims
 
 
 def test_checkpoint_resume_continues_exactly(sphere, tmp_path):

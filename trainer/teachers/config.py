@@ -52,6 +52,11 @@ class TeacherConfig:
     """A mask voxel survives pruning if some training ray gave one of its samples at least this weight."""
     prune_density_alpha: float = 1e-6
     """At each upsampling, mask voxels whose (dilated) opacity per step is below this are dropped."""
+    fit_box_at: float | None = 0.5
+    """Fraction of ``steps`` at which the box shrinks to the marching mask (right after that step's pruning,
+    keeping the current number of lattice points, so the voxels get finer); None keeps the starting box."""
+    fit_box_margin: float = 0.03
+    """Margin added on each side of the fitted box, as a fraction of its size (plus two mask voxels)."""
     log_every: int = 10
     """Steps between ``on_step`` progress callbacks."""
     checkpoint_every_s: float = 60.0
@@ -116,6 +121,8 @@ class TeacherConfig:
         """Raise ValueError with a one-line message for inconsistent settings."""
         if self.kind not in ("grid", "nerf"):
             raise ValueError(f"teacher kind must be 'grid' or 'nerf', not {self.kind!r}")
+        if self.fit_box_at is not None and not 0.0 < self.fit_box_at < 1.0:
+            raise ValueError(f"fit_box_at must be a fraction in (0, 1) or None, not {self.fit_box_at}")
         if len(self.upsample_at) != len(self.grid_res) - 1:
             raise ValueError("upsample_at needs one fraction per grid_res transition")
         if self.total_steps < 0 or self.batch < 1:

@@ -1,13 +1,15 @@
 """The fast teacher: DVGO-style voxel grids of density and features with a small colour MLP.
 
 σ(x) = softplus(D(x) + shift) / v_final, with D a trilinearly interpolated density lattice and v_final the
-voxel size of the finest one; rgb(x, d) = sigmoid(MLP(F(x), γ(d))), with F a 12-channel feature lattice.
+voxel size of the finest one in the starting box (a fixed scale); rgb(x, d) = sigmoid(MLP(F(x), γ(d))),
+with F a 12-channel feature lattice.
 Both lattices store values only at the points around the marching mask (`trainer.teachers.lattice`), so
 each step's gradient and Adam update touch those rows alone. Training runs coarse to fine (the lattices are
 upsampled at fixed fractions of the steps) and marches only through a boolean mask that starts as the visual
 hull of the training alpha masks and is pruned by density (at each upsampling) and by the largest rendering
-weight any training ray gave a voxel (which removes the hidden interior); the colour MLP is evaluated only
-where the sample weight exceeds a threshold.
+weight any training ray gave a voxel (which removes the hidden interior); once pruning has made the mask
+tight (``fit_box_at``) the box itself shrinks to it, so the finest grid spends its voxels on the scene. The
+colour MLP is evaluated only where the sample weight exceeds a threshold.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from trainer.teachers.lattice import (
     cells_to_lattice_support,
     dilate,
     lattice_corners,
+    lattice_points,
     mask_lookup,
     mask_voxel_index,
     sparse_trilinear,
@@ -253,15 +256,17 @@ class GridTeacher(Teacher):
         target = min(target, len(cfg.grid_res) - 1)
         while int(self.stage) < target:
             self.stage.fill_(int(self.stage) + 1)
-            dims, _ = voxel_grid_dims(
-                self.bbox_min.tolist(), self.bbox_max.tolist(), cfg.grid_res[int(self.stage)]
-            )
+            res = cfg.grid_res[int(self.stage)]
+            dims, _ = voxel_grid_dims(self.bbox_min.tolist(), self.bbox_max.tolist(), res)
             self.upsample(dims)
             self.prune_by_density(cfg.prune_density_alpha)
             self.compact()
             changed = True
         if any(step == int(round(f * cfg.steps)) for f in cfg.prune_at) and step > 0:
             self.prune_by_weight(cfg.prune_weight)
+        if cfg.fit_box_at is not None and step == int(round(cfg.fit_box_at * cfg.steps)) and step > 0:
+            res = cfg.grid_res[min(int(self.stage), len(cfg.grid_res) - 1)]
+            changed = self.fit_box(cfg.fit_box_margin, res, cfg.grid_res[-1]) or changed
         return changed
 
     @torch.no_grad()
@@ -294,6 +299,50 @@ class GridTeacher(Teacher):
     def compact(self) -> None:
         """Drop the lattice points no mask voxel needs any more (new parameters)."""
         self.set_dense(self.dense())
+
+    @torch.no_grad()
+    def fit_box(self, margin: float, res: int, mask_res: int) -> bool:
+        """Shrink the box to the mask voxels, grown by two voxels and ``margin`` of its size per side and
+        clipped to the old box. The lattices are resampled (trilinearly) onto about ``res³`` points over
+        the new box, the mask and the weight record (nearest, dilated by one voxel) onto about ``mask_res³``
+        voxels. The fields inside the new box are unchanged up to the resampling; False (and nothing
+        changes) when the mask is empty."""
+        idx = self.mask.nonzero().cpu().double()
+        if idx.shape[0] == 0:
+            return False
+        old_lo, old_hi = self.bbox_min.clone(), self.bbox_max.clone()
+        lo0, hi0 = old_lo.cpu().double(), old_hi.cpu().double()
+        vox = (hi0 - lo0) / torch.tensor(self.mask_dims, dtype=torch.float64)
+        lo = lo0 + (idx.min(dim=0).values - 2.0) * vox
+        hi = lo0 + (idx.max(dim=0).values + 3.0) * vox
+        pad = margin * (hi - lo)
+        lo, hi = torch.maximum(lo - pad, lo0), torch.minimum(hi + pad, hi0)
+        mask_dims, _ = voxel_grid_dims(lo.tolist(), hi.tolist(), mask_res)
+        dims, _ = voxel_grid_dims(lo.tolist(), hi.tolist(), res)
+        dev = old_lo.device
+        # mask and weight record: nearest old voxel of each new voxel centre, on the dilated old grids
+        centres = voxel_centres(lo.tolist(), hi.tolist(), mask_dims).to(dev)
+        vi = mask_voxel_index(self.mask_dims, centres, old_lo, old_hi)
+        mask = dilate(self.mask, 1).reshape(-1)[vi].reshape(mask_dims)
+        mw = F.max_pool3d(self.max_weight[None, None], 3, stride=1, padding=1)[0, 0]
+        max_weight = mw.reshape(-1)[vi].reshape(mask_dims)
+        # lattices: trilinear reads of the old sparse lattices at the new lattice points
+        slot = self.slot()
+        rows = []
+        for pts in lattice_points(lo.tolist(), hi.tolist(), dims).to(dev).split(1 << 18):
+            c, w = lattice_corners(pts, old_lo, old_hi, self._dims)
+            dens = sparse_trilinear(self.density_table.data, slot, c, w)
+            feat = sparse_trilinear(self.feature_table.data, slot, c, w)
+            rows.append(torch.cat([dens[:, None], feat], dim=1))
+        table = torch.cat(rows)
+        grid = table.t().reshape(1, table.shape[1], *dims)
+        self.bbox_min.copy_(lo.to(self.bbox_min))
+        self.bbox_max.copy_(hi.to(self.bbox_max))
+        self.mask_dims = (int(mask_dims[0]), int(mask_dims[1]), int(mask_dims[2]))
+        self.mask = mask.contiguous()
+        self.max_weight = max_weight.contiguous()
+        self.set_dense(grid)
+        return True
 
     @property
     def active_fraction(self) -> float:

@@ -59,6 +59,18 @@ def voxel_centres(bbox_min: Any, bbox_max: Any, dims: tuple[int, int, int]) -> t
     return torch.stack(g, dim=-1).reshape(-1, 3)
 
 
+def lattice_points(bbox_min: Any, bbox_max: Any, dims: tuple[int, int, int]) -> torch.Tensor:
+    """World positions ``[X·Y·Z, 3]`` (C order) of the points of a ``dims`` lattice whose outermost points lie
+    on the box's faces (``align_corners``)."""
+    lo = torch.as_tensor(bbox_min, dtype=torch.float64)
+    hi = torch.as_tensor(bbox_max, dtype=torch.float64)
+    axes = [
+        lo[a] + torch.arange(dims[a], dtype=torch.float64) * (hi[a] - lo[a]) / (dims[a] - 1) for a in range(3)
+    ]
+    g = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack(g, dim=-1).reshape(-1, 3).float()
+
+
 def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     """Binary dilation of a bool grid ``[X, Y, Z]`` by a cube of half-side ``radius`` voxels."""
     if radius <= 0:
