@@ -114,3 +114,28 @@ def test_eval_user_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     bad.write_bytes(b"not a scene")
     assert main(["eval", str(bad), "--data", str(tmp_path)]) == 2
     assert "bad.kilo" in capsys.readouterr().err
+
+
+def test_eval_of_a_teacher_file(tmp_path: Path) -> None:
+    from trainer.teachers import GridTeacher, TeacherConfig, save_teacher
+
+    root = tmp_path / "data"
+    (root / "test").mkdir(parents=True)
+    frames = []
+    for i in range(2):
+        grey = np.full((H, W, 4), 128, np.uint8)
+        grey[..., 3] = 255
+        Image.fromarray(grey, "RGBA").save(root / "test" / f"r_{i}.png")
+        c2w = orbit_pose((0, 0, 0), 3.5, 180.0 * i, 25.0)
+        frames.append({"file_path": f"./test/r_{i}", "transform_matrix": c2w.tolist()})
+    angle = 2 * math.atan(W / (2 * FOCAL))
+    (root / "transforms_test.json").write_text(json.dumps({"camera_angle_x": angle, "frames": frames}))
+    cfg = TeacherConfig(grid_res=(8,), upsample_at=())
+    teacher = GridTeacher.for_box([-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], cfg)
+    with torch.no_grad():
+        teacher.density_table.fill_(-50.0)  # empty: every pixel is the white background
+    save_teacher(teacher, tmp_path / "teacher.pt")
+    res = evaluate_scene(tmp_path / "teacher.pt", root, split="test")
+    mse = (1.0 - 128 / 255) ** 2
+    assert res["views"] == 2
+    assert res["psnr"] == pytest.approx(-10 * math.log10(mse), abs=1e-3)

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(stage, help=f"run only the {stage} stage in a work folder")
         _add_common(sp, need_data=False)
     ev = sub.add_parser("eval", help="PSNR / SSIM / LPIPS / ms per frame of a .kilo on a dataset split")
-    ev.add_argument("scene", type=Path, help="the .kilo file")
+    ev.add_argument("scene", type=Path, help="the .kilo file (or a teacher file, W/teacher.pt)")
     ev.add_argument("--data", type=Path, required=True, help="dataset folder")
     ev.add_argument("--split", default="test", help="split (default test)")
     ev.add_argument("--downscale", type=int, default=1, help="image downscale factor")

@@ -1,9 +1,11 @@
-"""Evaluate a .kilo on a dataset split: PSNR, SSIM, LPIPS (when available offline), mean ms per frame."""
+"""Evaluate a .kilo (or a teacher file) on a dataset split: PSNR, SSIM, LPIPS (when available offline), mean
+ms per frame."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,8 @@ def evaluate_scene(
     save_dir: Path | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Render every chosen view of ``split`` with the scene and compare with the images.
+    """Render every chosen view of ``split`` with the scene and compare with the images. A file that is not a
+    ``.kilo`` is read as a teacher (``W/teacher.pt``) and rendered by the teacher itself.
 
     Returns ``{"scene", "data", "split", "width", "height", "views", "psnr", "ssim", "lpips",
     "ms_per_frame", "per_view": [{"name", "psnr", "ssim", "lpips", "ms"}]}`` (means over the views).
@@ -45,32 +48,38 @@ def evaluate_scene(
     from trainer.data import load_dataset
     from trainer.metrics import Lpips, psnr, ssim
 
-    scene = load_scene(scene_path)
-    ds = load_dataset(data, split, downscale, background=scene.background)
-    idx = evenly_spaced(len(ds.images), limit)
     dev = torch.device(device)
-    rs = prepare_scene(scene, dev)
+    render_view: Callable[[Any, int], np.ndarray]
+    if scene_path.suffix != ".kilo" and (teacher := _try_teacher(scene_path, dev)) is not None:
+        ds = load_dataset(data, split, downscale)
+        render_view = _teacher_renderer(teacher, ds)
+    else:
+        scene = load_scene(scene_path)
+        ds = load_dataset(data, split, downscale, background=scene.background)
+        rs = prepare_scene(scene, dev)
+        opts = RenderOptions()
+
+        def render_view(ds: Any, i: int) -> np.ndarray:
+            return render_image(rs, _camera(ds, i), opts).image.clamp(0, 1).numpy()
+
+    idx = evenly_spaced(len(ds.images), limit)
     lp = Lpips.try_load()
     if save_dir is not None:
         try:
             save_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise EvalError(f"{save_dir}: cannot create the folder ({e.strerror or e})") from e
-    opts = RenderOptions()
     # one warm-up render so the first timing does not include lazy initialisation
-    cam0 = _camera(ds, idx[0])
-    render_image(rs, cam0, opts)
+    render_view(ds, idx[0])
     rows = []
     for i in idx:
-        cam = _camera(ds, i)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        res = render_image(rs, cam, opts)
+        img = render_view(ds, i)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         ms = (time.perf_counter() - t0) * 1000.0
-        img = res.image.clamp(0, 1).numpy()
         gt = ds.images[i]
         row = {
             "name": ds.names[i] if i < len(ds.names) else str(i),
@@ -97,6 +106,41 @@ def evaluate_scene(
         "device": str(dev),
         "per_view": rows,
     }
+
+
+def _try_teacher(path: Path, device: Any) -> Any:
+    """The teacher in ``path``, or None when it is not a teacher file."""
+    from trainer.teachers import TeacherFormatError, load_teacher
+
+    try:
+        teacher = load_teacher(path, device)
+    except TeacherFormatError:
+        return None
+    teacher.eval()
+    return teacher
+
+
+def _teacher_renderer(teacher: Any, ds: Any) -> Callable[[Any, int], np.ndarray]:
+    """``render(ds, i) -> [H, W, 3]``: view ``i`` rendered by the teacher (its own ray marcher)."""
+    import torch
+
+    from trainer.data import default_near_far
+    from trainer.teachers import TeacherConfig, render_teacher
+    from trainer.teachers.volume import pixel_rays
+
+    near, far = default_near_far(ds)
+    cx, cy = ds.principal_point
+    py, px = torch.meshgrid(torch.arange(ds.height), torch.arange(ds.width), indexing="ij")
+    px, py = px.reshape(-1), py.reshape(-1)
+    cfg = TeacherConfig()
+
+    def render(ds: Any, i: int) -> np.ndarray:
+        c2w = torch.as_tensor(np.asarray(ds.c2w[i], dtype=np.float32)).expand(px.shape[0], 4, 4)
+        o, d = pixel_rays(c2w, px, py, float(ds.focal), cx, cy)
+        rgb = render_teacher(teacher, o, d, near, far, ds.background, cfg)
+        return rgb.reshape(ds.height, ds.width, 3).numpy()
+
+    return render
 
 
 def _camera(ds: Any, i: int) -> Any:
