@@ -39,9 +39,6 @@ class DistillConfig:
     """The learning rate decays exponentially to lr * this at the last step."""
     rgb_weight: float = 1.0
     """Weight of the colour L2 term relative to the alpha L2 term."""
-    rgb_alpha_floor: float | None = None
-    """None: every point's colour error counts alike (the paper). A number f: each point's colour error is
-    weighted by (teacher alpha + f), so the networks spend their capacity on colour where it is seen."""
     camera_directions: bool = True
     """View directions from a random training camera to each point (the directions rendering asks for);
     False: uniform on the sphere, as the paper (colour seen from inside objects is then fitted too)."""
@@ -168,19 +165,13 @@ def distill_losses(
     rgb_t: torch.Tensor,
     step: float,
     rgb_weight: float,
-    rgb_alpha_floor: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-network error [M] = mean_B (alpha_s - alpha_t)^2 + w * mean_B,c v (rgb_s - rgb_t)^2, and the loss.
+    """Per-network error [M] = mean_B (alpha_s - alpha_t)^2 + w * mean_B,c (rgb_s - rgb_t)^2, and the loss.
 
-    ``sigma_* [M, B]``, ``rgb_* [M, B, 3]``; v = 1, or alpha_t + ``rgb_alpha_floor`` per point when that is
-    given. The loss is the mean over networks.
+    ``sigma_* [M, B]``, ``rgb_* [M, B, 3]``. The loss is the mean over networks.
     """
-    alpha_t = alpha_from_sigma(sigma_t, step)
-    err_alpha = (alpha_from_sigma(sigma_s, step) - alpha_t).square().mean(dim=1)
-    sq = (rgb_s - rgb_t).square()
-    if rgb_alpha_floor is not None:
-        sq = sq * (alpha_t + rgb_alpha_floor)[..., None]
-    err_rgb = sq.mean(dim=(1, 2))
+    err_alpha = (alpha_from_sigma(sigma_s, step) - alpha_from_sigma(sigma_t, step)).square().mean(dim=1)
+    err_rgb = (rgb_s - rgb_t).square().mean(dim=(1, 2))
     per_net = err_alpha + rgb_weight * err_rgb
     return per_net, per_net.mean()
 
@@ -286,9 +277,7 @@ def distill(
             sigma_t = sigma_t.reshape(u.shape[0], u.shape[1]).float()
             rgb_t = rgb_t.reshape(u.shape[0], u.shape[1], 3).float()
         sigma_s, rgb_s = evaluate_networks_batched(params, u, d, spec)
-        per_net, loss = distill_losses(
-            sigma_s, rgb_s, sigma_t, rgb_t, step_size, cfg.rgb_weight, cfg.rgb_alpha_floor
-        )
+        per_net, loss = distill_losses(sigma_s, rgb_s, sigma_t, rgb_t, step_size, cfg.rgb_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
