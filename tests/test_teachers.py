@@ -220,6 +220,25 @@ def test_fit_box_shrinks_to_the_mask_and_keeps_the_field():
     assert float(teacher.max_weight.max()) == 0.5  # the weight record moved with the box
 
 
+def test_fit_box_leaves_out_mask_voxels_without_density():
+    teacher = GridTeacher.for_box(
+        [-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], tiny_cfg(grid_res=(24,), upsample_at=())
+    )
+    assert teacher.dims == (24, 24, 24) and bool(teacher.mask.all())
+    spacing = 2.0 / 23
+    with torch.no_grad():  # dense only at lattice points 8..14, 5..10, 12..20 (σ ≈ 1e3 there, ≈ 0 elsewhere)
+        dens = torch.full(teacher.dims, -50.0)
+        dens[8:15, 5:11, 12:21] = 5.0
+        teacher.density_table.copy_(dens.reshape(-1))
+    assert teacher.fit_box(0.0, 24, 24, sigma_threshold=1.0)
+    block_lo = torch.tensor([8.0, 5.0, 12.0]) * spacing - 1
+    block_hi = torch.tensor([14.0, 10.0, 20.0]) * spacing - 1
+    v = 2.0 / 24  # the box: the dense voxels, two more voxels and at most one lattice spacing around them
+    assert (teacher.bbox_min <= block_lo).all() and (teacher.bbox_max >= block_hi).all()
+    assert (teacher.bbox_min >= block_lo - spacing - 2 * v - 1e-6).all()
+    assert (teacher.bbox_max <= block_hi + spacing + 2 * v + 1e-6).all()
+
+
 def test_grid_teacher_lowers_the_loss(sphere, tmp_path):
     cfg = tiny_cfg(steps=80)
     teacher = make_teacher(cfg, sphere, "cpu")
@@ -249,7 +268,14 @@ def test_grid_teacher_lowers_the_loss(sphere, tmp_path):
 
 def test_training_fits_the_box_to_the_scene(sphere, tmp_path):
     # pruning by weight at step 40 carves the hull down to the sphere; the box follows it at once
-    cfg = tiny_cfg(steps=80, grid_res=(16, 20, 24), upsample_at=(0.2, 0.4), prune_at=(0.5,), fit_box_at=0.5)
+    cfg = tiny_cfg(
+        steps=80,
+        grid_res=(16, 20, 24),
+        upsample_at=(0.2, 0.4),
+        prune_at=(0.5,),
+        fit_box_at=0.5,
+        fit_box_sigma=1.0,
+    )
     loose = dataclasses.replace(
         sphere, bbox_min=np.full(3, -1.2, np.float32), bbox_max=np.full(3, 1.2, np.float32)
     )

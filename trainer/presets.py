@@ -84,11 +84,11 @@ def _tiny() -> dict[str, Any]:
             "checkpoint_seconds": 5.0,
         },
         "finetune": {
-            "steps": 40,
+            "steps": 60,
             "rays_per_batch": 512,
             "checkpoint_every": 5,
             "checkpoint_seconds": 5.0,
-            "scene_seconds": 1.0,
+            "scene_seconds": 0.3,
         },
         "eval_views": 1,
     }
@@ -103,7 +103,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 1500 steps of fine-tuning from the 31.4 dB student at lr 1e-3 / 3e-3: 32.1 / 31.6 dB
         "teacher": {"steps": 4000},
         "distill": {"steps": 1500, "points_per_network": 128, "lr": 1e-2},
-        "finetune": {"steps": 2000, "rays_per_batch": 4096, "lr": 1e-3},
+        "finetune": {"steps": 3000, "rays_per_batch": 4096, "lr": 1e-3},
         "eval_views": 10,
     },
     "gpu": {

@@ -266,7 +266,8 @@ class GridTeacher(Teacher):
             self.prune_by_weight(cfg.prune_weight)
         if cfg.fit_box_at is not None and step == int(round(cfg.fit_box_at * cfg.steps)) and step > 0:
             res = cfg.grid_res[min(int(self.stage), len(cfg.grid_res) - 1)]
-            changed = self.fit_box(cfg.fit_box_margin, res, cfg.grid_res[-1]) or changed
+            fitted = self.fit_box(cfg.fit_box_margin, res, cfg.grid_res[-1], cfg.fit_box_sigma)
+            changed = fitted or changed
         return changed
 
     @torch.no_grad()
@@ -301,18 +302,25 @@ class GridTeacher(Teacher):
         self.set_dense(self.dense())
 
     @torch.no_grad()
-    def fit_box(self, margin: float, res: int, mask_res: int) -> bool:
-        """Shrink the box to the mask voxels, grown by two voxels and ``margin`` of its size per side and
-        clipped to the old box. The lattices are resampled (trilinearly) onto about ``res³`` points over
-        the new box, the mask and the weight record (nearest, dilated by one voxel) onto about ``mask_res³``
-        voxels. The fields inside the new box are unchanged up to the resampling; False (and nothing
-        changes) when the mask is empty."""
-        idx = self.mask.nonzero().cpu().double()
-        if idx.shape[0] == 0:
-            return False
+    def fit_box(self, margin: float, res: int, mask_res: int, sigma_threshold: float = 0.0) -> bool:
+        """Shrink the box to the mask voxels whose density at the centre exceeds ``sigma_threshold``, grown
+        by two voxels and ``margin`` of its size per side and clipped to the old box (the mask carries a
+        shell of dilation around the scene, which the threshold leaves out).
+
+        The lattices are resampled (trilinearly) onto about ``res³`` points over the new box, the mask and
+        the weight record (nearest, dilated by one voxel) onto about ``mask_res³`` voxels; the fields inside
+        the new box are unchanged up to the resampling. False (and nothing changes) when no voxel qualifies.
+        """
         old_lo, old_hi = self.bbox_min.clone(), self.bbox_max.clone()
         lo0, hi0 = old_lo.cpu().double(), old_hi.cpu().double()
         vox = (hi0 - lo0) / torch.tensor(self.mask_dims, dtype=torch.float64)
+        idx = self.mask.nonzero().cpu().double()
+        if sigma_threshold > 0 and idx.shape[0] > 0:
+            centres = (lo0 + (idx + 0.5) * vox).float().to(old_lo.device)
+            sigma = torch.cat([self.raw_sigma(c) for c in centres.split(1 << 20)])
+            idx = idx[(sigma > sigma_threshold).cpu()]
+        if idx.shape[0] == 0:
+            return False
         lo = lo0 + (idx.min(dim=0).values - 2.0) * vox
         hi = lo0 + (idx.max(dim=0).values + 3.0) * vox
         pad = margin * (hi - lo)
