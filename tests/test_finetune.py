@@ -190,3 +190,38 @@ def test_finetune_reduces_photometric_error() -> None:
     after = error(final.params)
     assert final.step == 60 and len(psnrs) == 60
     assert after < 0.5 * before, (before, after)
+
+
+def test_extra_loss_joins_every_step() -> None:
+    from renderer.render import prepare_scene
+
+    scene, spec = _box_scene()
+    rays = TrainingRays(
+        images=torch.ones(2, 8, 8, 3),
+        c2w=torch.as_tensor(np.stack([orbit_pose((0, 0, 0), 3.5, az, 25.0) for az in (0.0, 90.0)])).float(),
+        focal=8.0,
+        cx=4.0,
+        cy=4.0,
+    )
+    rs = prepare_scene(scene, "cpu")
+    goal = scene.weights["l4.bias"] - 0.25  # the white images push the colour biases up instead
+    calls: list[int] = []
+
+    def pull(params, step: int) -> torch.Tensor:  # a strong pull of l4.bias towards the goal
+        calls.append(step)
+        return 1e3 * (params["l4.bias"] - goal).square().sum()
+
+    cfg = FinetuneConfig(
+        steps=40,
+        rays_per_batch=64,
+        lr=2e-2,
+        lr_final_factor=1.0,
+        checkpoint_seconds=1e9,
+        checkpoint_every=10**9,
+    )
+    start = FinetuneState(step=0, params={k: v.clone() for k, v in scene.weights.items()})
+    plain = finetune(rays, rs, spec, scene.step_size, torch.ones(3), cfg, start)
+    pulled = finetune(rays, rs, spec, scene.step_size, torch.ones(3), cfg, start, extra_loss=pull)
+    assert calls == list(range(40))
+    assert float((pulled.params["l4.bias"] - goal).abs().max()) < 0.05
+    assert float((plain.params["l4.bias"] - goal).abs().min()) > 0.2

@@ -213,6 +213,28 @@ class DistillState:
         )
 
 
+def distill_step_loss(
+    teacher: DensityColourField,
+    sampler: CellSampler,
+    params: Mapping[str, torch.Tensor],
+    spec: NetworkSpec,
+    step_size: float,
+    points_per_network: int,
+    occupied_fraction: float,
+    rgb_weight: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One draw of the distillation objective: per-network error ``[M]`` and the loss (differentiable in
+    ``params``), on ``points_per_network`` fresh points per network."""
+    u, x, d = sampler.sample(points_per_network, occupied_fraction, generator)
+    with torch.no_grad():
+        sigma_t, rgb_t = teacher.query(x.reshape(-1, 3), d.reshape(-1, 3))
+        sigma_t = sigma_t.reshape(u.shape[0], u.shape[1]).float()
+        rgb_t = rgb_t.reshape(u.shape[0], u.shape[1], 3).float()
+    sigma_s, rgb_s = evaluate_networks_batched(params, u, d, spec)
+    return distill_losses(sigma_s, rgb_s, sigma_t, rgb_t, step_size, rgb_weight)
+
+
 def exponential_lr(lr: float, final_factor: float, step: int, total: int) -> float:
     """lr * final_factor ** (step / total)."""
     return lr * final_factor ** (step / max(total, 1))
@@ -271,13 +293,17 @@ def distill(
         gen.manual_seed(cfg.seed * 1_000_003 + step)
         for group in opt.param_groups:
             group["lr"] = exponential_lr(cfg.lr, cfg.lr_final_factor, step, cfg.steps)
-        u, x, d = sampler.sample(cfg.points_per_network, cfg.occupied_fraction, gen)
-        with torch.no_grad():
-            sigma_t, rgb_t = teacher.query(x.reshape(-1, 3), d.reshape(-1, 3))
-            sigma_t = sigma_t.reshape(u.shape[0], u.shape[1]).float()
-            rgb_t = rgb_t.reshape(u.shape[0], u.shape[1], 3).float()
-        sigma_s, rgb_s = evaluate_networks_batched(params, u, d, spec)
-        per_net, loss = distill_losses(sigma_s, rgb_s, sigma_t, rgb_t, step_size, cfg.rgb_weight)
+        per_net, loss = distill_step_loss(
+            teacher,
+            sampler,
+            params,
+            spec,
+            step_size,
+            cfg.points_per_network,
+            cfg.occupied_fraction,
+            cfg.rgb_weight,
+            gen,
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

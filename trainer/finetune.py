@@ -42,6 +42,12 @@ class FinetuneConfig:
     """The learning rate decays exponentially to lr * this at the last step."""
     l2_reg: float = 1e-6
     """Weight of the sum of L2 norms of the l3/l4 weights and biases (per network)."""
+    distill_weight: float = 0.0
+    """Weight of the distillation loss (stage 2's, on ``distill_points`` fresh points per network and step)
+    added to the photometric loss, so the networks stay near the teacher's field where the training images
+    constrain them little; 0: the paper's photometric loss alone."""
+    distill_points: int = 32
+    """Points per network and step of the distillation term (when ``distill_weight`` > 0)."""
     early_stop_transmittance: float = 1e-3
     """Drop samples behind a transmittance below this (found by a no-grad pass); 0 disables."""
     max_samples_per_ray: int | None = None
@@ -229,8 +235,12 @@ def finetune(
     checkpoint: Callable[[FinetuneState], None] | None = None,
     publish: Callable[[FinetuneState], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    extra_loss: Callable[[Mapping[str, torch.Tensor], int], torch.Tensor] | None = None,
 ) -> FinetuneState:
     """Fine-tune from ``state.step`` to ``cfg.steps``; returns the final state.
+
+    ``extra_loss(params, step)``, when given, is added to each step's loss (the pipeline's distillation
+    term, ``cfg.distill_weight`` x stage 2's loss).
 
     ``on_step(step, total, loss, psnr)`` after every step (psnr of the photometric term);
     ``checkpoint(state)`` every ``cfg.checkpoint_seconds`` / ``cfg.checkpoint_every`` steps and at the end;
@@ -282,6 +292,8 @@ def finetune(
         )
         photo = (color - target).square().mean()
         loss = photo + cfg.l2_reg * l2_norm_regulariser(params)
+        if extra_loss is not None:
+            loss = loss + extra_loss(params, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -101,8 +101,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # measured on lego 200x200 (2-core CPU, PSNR on 10 test views): teacher 3500 steps 33.0 dB;
         # distillation 1500 steps x 128 points per network at lr 1e-3 / 3e-3 / 1e-2: 28.5 / 30.3 / 31.4 dB;
         # 1500 steps of fine-tuning from the 31.4 dB student at lr 1e-3 / 3e-3: 32.1 / 31.6 dB
-        "teacher": {"steps": 4000},
-        "distill": {"steps": 1500, "points_per_network": 128, "lr": 1e-2},
+        "teacher": {"steps": 5000},
+        "distill": {"steps": 3000, "points_per_network": 128, "lr": 1e-2},
         "finetune": {"steps": 3000, "rays_per_batch": 4096, "lr": 1e-3},
         "eval_views": 10,
     },

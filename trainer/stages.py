@@ -367,7 +367,7 @@ def write_output(ctx: Context, stage: str, scene: Any) -> None:
 def stage_distill(ctx: Context) -> dict[str, Any]:
     """Stage 2: distil the teacher into the networks (resumable); write the first output .kilo."""
     from renderer.networks import init_weights
-    from trainer.distill import CellSampler, DistillState, distill, error_report, initial_state
+    from trainer.distill import DistillState, distill, error_report, initial_state
     from trainer.teachers import load_teacher
 
     require(ctx, "distill", "occupancy")
@@ -382,12 +382,7 @@ def stage_distill(ctx: Context) -> dict[str, Any]:
         state = initial_state(init_weights(layout.num_networks, spec, cfg.seed), ctx.preset.density_shift)
     teacher = load_teacher(ctx.path("teacher.pt"), ctx.device)
     teacher.eval()
-    sampler = CellSampler.from_layout(
-        layout.bbox_min, layout.bbox_max, layout.network_index, layout.occupancy, ctx.device
-    )
-    if cfg.camera_directions:
-        c2w = np.asarray(ctx.train_set.c2w, dtype=np.float32)
-        sampler.camera_origins = torch.as_tensor(c2w[:, :3, 3], device=ctx.device)
+    sampler = make_sampler(ctx, layout)
 
     def on_step(step: int, total: int, loss: float) -> None:
         ctx.log.progress(step, total, loss, None)
@@ -439,6 +434,49 @@ def stage_distill(ctx: Context) -> dict[str, Any]:
     return record
 
 
+def distill_term(ctx: Context, layout: Layout, spec: Any) -> Callable[[Any, int], torch.Tensor]:
+    """Fine-tuning's distillation term: ``finetune.distill_weight`` x stage 2's loss against the teacher on
+    ``finetune.distill_points`` fresh points per network, drawn from a generator seeded by the step."""
+    from trainer.distill import distill_step_loss
+    from trainer.teachers import load_teacher
+
+    cfg, dcfg = ctx.preset.finetune, ctx.preset.distill
+    teacher = load_teacher(ctx.path("teacher.pt"), ctx.device)
+    teacher.eval()
+    sampler = make_sampler(ctx, layout)
+    gen = torch.Generator(device=ctx.device)
+
+    def term(params: Any, step: int) -> torch.Tensor:
+        gen.manual_seed(cfg.seed * 1_000_003 + step + 7_777_777)
+        _, loss = distill_step_loss(
+            teacher,
+            sampler,
+            params,
+            spec,
+            layout.step_size,
+            cfg.distill_points,
+            dcfg.occupied_fraction,
+            dcfg.rgb_weight,
+            gen,
+        )
+        return cfg.distill_weight * loss
+
+    return term
+
+
+def make_sampler(ctx: Context, layout: Layout) -> Any:
+    """The distillation point sampler of the layout (view directions from the training cameras if set)."""
+    from trainer.distill import CellSampler
+
+    sampler = CellSampler.from_layout(
+        layout.bbox_min, layout.bbox_max, layout.network_index, layout.occupancy, ctx.device
+    )
+    if ctx.preset.distill.camera_directions:
+        c2w = np.asarray(ctx.train_set.c2w, dtype=np.float32)
+        sampler.camera_origins = torch.as_tensor(c2w[:, :3, 3], device=ctx.device)
+    return sampler
+
+
 def stage_finetune(ctx: Context) -> dict[str, Any]:
     """Stage 3: fine-tune the networks on the training images (resumable); write the final .kilo."""
     from renderer.render import prepare_scene
@@ -486,6 +524,7 @@ def stage_finetune(ctx: Context) -> dict[str, Any]:
         checkpoint=checkpoint,
         publish=publish,
         should_stop=lambda: ctx.cancel.requested,
+        extra_loss=distill_term(ctx, layout, spec) if cfg.distill_weight > 0 else None,
     )
     _cancel_check(ctx)
     scene = make_scene(ctx, layout, state.params, {})
