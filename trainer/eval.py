@@ -121,22 +121,18 @@ def _try_teacher(path: Path, device: Any) -> Any:
 
 
 def _teacher_renderer(teacher: Any, ds: Any) -> Callable[[Any, int], np.ndarray]:
-    """``render(ds, i) -> [H, W, 3]``: view ``i`` rendered by the teacher (its own ray marcher)."""
+    """``render(ds, i) -> [H, W, 3]``: view ``i`` rendered by the teacher (its own ray marcher), with the
+    rays and near/far planes the pipeline's teacher PSNR uses."""
     import torch
 
-    from trainer.data import default_near_far
+    from trainer.stages import near_far, view_rays
     from trainer.teachers import TeacherConfig, render_teacher
-    from trainer.teachers.volume import pixel_rays
 
-    near, far = default_near_far(ds)
-    cx, cy = ds.principal_point
-    py, px = torch.meshgrid(torch.arange(ds.height), torch.arange(ds.width), indexing="ij")
-    px, py = px.reshape(-1), py.reshape(-1)
+    near, far = near_far(ds)
     cfg = TeacherConfig()
 
     def render(ds: Any, i: int) -> np.ndarray:
-        c2w = torch.as_tensor(np.asarray(ds.c2w[i], dtype=np.float32)).expand(px.shape[0], 4, 4)
-        o, d = pixel_rays(c2w, px, py, float(ds.focal), cx, cy)
+        o, d = view_rays(ds, i, torch.device("cpu"))
         rgb = render_teacher(teacher, o, d, near, far, ds.background, cfg)
         return rgb.reshape(ds.height, ds.width, 3).numpy()
 

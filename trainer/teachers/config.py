@@ -53,8 +53,9 @@ class TeacherConfig:
     prune_density_alpha: float = 1e-6
     """At each upsampling, mask voxels whose (dilated) opacity per step is below this are dropped."""
     fit_box_at: float | None = 0.35
-    """Fraction of ``steps`` at which the box shrinks to the marching mask (right after that step's pruning,
-    keeping the current number of lattice points, so the voxels get finer); None keeps the starting box."""
+    """Fraction of ``steps`` at which the box shrinks to the mask voxels denser than ``fit_box_sigma`` (after
+    that step's upsampling and pruning, keeping the current number of lattice points, so the voxels get
+    finer); None keeps the starting box."""
     fit_box_sigma: float = 10.0
     """The fitted box holds the mask voxels whose density exceeds this (world units⁻¹), the occupancy
     threshold: what is left outside is fog the student could not represent anyway."""

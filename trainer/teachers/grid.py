@@ -7,9 +7,9 @@ Both lattices store values only at the points around the marching mask (`trainer
 each step's gradient and Adam update touch those rows alone. Training runs coarse to fine (the lattices are
 upsampled at fixed fractions of the steps) and marches only through a boolean mask that starts as the visual
 hull of the training alpha masks and is pruned by density (at each upsampling) and by the largest rendering
-weight any training ray gave a voxel (which removes the hidden interior); once pruning has made the mask
-tight (``fit_box_at``) the box itself shrinks to it, so the finest grid spends its voxels on the scene. The
-colour MLP is evaluated only where the sample weight exceeds a threshold.
+weight any training ray gave a voxel (which removes the hidden interior); at ``fit_box_at`` the box itself
+shrinks to the mask voxels whose density exceeds the occupancy threshold, so the finest grid spends its
+voxels on the scene. The colour MLP is evaluated only where the sample weight exceeds a threshold.
 """
 
 from __future__ import annotations
@@ -256,8 +256,9 @@ class GridTeacher(Teacher):
         target = min(target, len(cfg.grid_res) - 1)
         while int(self.stage) < target:
             self.stage.fill_(int(self.stage) + 1)
-            res = cfg.grid_res[int(self.stage)]
-            dims, _ = voxel_grid_dims(self.bbox_min.tolist(), self.bbox_max.tolist(), res)
+            dims, _ = voxel_grid_dims(
+                self.bbox_min.tolist(), self.bbox_max.tolist(), cfg.grid_res[int(self.stage)]
+            )
             self.upsample(dims)
             self.prune_by_density(cfg.prune_density_alpha)
             self.compact()
@@ -265,7 +266,7 @@ class GridTeacher(Teacher):
         if any(step == int(round(f * cfg.steps)) for f in cfg.prune_at) and step > 0:
             self.prune_by_weight(cfg.prune_weight)
         if cfg.fit_box_at is not None and step == int(round(cfg.fit_box_at * cfg.steps)) and step > 0:
-            res = cfg.grid_res[min(int(self.stage), len(cfg.grid_res) - 1)]
+            res = cfg.grid_res[int(self.stage)]
             fitted = self.fit_box(cfg.fit_box_margin, res, cfg.grid_res[-1], cfg.fit_box_sigma)
             changed = fitted or changed
         return changed
