@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -85,3 +86,35 @@ def test_support_holds_every_corner_of_points_in_the_mask(cells, points, seed):
     inside = mask_lookup(mask, x, LO, HI)
     flat, w = lattice_corners(x[inside], LO, HI, dims)
     assert bool(support[flat[w > 0]].all())
+
+
+@pytest.mark.parametrize("channels", [0, 5])
+def test_gradient_into_an_existing_grad_accumulates_in_place(channels: int) -> None:
+    """With ``table.grad`` already there (in-place zero_grad) the backward adds into it: same values as the
+    fresh gradient, a second use in one graph adds up, and the grad tensor is the same object."""
+    dims = (5, 4, 6)
+    gen = torch.Generator().manual_seed(3)
+    a = 5 * 4 * 6
+    shape = (a,) if channels == 0 else (a, channels)
+    table = torch.randn(shape, generator=gen).requires_grad_(True)
+    slot = torch.arange(a)
+    x = LO + torch.rand(300, 3, generator=gen) * (HI - LO)
+    flat, w = lattice_corners(x, LO, HI, dims)
+    coef = torch.randn((300,) if channels == 0 else (300, channels), generator=gen)
+
+    (sparse_trilinear(table, slot, flat, w) * coef).sum().backward()
+    fresh = table.grad.clone()
+    grad_obj = table.grad
+    grad_obj.zero_()
+    (sparse_trilinear(table, slot, flat, w) * coef).sum().backward()
+    assert table.grad is grad_obj
+    assert torch.allclose(table.grad, fresh, atol=1e-6)
+    grad_obj.zero_()
+    y = sparse_trilinear(table, slot, flat, w) * coef
+    z = sparse_trilinear(table, slot, flat[:100], w[:100]) * coef[:100]
+    (y.sum() + z.sum()).backward()
+    table2 = table.detach().clone().requires_grad_(True)
+    y2 = sparse_trilinear(table2, slot, flat, w) * coef
+    z2 = sparse_trilinear(table2, slot, flat[:100], w[:100]) * coef[:100]
+    (y2.sum() + z2.sum()).backward()
+    assert torch.allclose(table.grad, table2.grad, atol=1e-6)

@@ -287,7 +287,7 @@ def train_teacher(
             )
             mse = torch.mean((rgb - target) ** 2)
             loss = mse + sum(extra.values(), torch.zeros((), device=mse.device))
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=False)  # in place: see lattice._WeightedGather
             loss.backward()
             opt.step()
             step += 1

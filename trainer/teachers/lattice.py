@@ -100,23 +100,38 @@ def lattice_corners(
 
 
 class _WeightedGather(torch.autograd.Function):
-    """``out[n] = Σ_k w[n, k] · table[rows[n, k]]`` for a table ``[A, C]``: the forward pass is one
-    ``embedding_bag``; the backward pass scatters into the transposed gradient ``[C, A]``, where
-    ``index_add_`` is several times faster on CPU than row-wise into ``[A, C]``."""
+    """``out[n] = Σ_k w[n, k] · table[rows[n, k]]`` for a table ``[A]`` or ``[A, C]``: the forward pass is
+    one ``embedding_bag``; the backward pass is one row-wise ``index_add_``.
+
+    The gradient has the whole table's size (~45 MB for lego's feature lattice), and a fresh tensor per step
+    costs more in page faults than the scatter itself. So when the table is a leaf whose ``.grad`` already
+    exists (the optimiser zeroes grads in place, ``zero_grad(set_to_none=False)``, as `train_teacher` does),
+    the backward pass adds straight into ``table.grad`` and hands autograd no tensor (several uses in one
+    graph simply add up). Otherwise it returns a fresh gradient, as usual.
+    """
 
     @staticmethod
     def forward(ctx: Any, table: torch.Tensor, rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``table [A]`` or ``[A, C]``, ``rows`` and ``w [N, 8]`` → ``[N, 1]`` or ``[N, C]``."""
         ctx.save_for_backward(rows, w)
-        ctx.num_rows = table.shape[0]
-        return F.embedding_bag(rows, table, per_sample_weights=w, mode="sum")
+        ctx.table = table
+        t2 = table[:, None] if table.dim() == 1 else table
+        return F.embedding_bag(rows, t2, per_sample_weights=w, mode="sum")
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
         rows, w = ctx.saved_tensors
+        table = ctx.table
         c = grad.shape[1]
-        src = (grad.t()[:, :, None] * w[None]).reshape(c, -1)  # [C, N·8]
-        g = grad.new_zeros(c, ctx.num_rows).index_add_(1, rows.reshape(-1), src)
-        return g.t().contiguous(), None, None
+        src = (grad[:, None, :] * w[:, :, None]).reshape(-1, c)  # [N·8, C]
+        g = table.grad if table.is_leaf else None
+        in_place = (
+            g is not None and g.shape == table.shape and g.is_contiguous() and not torch.is_grad_enabled()
+        )
+        out = g if in_place else grad.new_zeros(table.shape)
+        assert out is not None
+        out.view(table.shape[0], c).index_add_(0, rows.reshape(-1), src)
+        return (None if in_place else out), None, None
 
 
 def sparse_trilinear(
@@ -131,8 +146,8 @@ def sparse_trilinear(
     t2 = table[:, None] if table.dim() == 1 else table
     if corners.shape[0] == 0:
         out = t2.new_zeros(0, t2.shape[1])
-    elif t2.requires_grad and torch.is_grad_enabled():
-        out = _WeightedGather.apply(t2, rows, w)
+    elif table.requires_grad and torch.is_grad_enabled():
+        out = _WeightedGather.apply(table, rows, w)
     else:
         out = F.embedding_bag(rows, t2, per_sample_weights=w, mode="sum")
     return out[:, 0] if table.dim() == 1 else out
