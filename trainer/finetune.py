@@ -48,6 +48,11 @@ class FinetuneConfig:
     constrain them little; 0: the paper's photometric loss alone."""
     distill_points: int = 32
     """Points per network and step of the distillation term (when ``distill_weight`` > 0)."""
+    teacher_rays: int = 0
+    """Novel rays per step (between training cameras, aimed at occupied voxels) whose target is the
+    teacher's rendering (`trainer.teacher_rays`), next to the ``rays_per_batch`` training pixels; 0: none."""
+    teacher_ray_weight: float = 1.0
+    """Weight of the teacher rays' L2 relative to the training pixels' L2."""
     early_stop_transmittance: float = 1e-3
     """Drop samples behind a transmittance below this (found by a no-grad pass); 0 disables."""
     max_samples_per_ray: int | None = None
@@ -236,11 +241,14 @@ def finetune(
     publish: Callable[[FinetuneState], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     extra_loss: Callable[[Mapping[str, torch.Tensor], int], torch.Tensor] | None = None,
+    novel_rays: Any = None,
 ) -> FinetuneState:
     """Fine-tune from ``state.step`` to ``cfg.steps``; returns the final state.
 
     ``extra_loss(params, step)``, when given, is added to each step's loss (the pipeline's distillation
-    term, ``cfg.distill_weight`` x stage 2's loss).
+    term, ``cfg.distill_weight`` x stage 2's loss). ``novel_rays`` (a `TeacherRays`), when given and
+    ``cfg.teacher_rays`` > 0, adds that many teacher-labelled novel rays per step, weighted by
+    ``cfg.teacher_ray_weight``.
 
     ``on_step(step, total, loss, psnr)`` after every step (psnr of the photometric term);
     ``checkpoint(state)`` every ``cfg.checkpoint_seconds`` / ``cfg.checkpoint_every`` steps and at the end;
@@ -279,6 +287,10 @@ def finetune(
         for group in opt.param_groups:
             group["lr"] = exponential_lr(cfg.lr, cfg.lr_final_factor, step, cfg.steps)
         o, d, target = rays.sample(cfg.rays_per_batch, gen)
+        n_real = o.shape[0]
+        if novel_rays is not None and cfg.teacher_rays > 0:
+            o2, d2, t2 = novel_rays.sample(cfg.teacher_rays, gen)
+            o, d, target = torch.cat([o, o2]), torch.cat([d, d2]), torch.cat([target, t2])
         color, _ = render_training_rays(
             params,
             rs,
@@ -290,8 +302,11 @@ def finetune(
             early_stop_transmittance=cfg.early_stop_transmittance,
             max_samples_per_ray=cfg.max_samples_per_ray,
         )
-        photo = (color - target).square().mean()
+        sq = (color - target).square()
+        photo = sq[:n_real].mean()
         loss = photo + cfg.l2_reg * l2_norm_regulariser(params)
+        if sq.shape[0] > n_real:
+            loss = loss + cfg.teacher_ray_weight * sq[n_real:].mean()
         if extra_loss is not None:
             loss = loss + extra_loss(params, step)
         opt.zero_grad(set_to_none=True)

@@ -434,15 +434,12 @@ def stage_distill(ctx: Context) -> dict[str, Any]:
     return record
 
 
-def distill_term(ctx: Context, layout: Layout, spec: Any) -> Callable[[Any, int], torch.Tensor]:
+def distill_term(ctx: Context, layout: Layout, spec: Any, teacher: Any) -> Callable[[Any, int], torch.Tensor]:
     """Fine-tuning's distillation term: ``finetune.distill_weight`` x stage 2's loss against the teacher on
     ``finetune.distill_points`` fresh points per network, drawn from a generator seeded by the step."""
     from trainer.distill import distill_step_loss
-    from trainer.teachers import load_teacher
 
     cfg, dcfg = ctx.preset.finetune, ctx.preset.distill
-    teacher = load_teacher(ctx.path("teacher.pt"), ctx.device)
-    teacher.eval()
     sampler = make_sampler(ctx, layout)
     gen = torch.Generator(device=ctx.device)
 
@@ -462,6 +459,24 @@ def distill_term(ctx: Context, layout: Layout, spec: Any) -> Callable[[Any, int]
         return cfg.distill_weight * loss
 
     return term
+
+
+def novel_rays(ctx: Context, layout: Layout, teacher: Any) -> Any:
+    """Fine-tuning's teacher-labelled novel rays (`trainer.teacher_rays.TeacherRays`) for the layout."""
+    from trainer.teacher_rays import TeacherRays
+    from trainer.teachers import render_teacher
+
+    ds = ctx.train_set
+    near, far = near_far(ds)
+    bg = torch.as_tensor(ds.background, dtype=torch.float32, device=ctx.device)
+    c2w = np.asarray(ds.c2w, dtype=np.float32)
+
+    def render(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return render_teacher(teacher, o, d, near, far, bg, ctx.preset.teacher).to(ctx.device)
+
+    return TeacherRays.from_occupancy(
+        c2w[:, :3, 3], layout.bbox_min, layout.bbox_max, layout.occupancy, render, ctx.device
+    )
 
 
 def make_sampler(ctx: Context, layout: Layout) -> Any:
@@ -499,6 +514,12 @@ def stage_finetune(ctx: Context) -> dict[str, Any]:
     geometry = make_scene(ctx, layout, state.params, {})
     rs = prepare_scene(geometry, ctx.device)
     bg = torch.as_tensor(ds.background, dtype=torch.float32)
+    teacher = None
+    if cfg.distill_weight > 0 or cfg.teacher_rays > 0:
+        from trainer.teachers import load_teacher
+
+        teacher = load_teacher(ctx.path("teacher.pt"), ctx.device)
+        teacher.eval()
 
     def on_step(step: int, total: int, loss: float, p: float) -> None:
         ctx.log.progress(step, total, loss, p)
@@ -524,7 +545,8 @@ def stage_finetune(ctx: Context) -> dict[str, Any]:
         checkpoint=checkpoint,
         publish=publish,
         should_stop=lambda: ctx.cancel.requested,
-        extra_loss=distill_term(ctx, layout, spec) if cfg.distill_weight > 0 else None,
+        extra_loss=distill_term(ctx, layout, spec, teacher) if cfg.distill_weight > 0 else None,
+        novel_rays=novel_rays(ctx, layout, teacher) if cfg.teacher_rays > 0 else None,
     )
     _cancel_check(ctx)
     scene = make_scene(ctx, layout, state.params, {})
