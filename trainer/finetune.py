@@ -24,6 +24,7 @@ from renderer.march import march_rays
 from renderer.networks import NetworkSpec, evaluate_networks
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.distill import exponential_lr
+from trainer.teacher_rays import TeacherRays
 
 REGULARISED_KEYS: tuple[str, ...] = ("l3.weight", "l3.bias", "l4.weight", "l4.bias")
 
@@ -241,7 +242,7 @@ def finetune(
     publish: Callable[[FinetuneState], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     extra_loss: Callable[[Mapping[str, torch.Tensor], int], torch.Tensor] | None = None,
-    novel_rays: Any = None,
+    novel_rays: TeacherRays | None = None,
 ) -> FinetuneState:
     """Fine-tune from ``state.step`` to ``cfg.steps``; returns the final state.
 

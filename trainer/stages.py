@@ -472,7 +472,7 @@ def novel_rays(ctx: Context, layout: Layout, teacher: Any) -> Any:
     c2w = np.asarray(ds.c2w, dtype=np.float32)
 
     def render(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        return render_teacher(teacher, o, d, near, far, bg, ctx.preset.teacher).to(ctx.device)
+        return render_teacher(teacher, o, d, near, far, bg, ctx.preset.teacher, out_device=ctx.device)
 
     return TeacherRays.from_occupancy(
         c2w[:, :3, 3], layout.bbox_min, layout.bbox_max, layout.occupancy, render, ctx.device

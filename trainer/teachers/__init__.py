@@ -315,16 +315,18 @@ def render_teacher(
     far: float,
     background: Any,
     cfg: TeacherConfig,
+    out_device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Render rays ``[R, 3]`` (unit directions) → rgb ``[R, 3]``, in chunks of ``cfg.render_chunk``."""
+    """Render rays ``[R, 3]`` (unit directions) → rgb ``[R, 3]`` on ``out_device``, in chunks of
+    ``cfg.render_chunk``."""
     dev = teacher.bbox_min.device
     bg = torch.as_tensor(np.asarray(background, dtype=np.float32), device=dev)
     out = []
     for i in range(0, origins.shape[0], cfg.render_chunk):
         o = origins[i : i + cfg.render_chunk].to(dev, torch.float32)
         d = dirs[i : i + cfg.render_chunk].to(dev, torch.float32)
-        out.append(teacher.render_rays(o, d, near, far, bg, train=False)[0].clamp(0, 1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, 3)
+        out.append(teacher.render_rays(o, d, near, far, bg, train=False)[0].clamp(0, 1).to(out_device))
+    return torch.cat(out) if out else torch.zeros(0, 3, device=out_device)
 
 
 @torch.no_grad()
