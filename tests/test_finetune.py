@@ -33,6 +33,24 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+def test_training_rays_pass_through_their_pixel_centre() -> None:
+    poses = [orbit_pose((0, 0, 0), 3.0, az, 20.0) for az in (0.0, 90.0)]
+    images = torch.rand(2, 6, 8, 3, generator=torch.Generator().manual_seed(0))
+    c2w = torch.as_tensor(np.stack(poses), dtype=torch.float32)
+    rays = TrainingRays(images=images, c2w=c2w, focal=7.0, cx=4.0, cy=3.0)
+    o, d, colour = rays.sample(3000, torch.Generator().manual_seed(1))
+    cam = torch.einsum("nji,rj->nri", c2w[:, :3, :3], d)  # each ray in both cameras' frames
+    u = -cam[..., 0] / cam[..., 2] * 7.0 + 4.0
+    v = cam[..., 1] / cam[..., 2] * 7.0 + 3.0
+    img = (o[:, None, :] - c2w[None, :, :3, 3]).norm(dim=-1).argmin(dim=1)  # the camera it came from
+    r = torch.arange(3000)
+    u, v = u[img, r], v[img, r]
+    px, py = u.floor().long(), v.floor().long()
+    torch.testing.assert_close(colour, images[img, py, px])  # the colour is the pixel the ray crosses
+    torch.testing.assert_close(u - px, torch.full_like(u, 0.5), atol=1e-3, rtol=0)
+    torch.testing.assert_close(v - py, torch.full_like(v, 0.5), atol=1e-3, rtol=0)
+
+
 def test_pixel_rays_match_the_camera_module() -> None:
     cam = Camera(
         width=7, height=5, focal=6.5, c2w=orbit_pose((0.1, 0.2, 0.0), 3.0, 30.0, 20.0), cx=3.2, cy=2.9

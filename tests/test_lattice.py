@@ -9,8 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trainer.teachers.lattice import (
+    add_tv_gradient,
     cells_to_lattice_support,
     lattice_corners,
+    lattice_neighbour_rows,
     mask_lookup,
     sparse_trilinear,
 )
@@ -118,3 +120,46 @@ def test_gradient_into_an_existing_grad_accumulates_in_place(channels: int) -> N
     z2 = sparse_trilinear(table2, slot, flat[:100], w[:100]) * coef[:100]
     (y2.sum() + z2.sum()).backward()
     assert torch.allclose(table.grad, table2.grad, atol=1e-6)
+
+
+def test_neighbour_rows_of_a_hand_built_lattice():
+    # 2x2x2 lattice with the points (0,0,0), (0,0,1), (0,1,0) and (1,1,1) active (flat 0, 1, 2, 7):
+    # axis neighbours among them are 0-1 (z) and 0-2 (y); 7 touches none of the others
+    dims = (2, 2, 2)
+    active = torch.tensor([0, 1, 2, 7])
+    slot = torch.full((8,), -1, dtype=torch.int64)
+    slot[active] = torch.arange(4)
+    pairs = lattice_neighbour_rows(active, slot, dims)
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (0, 2)]
+
+
+def test_neighbour_rows_never_wrap_around_an_axis():
+    # along z, point (0, 0, 2) is followed in memory by (0, 1, 0): not neighbours
+    dims = (1, 2, 3)
+    active = torch.arange(6)
+    slot = torch.arange(6)
+    pairs = lattice_neighbour_rows(active, slot, dims)
+    assert (2, 3) not in set(map(tuple, pairs.tolist()))
+    assert pairs.shape[0] == 2 * 2 + 3  # z pairs per row of 3 (2 each, 2 rows) + y pairs (3)
+
+
+def test_tv_gradient_is_the_gradient_of_the_tv_loss():
+    torch.manual_seed(0)
+    table = torch.randn(5, 3, requires_grad=True)
+    pairs = torch.tensor([[0, 1], [1, 2], [3, 4], [0, 4]])
+    loss = 0.3 * ((table[pairs[:, 0]] - table[pairs[:, 1]]) ** 2).sum() / 4
+    loss.backward()
+    assert table.grad is not None
+    expected = table.grad.clone()
+    table.grad.fill_(1.0)  # added to, not overwritten
+    value = add_tv_gradient(table, pairs, 0.3)
+    torch.testing.assert_close(table.grad, expected + 1.0)
+    assert value == pytest.approx(float(loss.detach()))
+
+
+def test_tv_of_two_hand_computed_values():
+    table = torch.tensor([1.0, 3.0], requires_grad=True)
+    table.grad = torch.zeros(2)
+    value = add_tv_gradient(table, torch.tensor([[0, 1]]), 0.5)  # 0.5 * (1 - 3)^2 = 2
+    assert value == pytest.approx(2.0)
+    torch.testing.assert_close(table.grad, torch.tensor([-2.0, 2.0]))  # ± 2 * 0.5 * (1 - 3)

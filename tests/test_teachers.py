@@ -239,6 +239,45 @@ def test_fit_box_leaves_out_mask_voxels_without_density():
     assert (teacher.bbox_max <= block_hi + spacing + 2 * v + 1e-6).all()
 
 
+def test_training_rays_pass_through_their_pixel_centre(sphere):
+    from trainer.teachers import TrainingRays
+
+    rays = TrainingRays(sphere, "cpu")
+    gen = torch.Generator().manual_seed(3)
+    state = gen.get_state()
+    o, d, target = rays.sample(2000, gen)
+    gen.set_state(state)
+    img = torch.randint(0, rays.n, (2000,), generator=gen)
+    py = torch.randint(0, rays.h, (2000,), generator=gen)
+    px = torch.randint(0, rays.w, (2000,), generator=gen)
+    torch.testing.assert_close(target, rays.images[img, py, px])
+    # back into the camera: the ray meets the image plane z = -1 at ((u - cx) / f, -(v - cy) / f)
+    cam = torch.einsum("rji,rj->ri", rays.c2w[img, :3, :3], d)
+    u = -cam[:, 0] / cam[:, 2] * rays.focal + rays.cx
+    v = cam[:, 1] / cam[:, 2] * rays.focal + rays.cy
+    torch.testing.assert_close(o, rays.c2w[img, :3, 3])
+    torch.testing.assert_close(u - px, torch.full_like(u, 0.5), atol=1e-3, rtol=0)
+    torch.testing.assert_close(v - py, torch.full_like(v, 0.5), atol=1e-3, rtol=0)
+
+
+def test_tv_regulariser_smooths_the_lattices(sphere, tmp_path):
+    # the same training with a strong TV term leaves neighbouring lattice values much closer together
+    def roughness(cfg: TeacherConfig, name: str) -> float:
+        teacher = train_teacher(
+            make_teacher(cfg, sphere, "cpu"), sphere, cfg, ckpt_path=tmp_path / f"{name}.ckpt"
+        )
+        assert isinstance(teacher, GridTeacher)
+        from trainer.teachers.lattice import lattice_neighbour_rows
+
+        pairs = lattice_neighbour_rows(teacher.active, teacher.slot(), teacher.dims)
+        f = teacher.feature_table.detach()
+        return float(((f[pairs[:, 0]] - f[pairs[:, 1]]) ** 2).sum(-1).mean())
+
+    plain = roughness(tiny_cfg(steps=40), "plain")
+    smooth = roughness(tiny_cfg(steps=40, tv_density_weight=1.0, tv_feature_weight=1.0), "tv")
+    assert smooth < 0.5 * plain, (plain, smooth)
+
+
 def test_grid_teacher_lowers_the_loss(sphere, tmp_path):
     cfg = tiny_cfg(steps=80)
     teacher = make_teacher(cfg, sphere, "cpu")
@@ -290,8 +329,10 @@ def test_training_fits_the_box_to_the_scene(sphere, tmp_path):
     assert isinstance(again, GridTeacher) and again.mask_dims == teacher.mask_dims
 
 
-def test_checkpoint_resume_continues_exactly(sphere, tmp_path):
-    cfg = tiny_cfg(steps=40)  # upsampling at step 10, pruning at step 30
+@pytest.mark.parametrize("tv", [0.0, 0.1])
+def test_checkpoint_resume_continues_exactly(sphere, tmp_path, tv):
+    # upsampling at step 10, pruning at step 30; with TV, over a window of pairs that moves with the step
+    cfg = tiny_cfg(steps=40, tv_density_weight=tv, tv_feature_weight=tv, tv_pairs=500)
     straight = train_teacher(make_teacher(cfg, sphere, "cpu"), sphere, cfg, ckpt_path=tmp_path / "a.ckpt")
 
     seen: list[int] = []

@@ -289,6 +289,7 @@ def train_teacher(
             loss = mse + sum(extra.values(), torch.zeros((), device=mse.device))
             opt.zero_grad(set_to_none=False)  # in place: see lattice._WeightedGather
             loss.backward()
+            teacher.after_backward(step)
             opt.step()
             step += 1
             loss_v = float(loss.detach())

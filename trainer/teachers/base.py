@@ -64,6 +64,10 @@ class Teacher(torch.nn.Module):
     def configure_training(self, cfg: TeacherConfig) -> None:
         """Take loss weights and other training-only settings from ``cfg`` (called by the training loop)."""
 
+    def after_backward(self, step: int) -> None:
+        """Hook run after the loss's backward pass of each step, before the optimiser's (e.g. to add the
+        gradients of regularisers computed in closed form)."""
+
     def param_groups(self, cfg: TeacherConfig) -> list[dict[str, Any]]:
         """Adam parameter groups, each with ``name``, ``params`` and base ``lr``."""
         raise NotImplementedError

@@ -42,6 +42,13 @@ class TeacherConfig:
     """Per-sample colour loss Σ_k w_k·|c_k − target|² (discourages fog; DVGO's ``weight_rgbper``)."""
     entropy_weight: float = 1e-3
     """Binary-entropy loss on each ray's final transmittance (rays end either empty or opaque)."""
+    tv_density_weight: float = 0.0
+    """Total-variation loss on the density lattice: this × the mean squared difference of neighbours."""
+    tv_feature_weight: float = 0.0
+    """Total-variation loss on the feature lattice (summed over channels), as ``tv_density_weight``."""
+    tv_pairs: int = 131072
+    """Neighbour pairs per step over which the total variation is taken: a window that moves each step and
+    sweeps the lattice (lego's has ~3M pairs; all of them would cost several times a step); 0: all."""
     hull_alpha: float = 0.05
     """Visual hull: a voxel is carved when some training view sees alpha below this around its projection."""
     hull_res: int = 96

@@ -25,9 +25,11 @@ from trainer.teachers.base import Teacher
 from trainer.teachers.config import TeacherConfig
 from trainer.teachers.hull import visual_hull
 from trainer.teachers.lattice import (
+    add_tv_gradient,
     cells_to_lattice_support,
     dilate,
     lattice_corners,
+    lattice_neighbour_rows,
     lattice_points,
     mask_lookup,
     mask_voxel_index,
@@ -116,11 +118,37 @@ class GridTeacher(Teacher):
         self.register_buffer("stage", torch.tensor(stage, dtype=torch.int64))
         self.rgbper_weight = 0.0
         self.entropy_weight = 0.0
+        self.tv_weights = (0.0, 0.0)
+        self.tv_pairs = 0
+        self._pairs_key: tuple[Any, ...] | None = None
+        self._pairs = torch.zeros(0, 2, dtype=torch.int64)
 
     def configure_training(self, cfg: TeacherConfig) -> None:
         """Per-sample colour and transmittance-entropy loss weights from ``cfg``."""
         self.rgbper_weight = cfg.rgbper_weight
         self.entropy_weight = cfg.entropy_weight
+        self.tv_weights = (cfg.tv_density_weight, cfg.tv_feature_weight)
+        self.tv_pairs = cfg.tv_pairs
+
+    def after_backward(self, step: int) -> None:
+        """Add the total-variation gradients of both lattices (when their weights are set), over a window
+        of ``tv_pairs`` neighbour pairs chosen by the step."""
+        if self.tv_weights == (0.0, 0.0):
+            return
+        slot = self.slot()
+        if self._slot_key != self._pairs_key:
+            self._pairs = lattice_neighbour_rows(self.active, slot, self._dims)
+            self._pairs_key = self._slot_key
+        pairs, n = self._pairs, self._pairs.shape[0]
+        if 0 < self.tv_pairs < n:
+            # a window of consecutive pairs (memory order, so the table is read as a stream), moving on
+            # each step and so sweeping the whole lattice every n / tv_pairs steps; set by the step alone
+            start = (step * self.tv_pairs) % n
+            pairs = torch.cat(
+                [pairs[start : start + self.tv_pairs], pairs[: max(0, start + self.tv_pairs - n)]]
+            )
+        add_tv_gradient(self.density_table, pairs, self.tv_weights[0])
+        add_tv_gradient(self.feature_table, pairs, self.tv_weights[1])
 
     # ---- geometry ----
     @property

@@ -170,3 +170,43 @@ def cells_to_lattice_support(mask: torch.Tensor, dims: tuple[int, int, int]) -> 
         touch = ((p >= lo[None]) & (p <= hi[None])).float().to(m.device)  # [L, M]
         m = torch.tensordot(m, touch, dims=([0], [1]))  # contracts the current first axis, appends L
     return m > 0
+
+
+def lattice_neighbour_rows(
+    active: torch.Tensor, slot: torch.Tensor, dims: tuple[int, int, int]
+) -> torch.Tensor:
+    """Table rows ``[P, 2]`` of every pair of active lattice points that are neighbours along an axis.
+
+    ``active [A]`` holds the flat lattice index of each table row and ``slot [X·Y·Z]`` the inverse map
+    (−1 where inactive); each pair appears once, ordered (lower, upper) along its axis.
+    """
+    x = active // (dims[1] * dims[2])
+    y = (active // dims[2]) % dims[1]
+    z = active % dims[2]
+    rows = torch.arange(active.shape[0], device=active.device)
+    pairs = []
+    for coord, n, stride in ((x, dims[0], dims[1] * dims[2]), (y, dims[1], dims[2]), (z, dims[2], 1)):
+        inner = coord < n - 1
+        nb = slot[(active + stride).clamp(max=slot.shape[0] - 1)]
+        ok = inner & (nb >= 0)
+        pairs.append(torch.stack([rows[ok], nb[ok]], dim=1))
+    return torch.cat(pairs)
+
+
+@torch.no_grad()
+def add_tv_gradient(table: torch.Tensor, pairs: torch.Tensor, weight: float) -> float:
+    """Add the gradient of the total-variation loss ``weight · Σ_pairs |t_a − t_b|² / P`` of a table
+    ``[A]`` or ``[A, C]`` over neighbour ``pairs [P, 2]`` (:func:`lattice_neighbour_rows`) straight into
+    ``table.grad`` (in place, like `_WeightedGather`); returns the loss."""
+    if pairs.shape[0] == 0 or weight == 0 or table.grad is None:
+        return 0.0
+    t2 = table.detach().reshape(table.shape[0], -1)
+    a, b = pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
+    diff = t2.index_select(0, a) - t2.index_select(0, b)
+    scale = weight / pairs.shape[0]
+    loss = float(scale * (diff * diff).sum())
+    g = table.grad.view(table.shape[0], -1)
+    diff.mul_(2.0 * scale)
+    g.index_add_(0, a, diff)
+    g.index_add_(0, b, diff.neg_())
+    return loss
