@@ -107,8 +107,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         # step, with the distillation term) gained most per second with 2048 teacher-labelled novel rays per
         # step: 1150 steps 32.85 dB in 825 s, 2200 steps 32.92 dB in 1632 s, against 32.65 dB in 764 s for
         # 2500 steps without them (the students overfit the 200x200 training views: 33.5-34 dB on training
-        # rays). Stage times on a machine 1.8x slower than the one of the 26-min run: 1073 / 45 / 1036 /
-        # 825 s.
+        # rays). Not adopted: a total-variation term on the teacher's lattices (tv_density_weight 1e-5,
+        # tv_feature_weight 1e-4: 33.57 dB, +0.03, in 2.2x the time; 10x those: 33.10 dB), distill_weight 3
+        # in fine-tuning (32.71 dB, -0.14), teacher_ray_weight 2 (32.88 dB, +0.03), rays through random
+        # points of their pixels for the teacher (31.90 dB, -1.6). Stage times on a 2-core machine of the
+        # usual speed: 518 / 23 / 586 / 478 s (26 min 45 s).
         "teacher": {"steps": 4500},
         "distill": {"steps": 6500, "points_per_network": 64, "lr": 1e-2},
         "finetune": {
