@@ -194,17 +194,18 @@ def lattice_neighbour_rows(
 
 
 @torch.no_grad()
-def add_tv_gradient(table: torch.Tensor, pairs: torch.Tensor, weight: float) -> float:
+def add_tv_gradient(table: torch.Tensor, pairs: torch.Tensor, weight: float) -> torch.Tensor:
     """Add the gradient of the total-variation loss ``weight · Σ_pairs |t_a − t_b|² / P`` of a table
     ``[A]`` or ``[A, C]`` over neighbour ``pairs [P, 2]`` (:func:`lattice_neighbour_rows`) straight into
-    ``table.grad`` (in place, like `_WeightedGather`); returns the loss."""
+    ``table.grad`` (in place, like `_WeightedGather`); returns the loss as a 0-d tensor (read without a
+    device sync in the training loop)."""
     if pairs.shape[0] == 0 or weight == 0 or table.grad is None:
-        return 0.0
+        return table.new_zeros(())
     t2 = table.detach().reshape(table.shape[0], -1)
     a, b = pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
     diff = t2.index_select(0, a) - t2.index_select(0, b)
     scale = weight / pairs.shape[0]
-    loss = float(scale * (diff * diff).sum())
+    loss = scale * (diff * diff).sum()
     g = table.grad.view(table.shape[0], -1)
     diff.mul_(2.0 * scale)
     g.index_add_(0, a, diff)
