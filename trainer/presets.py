@@ -69,6 +69,7 @@ def _tiny() -> dict[str, Any]:
             "batch_rays": 512,
             "alpha_init": 1e-2,
             "grid_res": (32, 48),
+            "mlp_width": 64,
             "upsample_at": (0.4,),
             "hull_res": 48,
             "prune_at": (0.6,),
@@ -100,25 +101,27 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": _tiny(),
     "cpu": {
         "downscale": 4,
-        # measured on lego 200x200 (2-core CPU, PSNR on 10 test views): teacher 3500 steps 33.0 dB, 4000 steps
-        # with the box fitted at 35% 33.4 dB, 4500 steps 33.54 dB; distillation at lr 1e-3 / 3e-3 / 1e-2 (1500
-        # steps x 128 points per network): 28.5 / 30.3 / 31.4 dB, 4000 x 128 points 32.17 dB, 6500 x 64 points
-        # (same time) 32.22-32.24 dB. From the same distilled student, fine-tuning (4096 training rays per
-        # step, with the distillation term) gained most per second with 2048 teacher-labelled novel rays per
-        # step: 1150 steps 32.85 dB in 825 s, 2200 steps 32.92 dB in 1632 s, against 32.65 dB in 764 s for
-        # 2500 steps without them (the students overfit the 200x200 training views: 33.5-34 dB on training
-        # rays). Not adopted: a total-variation term on the teacher's lattices (tv_density_weight 1e-5,
-        # tv_feature_weight 1e-4: 33.57 dB, +0.03, in 2.2x the time; 10x those: 33.10 dB), distill_weight 3
-        # in fine-tuning (32.71 dB, -0.14), teacher_ray_weight 2 (32.88 dB, +0.03), rays through random
-        # points of their pixels for the teacher (31.90 dB, -1.6). Stage times on a 2-core machine of the
-        # usual speed: 518 / 23 / 586 / 478 s (26 min 45 s).
-        "teacher": {"steps": 4500},
+        # measured on lego 200x200 (2-core CPU, PSNR on 10 test views). Teacher: 3500 steps 33.0 dB,
+        # 4000 steps with the box fitted at 35% 33.4 dB, 4500 steps 33.54 dB; colour MLP width 128
+        # (the default) 33.85 dB at 4500 steps, 34.15 dB at 5500. Distillation at lr 1e-3 / 3e-3 /
+        # 1e-2 (1500 steps x 128 points per network): 28.5 / 30.3 / 31.4 dB, 4000 x 128 points 32.17
+        # dB, 6500 x 64 points (same time) 32.2-32.4 dB from either teacher. Fine-tuning (4096
+        # training rays per step) gains most per second with 2048 teacher-labelled novel rays per
+        # step (32.85 against 32.65 dB without, from the width-64 teacher; the students overfit the
+        # 200x200 training views). From the 34.15 dB teacher's distilled student, 1150 steps: lr
+        # 1e-3 with the distillation term (weight 1) 33.09 dB in 339 s, lr 2e-3 33.15 dB, lr 2e-3
+        # and distill_weight 0.3 33.23 dB, lr 2e-3 without the term 33.27 dB in 377 s (adopted), lr
+        # 3e-3 without it and 1400 steps 33.20 dB; 4096 teacher rays + 2048 training rays 33.10 dB
+        # in 803 s. Not adopted for the teacher: a total-variation term on its lattices
+        # (tv_density_weight 1e-5, tv_feature_weight 1e-4: +0.03 dB in 2.2x the time; 10x those:
+        # -0.44 dB), rays through random points of their pixels (-1.6 dB). Stage times on a 2-core
+        # machine: 748 / 18 / 498 / 377 s (27 min 22 s).
+        "teacher": {"steps": 5500},
         "distill": {"steps": 6500, "points_per_network": 64, "lr": 1e-2},
         "finetune": {
             "steps": 1150,
             "rays_per_batch": 4096,
-            "lr": 1e-3,
-            "distill_weight": 1.0,
+            "lr": 2e-3,
             "teacher_rays": 2048,
         },
         "eval_views": 10,

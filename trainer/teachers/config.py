@@ -28,8 +28,8 @@ class TeacherConfig:
     """Fractions of ``steps`` at which the grids move to the next entry of ``grid_res``."""
     feature_channels: int = 12
     """Channels of the feature grid fed to the colour MLP."""
-    mlp_width: int = 64
-    """Width of the colour MLP's two hidden layers."""
+    mlp_width: int = 128
+    """Width of the colour MLP's two hidden layers (DVGO's 128; lego 200x200: 64 gave 0.3 dB less)."""
     dir_freqs: int = 4
     """Positional-encoding frequencies of the view direction for the colour MLP."""
     step_ratio: float = 0.5
