@@ -110,12 +110,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         # step (32.85 against 32.65 dB without, from the width-64 teacher; the students overfit the
         # 200x200 training views). From the 34.15 dB teacher's distilled student, 1150 steps: lr
         # 1e-3 with the distillation term (weight 1) 33.09 dB in 339 s, lr 2e-3 33.15 dB, lr 2e-3
-        # and distill_weight 0.3 33.23 dB, lr 2e-3 without the term 33.27 dB in 377 s (adopted), lr
-        # 3e-3 without it and 1400 steps 33.20 dB; 4096 teacher rays + 2048 training rays 33.10 dB
-        # in 803 s. Not adopted for the teacher: a total-variation term on its lattices
-        # (tv_density_weight 1e-5, tv_feature_weight 1e-4: +0.03 dB in 2.2x the time; 10x those:
-        # -0.44 dB), rays through random points of their pixels (-1.6 dB). Stage times on a 2-core
-        # machine: 748 / 18 / 498 / 377 s (27 min 22 s).
+        # and distill_weight 0.3 33.23 dB, lr 2e-3 without the term 33.27 dB in 377 s (adopted; with
+        # teacher_ray_weight 2 33.30 dB, lr_final_factor 0.03 33.29 dB), lr 3e-3 without it and 1400
+        # steps 33.20 dB; 4096 teacher rays + 2048 training rays 33.10 dB in 803 s. Not adopted for
+        # the teacher: a total-variation term on its lattices (tv_density_weight 1e-5,
+        # tv_feature_weight 1e-4: +0.03 dB in 2.2x the time; 10x those: -0.44 dB), rays through
+        # random points of their pixels (-1.6 dB). Stage times on a 2-core machine: 748 / 18 / 498 /
+        # 377 s (27 min 22 s).
         "teacher": {"steps": 5500},
         "distill": {"steps": 6500, "points_per_network": 64, "lr": 1e-2},
         "finetune": {
