@@ -20,6 +20,7 @@ from trainer.finetune import (
     order_front_to_back,
     pixel_rays,
     render_training_rays,
+    shift_samples,
     transmittance_before,
 )
 
@@ -243,3 +244,86 @@ def test_extra_loss_joins_every_step() -> None:
     assert calls == list(range(40))
     assert float((pulled.params["l4.bias"] - goal).abs().max()) < 0.05
     assert float((plain.params["l4.bias"] - goal).abs().min()) > 0.2
+
+
+def test_shift_samples_moves_each_ray_and_reapplies_the_rule() -> None:
+    from renderer.march import march_rays
+    from renderer.render import prepare_scene
+
+    scene, spec = _box_scene()
+    occ = np.ones((4, 4, 2), bool)
+    occ[2:, :, :] = False  # x > 0 empty
+    network_index = scene.network_index.copy()
+    network_index[1, 1, 0] = -1  # and the cell x > 0, y > 0 has no network
+    from dataclasses import replace
+
+    rs = prepare_scene(replace(scene, occupancy=occ, network_index=network_index), "cpu")
+    # one ray along +x at y = -0.5, z = 0: lattice t_k = 2 + (k + 1/2) * 0.05 from the box entry x = -1
+    o = torch.tensor([[-3.0, -0.5, 0.0]])
+    d = torch.tensor([[1.0, 0.0, 0.0]])
+    s = march_rays(rs, o, d, ess=True)
+    ray_idx, t, x, net = s.ray_idx, s.t, s.x, s.net
+    assert ray_idx.numel() == 20  # x in (-1, 0): 20 samples of 0.05
+    same = shift_samples(rs, ray_idx, t, x, net, d, torch.zeros(1))
+    for a, b in zip(same, (ray_idx, t, x, net), strict=True):
+        assert torch.equal(a, b)
+    r2, t2, x2, n2 = shift_samples(rs, ray_idx, t, x, net, d, torch.tensor([0.02]))
+    torch.testing.assert_close(x2[:, 0], x[:, 0] + 0.02)  # all 20 stay below x = 0 (last at -0.005)
+    torch.testing.assert_close(t2, t + 0.02)
+    assert r2.numel() == 20
+    r3, _, x3, n3 = shift_samples(rs, ray_idx, t, x, net, d, torch.tensor([0.04]))
+    assert r3.numel() == 19 and float(x3[:, 0].max()) < 0.0  # the last one (x = -0.025) moved to x > 0
+    # a ray at y = +0.5 crosses cells (0, 1) and (1, 1); after the shift each sample takes its new cell's net
+    o = torch.tensor([[-3.0, 0.5, 0.0]])
+    full = prepare_scene(scene, "cpu")
+    s = march_rays(full, o, d, ess=True)
+    _, _, x4, n4 = shift_samples(full, s.ray_idx, s.t, s.x, s.net, d, torch.tensor([-0.024]))
+    expect = scene.network_index[(x4[:, 0] > 0).long(), 1, 0]
+    assert torch.equal(n4.long(), torch.as_tensor(expect).long())
+    assert n4.numel() == 40  # the first sample moves to x = -0.999 (still in the box), the rest stay inside
+
+
+def test_parameter_average_after_one_step_and_through_a_checkpoint(tmp_path) -> None:
+    from renderer.render import prepare_scene
+
+    scene, spec = _box_scene()
+    rays = TrainingRays(
+        images=torch.full((2, 8, 8, 3), 0.2),
+        c2w=torch.as_tensor(np.stack([orbit_pose((0, 0, 0), 3.5, az, 25.0) for az in (0.0, 90.0)])).float(),
+        focal=8.0,
+        cx=4.0,
+        cy=4.0,
+    )
+    rs = prepare_scene(scene, "cpu")
+    start = FinetuneState(step=0, params={k: v.clone() for k, v in scene.weights.items()})
+    common = {
+        "rays_per_batch": 64,
+        "lr": 1e-2,
+        "lr_final_factor": 1.0,  # the same learning rate at every step, whatever `steps` is
+        "checkpoint_seconds": 1e9,
+        "checkpoint_every": 10**9,
+    }
+    one = finetune(rays, rs, spec, scene.step_size, torch.ones(3), FinetuneConfig(steps=1, **common), start)
+    assert start.ema is None and one.ema is None
+    cfg1 = FinetuneConfig(steps=1, ema_decay=0.9, **common)
+    one_avg = finetune(rays, rs, spec, scene.step_size, torch.ones(3), cfg1, start)
+    assert one_avg.ema is not None and one_avg.output_params() is one_avg.ema
+    for k, p0 in scene.weights.items():
+        torch.testing.assert_close(one_avg.params[k], one.params[k])  # the average does not steer training
+        torch.testing.assert_close(one_avg.ema[k], 0.9 * p0 + 0.1 * one.params[k])
+    # 6 steps straight == 3 steps, checkpoint, load, 3 more (the average resumes too)
+    cfg6 = FinetuneConfig(steps=6, ema_decay=0.8, jitter=True, **common)
+    straight = finetune(rays, rs, spec, scene.step_size, torch.ones(3), cfg6, start)
+    half = finetune(
+        rays, rs, spec, scene.step_size, torch.ones(3), FinetuneConfig(steps=3, ema_decay=0.8, jitter=True,
+        **common), start,
+    )  # fmt: skip
+    half.save(tmp_path / "f.ckpt")
+    resumed = finetune(
+        rays, rs, spec, scene.step_size, torch.ones(3), cfg6, FinetuneState.load(tmp_path / "f.ckpt", "cpu")
+    )
+    assert straight.ema is not None and resumed.ema is not None
+    for k in scene.weights:
+        torch.testing.assert_close(resumed.ema[k], straight.ema[k])
+        torch.testing.assert_close(resumed.params[k], straight.params[k])
+    assert float((straight.ema["l0.weight"] - straight.params["l0.weight"]).abs().max()) > 1e-4

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from renderer.composite import composite_front_to_back
-from renderer.march import march_rays
+from renderer.march import contributing, march_rays
 from renderer.networks import NetworkSpec, evaluate_networks
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.distill import exponential_lr
@@ -54,6 +54,13 @@ class FinetuneConfig:
     teacher's rendering (`trainer.teacher_rays`), next to the ``rays_per_batch`` training pixels; 0: none."""
     teacher_ray_weight: float = 1.0
     """Weight of the teacher rays' L2 relative to the training pixels' L2."""
+    jitter: bool = False
+    """Shift each training ray's sample lattice by a random fraction of a step (uniform in [-s/2, s/2)),
+    re-applying the exact sample rule at the shifted points, so the networks fit a continuous field rather
+    than the training rays' fixed sample positions; False: the renderer's lattice exactly."""
+    ema_decay: float = 0.0
+    """Decay of an exponential moving average of the parameters, which is what the stage writes out
+    (0: the last iterate)."""
     early_stop_transmittance: float = 1e-3
     """Drop samples behind a transmittance below this (found by a no-grad pass); 0 disables."""
     max_samples_per_ray: int | None = None
@@ -170,6 +177,12 @@ class FinetuneState:
     optimizer: dict[str, Any] | None = None
     elapsed: float = 0.0
     history: list[tuple[int, float, float]] = field(default_factory=list)
+    ema: dict[str, torch.Tensor] | None = None
+    """Moving average of ``params`` (when ``FinetuneConfig.ema_decay`` > 0)."""
+
+    def output_params(self) -> dict[str, torch.Tensor]:
+        """The parameters to write out: the moving average when there is one, else the last iterate."""
+        return self.ema if self.ema is not None else self.params
 
     def save(self, path: str | Path) -> None:
         """Atomic save of the state (trainer.checkpoint)."""
@@ -179,6 +192,7 @@ class FinetuneState:
             "optimizer": self.optimizer,
             "elapsed": self.elapsed,
             "history": self.history,
+            "ema": None if self.ema is None else {k: v.detach().cpu() for k, v in self.ema.items()},
         }
         save_checkpoint(path, blob)
 
@@ -186,13 +200,35 @@ class FinetuneState:
     def load(path: str | Path, device: torch.device | str) -> FinetuneState:
         """Load a state saved by `save`."""
         blob = load_checkpoint(path, device)
+        ema = blob.get("ema")
         return FinetuneState(
             step=int(blob["step"]),
             params={k: v.to(device) for k, v in blob["params"].items()},
             optimizer=blob["optimizer"],
             elapsed=float(blob.get("elapsed", 0.0)),
             history=[tuple(h) for h in blob.get("history", [])],  # type: ignore[misc]
+            ema=None if ema is None else {k: v.to(device) for k, v in ema.items()},
         )
+
+
+def shift_samples(
+    rs: Any,
+    ray_idx: torch.Tensor,
+    t: torch.Tensor,
+    x: torch.Tensor,
+    net: torch.Tensor,
+    dirs: torch.Tensor,
+    shift: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Move the samples ``x [S, 3]`` of each ray by ``shift [R]`` along its direction ``dirs [R, 3]`` and
+    keep those that still contribute under the exact rule (`contributing`, ESS), with their new network.
+
+    Returns ``ray_idx [S']``, ``t [S']``, ``x [S', 3]``, ``net [S']``; the order within a ray is unchanged.
+    """
+    sh = shift[ray_idx]
+    x2 = x + sh[:, None] * dirs[ray_idx]
+    ok, net2 = contributing(rs, x2, True)
+    return ray_idx[ok], (t + sh)[ok], x2[ok], net2[ok]
 
 
 def render_training_rays(
@@ -206,15 +242,20 @@ def render_training_rays(
     *,
     early_stop_transmittance: float = 0.0,
     max_samples_per_ray: int | None = None,
+    shift: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """Differentiable colours ``[R, 3]`` of rays ``origins/dirs [R, 3]`` (the renderer's rule), and counts.
 
     Marching (ESS) runs without gradient; the networks and the compositing carry the gradient to ``params``.
+    ``shift [R]`` (world units, within ±s/2 for jitter), when given, moves every sample of a ray along it
+    by that much (`shift_samples`).
     """
     r = origins.shape[0]
     with torch.no_grad():
         s = march_rays(rs, origins, dirs, ess=True, max_samples_per_ray=max_samples_per_ray)
         ray_idx, t, x, net = s.ray_idx, s.t, s.x, s.net
+        if shift is not None:
+            ray_idx, t, x, net = shift_samples(rs, ray_idx, t, x, net, dirs, shift)
         order = order_front_to_back(ray_idx, t)
         ray_idx, x, net = ray_idx[order], x[order], net[order].long()
         marched = int(ray_idx.numel())
@@ -258,8 +299,8 @@ def finetune(
     """
     device = rays.images.device
     params = {
-        k: v.detach().to(device=device, dtype=torch.float32).requires_grad_(True)
-        for k, v in state.params.items()
+        k: v.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
+        for k, v in state.params.items()  # a copy: the caller's state is left as it was
     }
     opt = torch.optim.Adam(params.values(), lr=cfg.lr)
     if state.optimizer is not None:
@@ -271,6 +312,10 @@ def finetune(
     last_ckpt_step = state.step
     step = state.step
     history = list(state.history)
+    ema: dict[str, torch.Tensor] | None = None
+    if cfg.ema_decay > 0:
+        source = state.ema if state.ema is not None else params
+        ema = {k: v.detach().to(device=device, dtype=torch.float32).clone() for k, v in source.items()}
 
     def snapshot() -> FinetuneState:
         return FinetuneState(
@@ -279,6 +324,7 @@ def finetune(
             optimizer=opt.state_dict(),
             elapsed=time.monotonic() - t_start,
             history=list(history),
+            ema=None if ema is None else {k: v.clone() for k, v in ema.items()},
         )
 
     while step < cfg.steps:
@@ -292,6 +338,9 @@ def finetune(
         if novel_rays is not None and cfg.teacher_rays > 0:
             o2, d2, t2 = novel_rays.sample(cfg.teacher_rays, gen)
             o, d, target = torch.cat([o, o2]), torch.cat([d, d2]), torch.cat([target, t2])
+        shift = None
+        if cfg.jitter:
+            shift = (torch.rand(o.shape[0], generator=gen, device=device) - 0.5) * step_size
         color, _ = render_training_rays(
             params,
             rs,
@@ -302,6 +351,7 @@ def finetune(
             bg,
             early_stop_transmittance=cfg.early_stop_transmittance,
             max_samples_per_ray=cfg.max_samples_per_ray,
+            shift=shift,
         )
         sq = (color - target).square()
         photo = sq[:n_real].mean()
@@ -313,6 +363,10 @@ def finetune(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                for k, v in params.items():
+                    ema[k].lerp_(v.detach(), 1.0 - cfg.ema_decay)
         step += 1
         mse = float(photo.detach())
         psnr = -10.0 * float(np.log10(max(mse, 1e-12)))

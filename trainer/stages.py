@@ -529,7 +529,7 @@ def stage_finetune(ctx: Context) -> dict[str, Any]:
         s.save(ckpt)
 
     def publish(s: FinetuneState) -> None:
-        scene = make_scene(ctx, layout, s.params, {})
+        scene = make_scene(ctx, layout, s.output_params(), {})
         scene.provenance = {**provenance(ctx, "finetune"), "finetune_step": s.step}
         write_output(ctx, "finetune", scene)
 
@@ -549,7 +549,7 @@ def stage_finetune(ctx: Context) -> dict[str, Any]:
         novel_rays=novel_rays(ctx, layout, teacher) if cfg.teacher_rays > 0 else None,
     )
     _cancel_check(ctx)
-    scene = make_scene(ctx, layout, state.params, {})
+    scene = make_scene(ctx, layout, state.output_params(), {})
     metrics = student_psnr(ctx, scene)
     record = finish_stage(ctx, "finetune", clock, {"steps": cfg.steps, "metrics": metrics})
     scene.provenance = provenance(ctx, "finetune")
