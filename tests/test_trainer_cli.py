@@ -233,3 +233,6 @@ def test_set_overrides_parse_and_are_recorded(tmp_path: Path, capsys: pytest.Cap
     _one_line_error(capsys, "--set")
     assert main([*args, "--set", "distill=3"]) == 2
     _one_line_error(capsys, "distill")
+    fresh = ["occupancy", "--data", str(data), "--workdir", str(tmp_path / "w2"), "--preset", "tiny"]
+    assert main([*fresh, "--set", "finetune.ema_decay=1.5"]) == 2
+    _one_line_error(capsys, "ema_decay")

@@ -74,6 +74,10 @@ class FinetuneConfig:
     seed: int = 0
     """Seed of the ray sampler."""
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"finetune.ema_decay must be in [0, 1), got {self.ema_decay}")
+
 
 def pixel_rays(
     c2w: torch.Tensor, px: torch.Tensor, py: torch.Tensor, focal: float, cx: float, cy: float

@@ -171,7 +171,10 @@ def _apply(obj: Any, overrides: dict[str, Any], where: str) -> Any:
             changes[key] = tuple(value)
         else:
             changes[key] = copy.deepcopy(value)
-    return dataclasses.replace(obj, **changes)
+    try:
+        return dataclasses.replace(obj, **changes)
+    except ValueError as e:  # a field's own check (__post_init__)
+        raise PresetError(f"{where}: {e}") from e
 
 
 def get_preset(name: str, overrides: dict[str, Any] | None = None) -> Preset:
