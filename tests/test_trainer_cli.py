@@ -236,3 +236,7 @@ def test_set_overrides_parse_and_are_recorded(tmp_path: Path, capsys: pytest.Cap
     fresh = ["occupancy", "--data", str(data), "--workdir", str(tmp_path / "w2"), "--preset", "tiny"]
     assert main([*fresh, "--set", "finetune.ema_decay=1.5"]) == 2
     _one_line_error(capsys, "ema_decay")
+    rec["preset_config"]["finetune"]["ema_decay"] = 2.0  # a hand-edited record of the first work folder
+    (w / "run.json").write_text(json.dumps(rec))
+    assert main(args) == 2
+    _one_line_error(capsys, "run.json", "ema_decay")

@@ -256,7 +256,10 @@ def open_context(cfg: RunConfig) -> Context:
             )
         if isinstance(recorded.get("preset_config"), dict):
             # a resumed run keeps exactly the settings it started with, even if the code's defaults moved
-            preset = preset_from_dict(recorded["preset_config"])
+            try:
+                preset = preset_from_dict(recorded["preset_config"])
+            except ValueError as e:  # a field's own check (__post_init__) on a hand-edited record
+                raise PipelineError(f"{run_path}: preset_config: {e}") from e
     fp = preset_fingerprint(preset)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
