@@ -236,6 +236,14 @@ def test_set_overrides_parse_and_are_recorded(tmp_path: Path, capsys: pytest.Cap
     fresh = ["occupancy", "--data", str(data), "--workdir", str(tmp_path / "w2"), "--preset", "tiny"]
     assert main([*fresh, "--set", "finetune.ema_decay=1.5"]) == 2
     _one_line_error(capsys, "ema_decay")
+    for bad, word in [
+        ("finetune.steps=-3", ">= 0"),
+        ("distill.steps=1.5", "integer"),
+        ("finetune.jitter=1", "true or false"),
+        ("finetune.lr=abc", "number"),
+    ]:
+        assert main([*fresh, "--set", bad]) == 2  # refused before any stage starts
+        _one_line_error(capsys, bad.split("=")[0].split(".")[1], word)
     rec["preset_config"]["finetune"]["ema_decay"] = 2.0  # a hand-edited record of the first work folder
     (w / "run.json").write_text(json.dumps(rec))
     assert main(args) == 2

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +158,24 @@ class PresetError(ValueError):
     """Unknown preset name or override field."""
 
 
+def _check_type(current: Any, value: Any, where: str) -> None:
+    """Refuse ``value`` for a field whose default is ``current`` when its kind differs.
+
+    Every integer field (steps, batch sizes, resolutions, seeds) is a count, so it must be >= 0.
+    """
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise PresetError(f"{where} must be true or false, got {value!r}")
+    elif isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PresetError(f"{where} must be an integer, got {value!r}")
+        if value < 0:
+            raise PresetError(f"{where} must be >= 0, got {value}")
+    elif isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise PresetError(f"{where} must be a finite number, got {value!r}")
+
+
 def _apply(obj: Any, overrides: dict[str, Any], where: str) -> Any:
     """Return a copy of dataclass ``obj`` with ``overrides`` applied (nested dicts recurse)."""
     names = {f.name for f in dataclasses.fields(obj)}
@@ -172,6 +191,7 @@ def _apply(obj: Any, overrides: dict[str, Any], where: str) -> Any:
         elif isinstance(current, tuple) and isinstance(value, list):
             changes[key] = tuple(value)
         else:
+            _check_type(current, value, f"{where}: {key}")
             changes[key] = copy.deepcopy(value)
     try:
         return dataclasses.replace(obj, **changes)
