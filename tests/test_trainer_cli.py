@@ -241,6 +241,7 @@ def test_set_overrides_parse_and_are_recorded(tmp_path: Path, capsys: pytest.Cap
         ("distill.steps=1.5", "integer"),
         ("finetune.jitter=1", "true or false"),
         ("finetune.lr=abc", "number"),
+        ("finetune.max_samples_per_ray=-5", ">= 0"),  # a field declared `int | None`
     ]:
         assert main([*fresh, "--set", bad]) == 2  # refused before any stage starts
         _one_line_error(capsys, bad.split("=")[0].split(".")[1], word)
@@ -248,3 +249,8 @@ def test_set_overrides_parse_and_are_recorded(tmp_path: Path, capsys: pytest.Cap
     (w / "run.json").write_text(json.dumps(rec))
     assert main(args) == 2
     _one_line_error(capsys, "run.json", "ema_decay")
+    rec["preset_config"]["finetune"]["ema_decay"] = 0.0
+    rec["preset_config"]["finetune"]["steps"] = -3  # the record is checked like --set
+    (w / "run.json").write_text(json.dumps(rec))
+    assert main(args) == 2
+    _one_line_error(capsys, "run.json", "steps", ">= 0")

@@ -158,30 +158,34 @@ class PresetError(ValueError):
     """Unknown preset name or override field."""
 
 
-def _check_type(current: Any, value: Any, where: str) -> None:
-    """Refuse ``value`` for a field whose default is ``current`` when its kind differs.
+def _check_value(f: dataclasses.Field[Any], value: Any, where: str) -> None:
+    """Refuse ``value`` for field ``f`` when it is not of the field's declared kind.
 
-    Every integer field (steps, batch sizes, resolutions, seeds) is a count, so it must be >= 0.
+    Every integer field (steps, batch sizes, resolutions, seeds) is a count, so it must be >= 0. A field
+    declared ``X | None`` also takes None.
     """
-    if isinstance(current, bool):
+    kind, _, rest = str(f.type).partition(" | ")
+    if value is None and rest == "None":
+        return
+    if kind == "bool":
         if not isinstance(value, bool):
             raise PresetError(f"{where} must be true or false, got {value!r}")
-    elif isinstance(current, int):
+    elif kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise PresetError(f"{where} must be an integer, got {value!r}")
         if value < 0:
             raise PresetError(f"{where} must be >= 0, got {value}")
-    elif isinstance(current, float):
+    elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise PresetError(f"{where} must be a finite number, got {value!r}")
 
 
 def _apply(obj: Any, overrides: dict[str, Any], where: str) -> Any:
     """Return a copy of dataclass ``obj`` with ``overrides`` applied (nested dicts recurse)."""
-    names = {f.name for f in dataclasses.fields(obj)}
+    fields = {f.name: f for f in dataclasses.fields(obj)}
     changes: dict[str, Any] = {}
     for key, value in overrides.items():
-        if key not in names:
+        if key not in fields:
             raise PresetError(f"{where}: unknown field {key!r}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
@@ -191,7 +195,7 @@ def _apply(obj: Any, overrides: dict[str, Any], where: str) -> Any:
         elif isinstance(current, tuple) and isinstance(value, list):
             changes[key] = tuple(value)
         else:
-            _check_type(current, value, f"{where}: {key}")
+            _check_value(fields[key], value, f"{where}: {key}")
             changes[key] = copy.deepcopy(value)
     try:
         return dataclasses.replace(obj, **changes)
@@ -215,19 +219,21 @@ def preset_to_dict(preset: Preset) -> dict[str, Any]:
     return dataclasses.asdict(preset)
 
 
-def _from_dict(obj: Any, data: dict[str, Any]) -> Any:
+def _from_dict(obj: Any, data: dict[str, Any], where: str = "preset") -> Any:
     """Copy of dataclass ``obj`` with the values of ``data`` (nested dicts recurse, lists become tuples where
-    the field holds a tuple, unknown keys are ignored so older records still load)."""
+    the field holds a tuple, unknown keys are ignored so older records still load); every value is checked
+    as in `_apply`."""
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
         if f.name not in data:
             continue
         current, value = getattr(obj, f.name), data[f.name]
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            changes[f.name] = _from_dict(current, value)
+            changes[f.name] = _from_dict(current, value, f"{where}.{f.name}")
         elif isinstance(current, tuple) and isinstance(value, list):
             changes[f.name] = tuple(value)
         else:
+            _check_value(f, value, f"{where}: {f.name}")
             changes[f.name] = copy.deepcopy(value)
     return dataclasses.replace(obj, **changes)
 
