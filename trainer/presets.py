@@ -188,16 +188,21 @@ def _check_value(f: dataclasses.Field[Any], value: Any, where: str) -> None:
             raise PresetError(f"{where} must be a finite number, got {value!r}")
 
 
-def _apply(obj: Any, overrides: dict[str, Any], where: str) -> Any:
-    """Return a copy of dataclass ``obj`` with ``overrides`` applied (nested dicts recurse)."""
+def _apply(obj: Any, data: dict[str, Any], where: str, *, strict: bool = True) -> Any:
+    """Return a copy of dataclass ``obj`` with the values of ``data`` applied (nested dicts recurse, lists
+    become tuples where the field holds a tuple); every value is checked (`_check_value`, then the
+    dataclass's own ``__post_init__``). An unknown key is an error when ``strict`` (preset data, ``--set``),
+    and is ignored otherwise, so older ``run.json`` records still load."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
     changes: dict[str, Any] = {}
-    for key, value in overrides.items():
+    for key, value in data.items():
         if key not in fields:
-            raise PresetError(f"{where}: unknown field {key!r}")
+            if strict:
+                raise PresetError(f"{where}: unknown field {key!r}")
+            continue
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            changes[key] = _apply(current, value, f"{where}.{key}")
+            changes[key] = _apply(current, value, f"{where}.{key}", strict=strict)
         elif dataclasses.is_dataclass(current):
             raise PresetError(f"{where}: {key} is a group of settings, set its fields ({key}.FIELD=VALUE)")
         elif isinstance(current, tuple) and isinstance(value, list):
@@ -227,28 +232,9 @@ def preset_to_dict(preset: Preset) -> dict[str, Any]:
     return dataclasses.asdict(preset)
 
 
-def _from_dict(obj: Any, data: dict[str, Any], where: str = "preset") -> Any:
-    """Copy of dataclass ``obj`` with the values of ``data`` (nested dicts recurse, lists become tuples where
-    the field holds a tuple, unknown keys are ignored so older records still load); every value is checked
-    as in `_apply`."""
-    changes: dict[str, Any] = {}
-    for f in dataclasses.fields(obj):
-        if f.name not in data:
-            continue
-        current, value = getattr(obj, f.name), data[f.name]
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            changes[f.name] = _from_dict(current, value, f"{where}.{f.name}")
-        elif isinstance(current, tuple) and isinstance(value, list):
-            changes[f.name] = tuple(value)
-        else:
-            _check_value(f, value, f"{where}: {f.name}")
-            changes[f.name] = copy.deepcopy(value)
-    return dataclasses.replace(obj, **changes)
-
-
 def preset_from_dict(data: dict[str, Any]) -> Preset:
     """The preset recorded by `preset_to_dict` (a resumed run keeps the settings it started with)."""
-    return _from_dict(Preset(), data)
+    return _apply(Preset(), data, "preset", strict=False)
 
 
 def preset_fingerprint(preset: Preset) -> str:
