@@ -184,6 +184,26 @@ def test_rerun_of_a_finished_run_does_nothing(tiny_run: dict[str, Any]) -> None:
     assert tiny_run["out"].stat().st_mtime_ns == mtime
 
 
+def test_a_removed_output_is_written_again_from_the_finished_run(tiny_run: dict[str, Any]) -> None:
+    from renderer.scene import load_scene
+
+    out: Path = tiny_run["out"]
+    before = load_scene(out)
+    backup = out.with_suffix(".kept")
+    out.rename(backup)
+    try:
+        proc = subprocess.run(
+            tiny_run["args"], env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT
+        )
+        assert proc.returncode == 0, proc.stderr
+        again = load_scene(out)
+    finally:
+        backup.replace(out)
+    # the same weights as the fine-tuning stage wrote: its parameter average (the tiny preset keeps one)
+    for k, v in before.weights.items():
+        assert torch.equal(again.weights[k], v), k
+
+
 def test_sigterm_during_distill_checkpoints_then_resumes(tiny_run: dict[str, Any], tmp_path: Path) -> None:
     work = tmp_path / "w"
     shutil.copytree(tiny_run["work"], work)

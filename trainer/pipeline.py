@@ -126,7 +126,7 @@ def run_pipeline(cfg: RunConfig) -> Path:
         from trainer.finetune import FinetuneState
 
         state = FinetuneState.load(ctx.path("finetune.ckpt"), "cpu")
-        scene = make_scene(ctx, layout, state.params, provenance(ctx, "finetune"))
+        scene = make_scene(ctx, layout, state.output_params(), provenance(ctx, "finetune"))
         write_output(ctx, "finetune", scene)
     ctx.log.done(ctx.out)
     return ctx.out
