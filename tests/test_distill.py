@@ -16,6 +16,7 @@ from trainer.distill import (
     distill_losses,
     error_report,
     initial_state,
+    untrained_position_rows,
 )
 from trainer.teachers.base import Teacher
 
@@ -120,6 +121,42 @@ def test_distill_losses_hand_computed() -> None:
     assert float(alpha_from_sigma(torch.tensor(10.0), 0.1)) == pytest.approx(a, rel=1e-6)
 
 
+def test_colour_error_weighted_by_teacher_alpha_hand_computed() -> None:
+    # two points: the teacher is empty at the first (alpha 0) and dense at the second (alpha a)
+    sigma_t = torch.tensor([[0.0, 10.0]])
+    sigma_s = sigma_t.clone()
+    rgb_s = torch.zeros(1, 2, 3)
+    rgb_t = torch.tensor([[[0.2, 0.2, 0.2], [0.5, 0.5, 0.5]]])
+    a = 1 - np.exp(-1.0)
+    _, plain = distill_losses(sigma_s, rgb_s, sigma_t, rgb_t, step=0.1, rgb_weight=1.0)
+    assert float(plain) == pytest.approx((0.04 + 0.25) / 2, rel=1e-6)
+    _, weighted = distill_losses(sigma_s, rgb_s, sigma_t, rgb_t, step=0.1, rgb_weight=1.0, rgb_by_alpha=True)
+    # weights alpha / mean(alpha) = (0, 2): the empty point's colour no longer counts
+    assert float(weighted) == pytest.approx((0.0 * 0.04 + 2.0 * 0.25) / 2, rel=1e-5)
+    assert a > 0  # (the mean alpha a / 2 cancels in the normalisation)
+
+
+def test_sampler_picks_occupied_voxels_in_proportion_to_their_weights() -> None:
+    occ = np.zeros(OCC_RES, bool)
+    occ[0, 0, 0] = occ[1, 0, 0] = True  # two occupied voxels, both in cell (0, 0, 0)
+    index = np.full(GRID, -1, np.int32)
+    index[0, 0, 0] = 0
+    index[1, 1, 0] = 1  # a second network whose cell has no occupied voxel: uniform in its cell
+    sampler = CellSampler.from_layout(BMIN, BMAX, index, occ)
+    centres = sampler.voxel_centres()
+    np.testing.assert_allclose(centres.numpy(), [[-0.875, -0.875, -0.375], [-0.625, -0.875, -0.375]])
+    sampler.set_voxel_weights(torch.tensor([1.0, 3.0]))
+    u, x, _ = sampler.sample(4000, 1.0, torch.Generator().manual_seed(0))
+    second = (x[0, :, 0] > -0.75).double().mean()
+    assert float(second) == pytest.approx(0.75, abs=0.03)  # 3 / (1 + 3)
+    assert bool((x[0, :, 0] < -0.5).all()) and bool((x[0, :, 1] < -0.75).all())
+    assert bool((x[1, :, :2] >= 0).all()) and float(x[1, :, 0].min()) < 0.1 and float(x[1, :, 0].max()) > 0.9
+    with pytest.raises(ValueError, match="shape"):
+        sampler.set_voxel_weights(torch.ones(3))
+    with pytest.raises(ValueError, match="positive"):
+        sampler.set_voxel_weights(torch.tensor([1.0, 0.0]))
+
+
 def _fresh_error(teacher: BallTeacher, sampler: CellSampler, spec: NetworkSpec, params: dict) -> float:
     gen = torch.Generator().manual_seed(12345)
     u, x, d = sampler.sample(512, 0.5, gen)
@@ -152,6 +189,31 @@ def test_distillation_lowers_error_to_analytic_teacher() -> None:
     report = error_report(final.error, np.zeros((m, 3), np.int64))
     assert report["num_networks"] == m
     assert report["max"] == pytest.approx(float(final.error.max()), rel=1e-6)
+
+
+def test_untrained_position_rows_hand_computed() -> None:
+    assert untrained_position_rows(4, None) is None and untrained_position_rows(4, 4) is None
+    rows = untrained_position_rows(2, 1)  # inputs: x (3), sin/cos of octave 0 (6), of octave 1 (6)
+    assert rows is not None and rows.tolist() == [False] * 9 + [True] * 6
+
+
+def test_frozen_position_rows_stay_zero_and_the_rest_trains() -> None:
+    occ, index = ball_layout()
+    m = int(index.max()) + 1
+    spec = spec_for(m)  # 4 position octaves: l0 has 3 + 24 input rows
+    sampler = CellSampler.from_layout(BMIN, BMAX, index, occ)
+    rows = untrained_position_rows(spec.pos_freqs, 2)
+    assert rows is not None and int(rows.sum()) == 12
+    state0 = initial_state(init_weights(m, spec, seed=0), density_shift=-1.0)
+    w0 = state0.params["l0.weight"].clone()
+    cfg = DistillConfig(
+        steps=20, points_per_network=64, lr=3e-3, checkpoint_seconds=1e9, checkpoint_every=10**9
+    )
+    final = distill(BallTeacher(), sampler, spec, STEP, cfg, state0, frozen_rows=rows)
+    w = final.params["l0.weight"]
+    assert bool((w[:, rows] == 0).all())
+    assert float((w[:, ~rows] - w0[:, ~rows]).abs().min(dim=1).values.max()) > 0
+    assert bool((state0.params["l0.weight"] == w0).all())  # the caller's state is not modified
 
 
 def test_distill_resume_matches_uninterrupted(tmp_path) -> None:

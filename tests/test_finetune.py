@@ -10,6 +10,7 @@ import torch
 
 from renderer.camera import Camera, generate_rays, orbit_pose
 from renderer.networks import LAYER_KEYS, NetworkSpec, init_weights
+from trainer.distill import untrained_position_rows
 from trainer.finetune import (
     REGULARISED_KEYS,
     FinetuneConfig,
@@ -327,3 +328,14 @@ def test_parameter_average_after_one_step_and_through_a_checkpoint(tmp_path) -> 
         torch.testing.assert_close(resumed.ema[k], straight.ema[k])
         torch.testing.assert_close(resumed.params[k], straight.params[k])
     assert float((straight.ema["l0.weight"] - straight.params["l0.weight"]).abs().max()) > 1e-4
+    # rows of the first layer held at zero stay zero in the parameters and in their average
+    rows = untrained_position_rows(spec.pos_freqs, 1)
+    assert rows is not None
+    frozen = finetune(rays, rs, spec, scene.step_size, torch.ones(3), cfg6, start, frozen_rows=rows)
+    assert frozen.ema is not None
+    assert bool((frozen.params["l0.weight"][:, rows] == 0).all()) and bool(
+        (frozen.ema["l0.weight"][:, rows] == 0).all()
+    )
+    assert (
+        float((frozen.params["l0.weight"][:, ~rows] - start.params["l0.weight"][:, ~rows]).abs().max()) > 1e-4
+    )

@@ -239,6 +239,20 @@ def test_fit_box_leaves_out_mask_voxels_without_density():
     assert (teacher.bbox_max <= block_hi + spacing + 2 * v + 1e-6).all()
 
 
+def test_visibility_is_the_largest_recorded_weight_of_the_voxel_and_its_neighbours():
+    teacher = GridTeacher.for_box([-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], tiny_cfg(grid_res=(16, 24)))
+    v = 2.0 / 24
+    x = torch.tensor([[-1 + 10.5 * v, -1 + 4.5 * v, -1 + 7.5 * v]])
+    assert teacher.visibility(x) is None  # no training ray recorded yet
+    teacher.max_weight[10, 4, 7] = 0.6
+    teacher.max_weight[11, 4, 7] = 0.2
+    pts = torch.cat([x, x + torch.tensor([[v, 0.0, 0.0]]), x + torch.tensor([[2 * v, 0.0, 0.0]]), x - 3 * v])
+    pts = torch.cat([pts, torch.tensor([[1.5, 0.0, 0.0]])])  # outside the box
+    vis = teacher.visibility(pts)
+    assert vis is not None
+    torch.testing.assert_close(vis, torch.tensor([0.6, 0.6, 0.2, 0.0, 0.0]))
+
+
 def test_training_rays_pass_through_their_pixel_centre(sphere):
     from trainer.teachers import TrainingRays
 

@@ -236,6 +236,8 @@ def test_set_overrides_parse_and_are_recorded(tmp_path: Path, capsys: pytest.Cap
     fresh = ["occupancy", "--data", str(data), "--workdir", str(tmp_path / "w2"), "--preset", "tiny"]
     assert main([*fresh, "--set", "finetune.ema_decay=1.5"]) == 2
     _one_line_error(capsys, "ema_decay")
+    assert main([*fresh, "--set", "distill.visibility_floor=0"]) == 2
+    _one_line_error(capsys, "visibility_floor")
     for bad, word in [
         ("finetune.steps=-3", ">= 0"),
         ("distill.steps=1.5", "integer"),

@@ -39,6 +39,12 @@ class DistillConfig:
     """The learning rate decays exponentially to lr * this at the last step."""
     rgb_weight: float = 1.0
     """Weight of the colour L2 term relative to the alpha L2 term."""
+    rgb_by_alpha: bool = False
+    """Weight each point's colour error by the teacher's alpha there (colour shows only where there is
+    density), normalised by the mean alpha of the draw so the term keeps its scale."""
+    visibility_floor: float | None = None
+    """Pick each network's occupied voxels with probability proportional to max(the teacher's largest
+    rendering weight along training rays in the voxel, this floor) (grid teacher); None: uniformly."""
     camera_directions: bool = False
     """True: view directions from a random training camera to each point (the directions rendering asks
     for); False: uniform on the sphere, as the paper (on lego 0.08 dB better after fine-tuning)."""
@@ -50,6 +56,11 @@ class DistillConfig:
     """Smoothing of the per-network error that is reported at the end."""
     seed: int = 0
     """Seed of the point sampler and the student initialisation."""
+
+    def __post_init__(self) -> None:
+        floor = self.visibility_floor
+        if floor is not None and not 0.0 < floor <= 1.0:
+            raise ValueError(f"distill.visibility_floor must be in (0, 1] or null, got {floor}")
 
 
 class DensityColourField(Protocol):
@@ -75,6 +86,8 @@ class CellSampler:
     count: torch.Tensor
     camera_origins: torch.Tensor | None = None
     """``[K, 3]`` training camera centres: directions point from one of them (at random) to each point."""
+    voxel_cdf: torch.Tensor | None = None
+    """``[V]`` float64 running sum of the voxels' sampling weights (`set_voxel_weights`); None: uniform."""
 
     @property
     def num_networks(self) -> int:
@@ -122,6 +135,33 @@ class CellSampler:
             count=torch.as_tensor(count, dtype=torch.int64, device=dev),
         )
 
+    def voxel_centres(self) -> torch.Tensor:
+        """``[V, 3]`` world centres of the occupied voxels, in the order of ``voxels``."""
+        net = torch.repeat_interleave(torch.arange(self.num_networks, device=self.count.device), self.count)
+        return self.cell_min[net] + (self.voxels.float() + 0.5) / self.sub * self.cell_size
+
+    def set_voxel_weights(self, weights: torch.Tensor) -> None:
+        """Pick each network's occupied voxels with probability proportional to ``weights [V]`` (> 0)."""
+        if weights.shape != (self.voxels.shape[0],):
+            raise ValueError(f"voxel weights of shape {tuple(weights.shape)}, need ({self.voxels.shape[0]},)")
+        if not bool((weights > 0).all()):
+            raise ValueError("voxel weights must be positive")
+        self.voxel_cdf = torch.cumsum(weights.double(), 0)
+
+    def _pick_voxels(self, n: int, rand: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """``[M, n]`` int64 indices into ``voxels``, each network's own (uniform or by ``voxel_cdf``)."""
+        last = (self.offset + self.count - 1).clamp_min(0)
+        if self.voxel_cdf is None:
+            pick = (rand(self.num_networks, n) * self.count.clamp_min(1)[:, None]).long()
+            pick = torch.minimum(pick, (self.count - 1).clamp_min(0)[:, None])
+            return (self.offset[:, None] + pick).clamp_max(self.voxels.shape[0] - 1)
+        cdf = self.voxel_cdf
+        hi = cdf[last]
+        lo = torch.where(self.offset > 0, cdf[(self.offset - 1).clamp_min(0)], torch.zeros_like(hi))
+        r = lo[:, None] + rand(self.num_networks, n).double() * (hi - lo)[:, None]
+        idx = torch.searchsorted(cdf, r.contiguous(), right=True)
+        return torch.minimum(torch.maximum(idx, self.offset[:, None]), last[:, None])
+
     def sample(
         self, points_per_network: int, occupied_fraction: float, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -136,9 +176,7 @@ class CellSampler:
         pos = rand(m, b, 3)  # position in the cell, [0, 1)
         if n_occ > 0 and self.voxels.shape[0] > 0:
             has = self.count > 0
-            pick = (rand(m, n_occ) * self.count.clamp_min(1)[:, None]).long()
-            pick = torch.minimum(pick, (self.count - 1).clamp_min(0)[:, None])
-            vox = self.voxels[(self.offset[:, None] + pick).clamp_max(self.voxels.shape[0] - 1)]  # [M, n, 3]
+            vox = self.voxels[self._pick_voxels(n_occ, rand)]  # [M, n, 3]
             in_vox = (vox.float() + rand(m, n_occ, 3)) / self.sub
             pos[:, :n_occ] = torch.where(has[:, None, None], in_vox, pos[:, :n_occ])
         u = pos * 2.0 - 1.0
@@ -165,13 +203,19 @@ def distill_losses(
     rgb_t: torch.Tensor,
     step: float,
     rgb_weight: float,
+    rgb_by_alpha: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-network error [M] = mean_B (alpha_s - alpha_t)^2 + w * mean_B,c (rgb_s - rgb_t)^2, and the loss.
 
-    ``sigma_* [M, B]``, ``rgb_* [M, B, 3]``. The loss is the mean over networks.
+    ``sigma_* [M, B]``, ``rgb_* [M, B, 3]``. The loss is the mean over networks. With ``rgb_by_alpha`` each
+    point's colour error is multiplied by alpha_t / mean(alpha_t) (the mean over all M x B points).
     """
-    err_alpha = (alpha_from_sigma(sigma_s, step) - alpha_from_sigma(sigma_t, step)).square().mean(dim=1)
-    err_rgb = (rgb_s - rgb_t).square().mean(dim=(1, 2))
+    alpha_t = alpha_from_sigma(sigma_t, step)
+    err_alpha = (alpha_from_sigma(sigma_s, step) - alpha_t).square().mean(dim=1)
+    sq_rgb = (rgb_s - rgb_t).square()
+    if rgb_by_alpha:
+        sq_rgb = sq_rgb * (alpha_t / alpha_t.mean().clamp_min(1e-6)).detach()[..., None]
+    err_rgb = sq_rgb.mean(dim=(1, 2))
     per_net = err_alpha + rgb_weight * err_rgb
     return per_net, per_net.mean()
 
@@ -223,6 +267,7 @@ def distill_step_loss(
     occupied_fraction: float,
     rgb_weight: float,
     generator: torch.Generator,
+    rgb_by_alpha: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One draw of the distillation objective: per-network error ``[M]`` and the loss (differentiable in
     ``params``), on ``points_per_network`` fresh points per network."""
@@ -232,7 +277,28 @@ def distill_step_loss(
         sigma_t = sigma_t.reshape(u.shape[0], u.shape[1]).float()
         rgb_t = rgb_t.reshape(u.shape[0], u.shape[1], 3).float()
     sigma_s, rgb_s = evaluate_networks_batched(params, u, d, spec)
-    return distill_losses(sigma_s, rgb_s, sigma_t, rgb_t, step_size, rgb_weight)
+    return distill_losses(sigma_s, rgb_s, sigma_t, rgb_t, step_size, rgb_weight, rgb_by_alpha)
+
+
+def untrained_position_rows(pos_freqs: int, trained: int | None) -> torch.Tensor | None:
+    """``[3 + 6 pos_freqs]`` bool: the rows of ``l0.weight`` fed by the position octaves ``>= trained``
+    (in the encoding's order: x, then sin and cos of each octave), or None when every octave is trained."""
+    if trained is None or trained >= pos_freqs:
+        return None
+    rows = torch.zeros(3 * (1 + 2 * pos_freqs), dtype=torch.bool)
+    rows[3 * (1 + 2 * trained) :] = True
+    return rows
+
+
+def freeze_rows(weight: torch.Tensor, rows: torch.Tensor | None) -> None:
+    """Zero rows ``rows [in]`` of the leaf ``weight [M, in, out]`` and keep them zero: their gradient is
+    masked out, so Adam never moves them (the scene format keeps its width; those inputs are unused)."""
+    if rows is None:
+        return
+    mask = rows.to(weight.device)[None, :, None]
+    with torch.no_grad():
+        weight.masked_fill_(mask, 0.0)
+    weight.register_hook(lambda g: g.masked_fill(mask, 0.0))
 
 
 def exponential_lr(lr: float, final_factor: float, step: int, total: int) -> float:
@@ -251,8 +317,11 @@ def distill(
     on_step: Callable[[int, int, float], None] | None = None,
     checkpoint: Callable[[DistillState], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    frozen_rows: torch.Tensor | None = None,
 ) -> DistillState:
     """Run distillation from ``state.step`` to ``cfg.steps`` and return the final state.
+
+    ``frozen_rows [in]`` bool (`untrained_position_rows`): rows of ``l0.weight`` held at zero.
 
     ``on_step(step, total, loss)`` after each step; ``checkpoint(state)`` every ``cfg.checkpoint_seconds`` /
     ``cfg.checkpoint_every`` steps and at the end; ``should_stop()`` is polled each step and, when true, the
@@ -260,9 +329,10 @@ def distill(
     """
     device = sampler.cell_min.device
     params = {
-        k: v.detach().to(device=device, dtype=torch.float32).requires_grad_(True)
+        k: v.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
         for k, v in state.params.items()
     }
+    freeze_rows(params["l0.weight"], frozen_rows)
     opt = torch.optim.Adam(params.values(), lr=cfg.lr)
     if state.optimizer is not None:
         opt.load_state_dict(state.optimizer)
@@ -303,6 +373,7 @@ def distill(
             cfg.occupied_fraction,
             cfg.rgb_weight,
             gen,
+            cfg.rgb_by_alpha,
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -23,7 +23,7 @@ from renderer.composite import composite_front_to_back
 from renderer.march import contributing, march_rays
 from renderer.networks import NetworkSpec, evaluate_networks
 from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.distill import exponential_lr
+from trainer.distill import exponential_lr, freeze_rows
 from trainer.teacher_rays import TeacherRays
 
 REGULARISED_KEYS: tuple[str, ...] = ("l3.weight", "l3.bias", "l4.weight", "l4.bias")
@@ -288,6 +288,7 @@ def finetune(
     should_stop: Callable[[], bool] | None = None,
     extra_loss: Callable[[Mapping[str, torch.Tensor], int], torch.Tensor] | None = None,
     novel_rays: TeacherRays | None = None,
+    frozen_rows: torch.Tensor | None = None,
 ) -> FinetuneState:
     """Fine-tune from ``state.step`` to ``cfg.steps``; returns the final state.
 
@@ -299,13 +300,15 @@ def finetune(
     ``on_step(step, total, loss, psnr)`` after every step (psnr of the photometric term);
     ``checkpoint(state)`` every ``cfg.checkpoint_seconds`` / ``cfg.checkpoint_every`` steps and at the end;
     ``publish(state)`` every ``cfg.scene_seconds`` (the pipeline rewrites the output .kilo);
-    ``should_stop()`` polled each step: when true, checkpoint and return early.
+    ``should_stop()`` polled each step: when true, checkpoint and return early. ``frozen_rows [in]`` bool:
+    rows of ``l0.weight`` held at zero (`trainer.distill.freeze_rows`).
     """
     device = rays.images.device
     params = {
         k: v.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
         for k, v in state.params.items()  # a copy: the caller's state is left as it was
     }
+    freeze_rows(params["l0.weight"], frozen_rows)
     opt = torch.optim.Adam(params.values(), lr=cfg.lr)
     if state.optimizer is not None:
         opt.load_state_dict(state.optimizer)

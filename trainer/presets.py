@@ -51,6 +51,9 @@ class Preset:
     """Student hidden width H."""
     pos_freqs: int = 10
     """Student positional-encoding frequencies."""
+    trained_pos_freqs: int | None = None
+    """Train only the first K position octaves: the first layer's weights for the higher ones are held at
+    zero (the format keeps its width). None: all (the paper)."""
     dir_freqs: int = 4
     """Student direction-encoding frequencies."""
     ert_threshold: float = 0.01
@@ -90,6 +93,7 @@ def _tiny() -> dict[str, Any]:
             "rays_per_batch": 512,
             "distill_weight": 1.0,
             "distill_points": 8,
+            "ema_decay": 0.9,
             "checkpoint_every": 5,
             "checkpoint_seconds": 5.0,
             "scene_seconds": 0.3,

@@ -382,7 +382,7 @@ def stage_distill(ctx: Context) -> dict[str, Any]:
         state = initial_state(init_weights(layout.num_networks, spec, cfg.seed), ctx.preset.density_shift)
     teacher = load_teacher(ctx.path("teacher.pt"), ctx.device)
     teacher.eval()
-    sampler = make_sampler(ctx, layout)
+    sampler = make_sampler(ctx, layout, teacher)
 
     def on_step(step: int, total: int, loss: float) -> None:
         ctx.log.progress(step, total, loss, None)
@@ -401,6 +401,7 @@ def stage_distill(ctx: Context) -> dict[str, Any]:
         on_step=on_step,
         checkpoint=checkpoint,
         should_stop=lambda: ctx.cancel.requested,
+        frozen_rows=frozen_rows(ctx),
     )
     _cancel_check(ctx)
     flat = layout.network_index.reshape(-1)
@@ -434,13 +435,20 @@ def stage_distill(ctx: Context) -> dict[str, Any]:
     return record
 
 
+def frozen_rows(ctx: Context) -> torch.Tensor | None:
+    """The student's first-layer rows held at zero (`Preset.trained_pos_freqs`), or None."""
+    from trainer.distill import untrained_position_rows
+
+    return untrained_position_rows(ctx.preset.pos_freqs, ctx.preset.trained_pos_freqs)
+
+
 def distill_term(ctx: Context, layout: Layout, spec: Any, teacher: Any) -> Callable[[Any, int], torch.Tensor]:
     """Fine-tuning's distillation term: ``finetune.distill_weight`` x stage 2's loss against the teacher on
     ``finetune.distill_points`` fresh points per network, drawn from a generator seeded by the step."""
     from trainer.distill import distill_step_loss
 
     cfg, dcfg = ctx.preset.finetune, ctx.preset.distill
-    sampler = make_sampler(ctx, layout)
+    sampler = make_sampler(ctx, layout, teacher)
     gen = torch.Generator(device=ctx.device)
 
     def term(params: Any, step: int) -> torch.Tensor:
@@ -455,6 +463,7 @@ def distill_term(ctx: Context, layout: Layout, spec: Any, teacher: Any) -> Calla
             dcfg.occupied_fraction,
             dcfg.rgb_weight,
             gen,
+            dcfg.rgb_by_alpha,
         )
         return cfg.distill_weight * loss
 
@@ -479,13 +488,19 @@ def novel_rays(ctx: Context, layout: Layout, teacher: Any) -> Any:
     )
 
 
-def make_sampler(ctx: Context, layout: Layout) -> Any:
-    """The distillation point sampler of the layout (view directions from the training cameras if set)."""
+def make_sampler(ctx: Context, layout: Layout, teacher: Any) -> Any:
+    """The distillation point sampler of the layout (view directions from the training cameras if set;
+    occupied voxels picked by the teacher's visibility when ``distill.visibility_floor`` is set)."""
     from trainer.distill import CellSampler
 
     sampler = CellSampler.from_layout(
         layout.bbox_min, layout.bbox_max, layout.network_index, layout.occupancy, ctx.device
     )
+    floor = ctx.preset.distill.visibility_floor
+    if floor is not None and hasattr(teacher, "visibility"):
+        vis = teacher.visibility(sampler.voxel_centres())
+        if vis is not None:  # (a teacher that recorded no training-ray weights: uniform)
+            sampler.set_voxel_weights(vis.clamp_min(max(floor, 1e-6)))
     if ctx.preset.distill.camera_directions:
         c2w = np.asarray(ctx.train_set.c2w, dtype=np.float32)
         sampler.camera_origins = torch.as_tensor(c2w[:, :3, 3], device=ctx.device)
@@ -547,6 +562,7 @@ def stage_finetune(ctx: Context) -> dict[str, Any]:
         should_stop=lambda: ctx.cancel.requested,
         extra_loss=distill_term(ctx, layout, spec, teacher) if cfg.distill_weight > 0 else None,
         novel_rays=novel_rays(ctx, layout, teacher) if cfg.teacher_rays > 0 else None,
+        frozen_rows=frozen_rows(ctx),
     )
     _cancel_check(ctx)
     scene = make_scene(ctx, layout, state.output_params(), {})

@@ -403,6 +403,17 @@ class GridTeacher(Teacher):
             self.mask &= dilate(self.max_weight >= weight_threshold, dilation)
         self.max_weight.zero_()
 
+    @torch.no_grad()
+    def visibility(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``[N]``: the largest rendering weight a training ray gave near each point ``x [N, 3]`` (the mask
+        voxel and its 26 neighbours, since the last weight pruning), or None when nothing was recorded."""
+        if not bool((self.max_weight > 0).any()):
+            return None
+        mw = F.max_pool3d(self.max_weight[None, None], 3, stride=1, padding=1)[0, 0]
+        inside = ((x >= self.bbox_min) & (x <= self.bbox_max)).all(dim=-1)
+        vox = mask_voxel_index(self.mask_dims, x, self.bbox_min, self.bbox_max)
+        return torch.where(inside, mw.reshape(-1)[vox], torch.zeros_like(x[:, 0]))
+
     # ---- persistence ----
     def arch(self) -> dict[str, Any]:
         """Constructor arguments with the current grid shape."""
