@@ -16,7 +16,7 @@ from trainer.distill import (
     distill_losses,
     error_report,
     initial_state,
-    untrained_position_rows,
+    untrained_encoding_rows,
 )
 from trainer.teachers.base import Teacher
 
@@ -191,10 +191,12 @@ def test_distillation_lowers_error_to_analytic_teacher() -> None:
     assert report["max"] == pytest.approx(float(final.error.max()), rel=1e-6)
 
 
-def test_untrained_position_rows_hand_computed() -> None:
-    assert untrained_position_rows(4, None) is None and untrained_position_rows(4, 4) is None
-    rows = untrained_position_rows(2, 1)  # inputs: x (3), sin/cos of octave 0 (6), of octave 1 (6)
+def test_untrained_encoding_rows_hand_computed() -> None:
+    assert untrained_encoding_rows(0, 4, None) is None and untrained_encoding_rows(0, 4, 4) is None
+    rows = untrained_encoding_rows(0, 2, 1)  # inputs: x (3), sin/cos of octave 0 (6), of octave 1 (6)
     assert rows is not None and rows.tolist() == [False] * 9 + [True] * 6
+    rows = untrained_encoding_rows(5, 2, 0)  # 5 feature rows, then d (3), octave 0 (6), octave 1 (6)
+    assert rows is not None and rows.tolist() == [False] * 8 + [True] * 12
 
 
 def test_frozen_position_rows_stay_zero_and_the_rest_trains() -> None:
@@ -202,14 +204,14 @@ def test_frozen_position_rows_stay_zero_and_the_rest_trains() -> None:
     m = int(index.max()) + 1
     spec = spec_for(m)  # 4 position octaves: l0 has 3 + 24 input rows
     sampler = CellSampler.from_layout(BMIN, BMAX, index, occ)
-    rows = untrained_position_rows(spec.pos_freqs, 2)
+    rows = untrained_encoding_rows(0, spec.pos_freqs, 2)
     assert rows is not None and int(rows.sum()) == 12
     state0 = initial_state(init_weights(m, spec, seed=0), density_shift=-1.0)
     w0 = state0.params["l0.weight"].clone()
     cfg = DistillConfig(
         steps=20, points_per_network=64, lr=3e-3, checkpoint_seconds=1e9, checkpoint_every=10**9
     )
-    final = distill(BallTeacher(), sampler, spec, STEP, cfg, state0, frozen_rows=rows)
+    final = distill(BallTeacher(), sampler, spec, STEP, cfg, state0, frozen_rows={"l0.weight": rows})
     w = final.params["l0.weight"]
     assert bool((w[:, rows] == 0).all())
     assert float((w[:, ~rows] - w0[:, ~rows]).abs().min(dim=1).values.max()) > 0

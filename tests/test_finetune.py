@@ -10,7 +10,7 @@ import torch
 
 from renderer.camera import Camera, generate_rays, orbit_pose
 from renderer.networks import LAYER_KEYS, NetworkSpec, init_weights
-from trainer.distill import untrained_position_rows
+from trainer.distill import untrained_encoding_rows
 from trainer.finetune import (
     REGULARISED_KEYS,
     FinetuneConfig,
@@ -328,14 +328,25 @@ def test_parameter_average_after_one_step_and_through_a_checkpoint(tmp_path) -> 
         torch.testing.assert_close(resumed.ema[k], straight.ema[k])
         torch.testing.assert_close(resumed.params[k], straight.params[k])
     assert float((straight.ema["l0.weight"] - straight.params["l0.weight"]).abs().max()) > 1e-4
-    # rows of the first layer held at zero stay zero in the parameters and in their average
-    rows = untrained_position_rows(spec.pos_freqs, 1)
-    assert rows is not None
-    frozen = finetune(rays, rs, spec, scene.step_size, torch.ones(3), cfg6, start, frozen_rows=rows)
+    # weight rows held at zero (position octaves >= 1 in l0, direction octaves >= 0 in l3) stay zero in
+    # the parameters and in their average; the other rows train
+    frozen_rows = {
+        "l0.weight": untrained_encoding_rows(0, spec.pos_freqs, 1),
+        "l3.weight": untrained_encoding_rows(spec.hidden, spec.dir_freqs, 0),
+    }
+    frozen = finetune(
+        rays,
+        rs,
+        spec,
+        scene.step_size,
+        torch.ones(3),
+        cfg6,
+        start,
+        frozen_rows=frozen_rows,  # type: ignore[arg-type]
+    )
     assert frozen.ema is not None
-    assert bool((frozen.params["l0.weight"][:, rows] == 0).all()) and bool(
-        (frozen.ema["l0.weight"][:, rows] == 0).all()
-    )
-    assert (
-        float((frozen.params["l0.weight"][:, ~rows] - start.params["l0.weight"][:, ~rows]).abs().max()) > 1e-4
-    )
+    for key, rows in frozen_rows.items():
+        assert rows is not None
+        assert bool((frozen.params[key][:, rows] == 0).all()) and bool((frozen.ema[key][:, rows] == 0).all())
+        moved = (frozen.params[key][:, ~rows] - start.params[key][:, ~rows]).abs().max()
+        assert float(moved) > 1e-4, key

@@ -280,25 +280,27 @@ def distill_step_loss(
     return distill_losses(sigma_s, rgb_s, sigma_t, rgb_t, step_size, rgb_weight, rgb_by_alpha)
 
 
-def untrained_position_rows(pos_freqs: int, trained: int | None) -> torch.Tensor | None:
-    """``[3 + 6 pos_freqs]`` bool: the rows of ``l0.weight`` fed by the position octaves ``>= trained``
-    (in the encoding's order: x, then sin and cos of each octave), or None when every octave is trained."""
-    if trained is None or trained >= pos_freqs:
+def untrained_encoding_rows(lead: int, num_freqs: int, trained: int | None) -> torch.Tensor | None:
+    """``[lead + 3 (1 + 2 num_freqs)]`` bool: the rows of a weight fed by ``lead`` other inputs and then an
+    encoding (x, then sin and cos of each octave) that belong to the octaves ``>= trained``; None when every
+    octave is trained. l0: lead 0 (position); l3: lead H (the feature, then the direction)."""
+    if trained is None or trained >= num_freqs:
         return None
-    rows = torch.zeros(3 * (1 + 2 * pos_freqs), dtype=torch.bool)
-    rows[3 * (1 + 2 * trained) :] = True
+    rows = torch.zeros(lead + 3 * (1 + 2 * num_freqs), dtype=torch.bool)
+    rows[lead + 3 * (1 + 2 * trained) :] = True
     return rows
 
 
-def freeze_rows(weight: torch.Tensor, rows: torch.Tensor | None) -> None:
-    """Zero rows ``rows [in]`` of the leaf ``weight [M, in, out]`` and keep them zero: their gradient is
-    masked out, so Adam never moves them (the scene format keeps its width; those inputs are unused)."""
-    if rows is None:
-        return
-    mask = rows.to(weight.device)[None, :, None]
-    with torch.no_grad():
-        weight.masked_fill_(mask, 0.0)
-    weight.register_hook(lambda g: g.masked_fill(mask, 0.0))
+def freeze_rows(params: Mapping[str, torch.Tensor], frozen: Mapping[str, torch.Tensor] | None) -> None:
+    """Zero rows ``frozen[key] [in]`` of each leaf weight ``params[key] [M, in, out]`` and keep them zero:
+    their gradient is masked out, so Adam never moves them (the scene format keeps its width; those inputs
+    are unused)."""
+    for key, rows in (frozen or {}).items():
+        weight = params[key]
+        mask = rows.to(weight.device)[None, :, None]
+        with torch.no_grad():
+            weight.masked_fill_(mask, 0.0)
+        weight.register_hook(lambda g, mask=mask: g.masked_fill(mask, 0.0))
 
 
 def exponential_lr(lr: float, final_factor: float, step: int, total: int) -> float:
@@ -317,11 +319,11 @@ def distill(
     on_step: Callable[[int, int, float], None] | None = None,
     checkpoint: Callable[[DistillState], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    frozen_rows: torch.Tensor | None = None,
+    frozen_rows: Mapping[str, torch.Tensor] | None = None,
 ) -> DistillState:
     """Run distillation from ``state.step`` to ``cfg.steps`` and return the final state.
 
-    ``frozen_rows [in]`` bool (`untrained_position_rows`): rows of ``l0.weight`` held at zero.
+    ``frozen_rows``: ``{key: [in] bool}`` rows of weights held at zero (`freeze_rows`).
 
     ``on_step(step, total, loss)`` after each step; ``checkpoint(state)`` every ``cfg.checkpoint_seconds`` /
     ``cfg.checkpoint_every`` steps and at the end; ``should_stop()`` is polled each step and, when true, the
@@ -332,7 +334,7 @@ def distill(
         k: v.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
         for k, v in state.params.items()
     }
-    freeze_rows(params["l0.weight"], frozen_rows)
+    freeze_rows(params, frozen_rows)
     opt = torch.optim.Adam(params.values(), lr=cfg.lr)
     if state.optimizer is not None:
         opt.load_state_dict(state.optimizer)

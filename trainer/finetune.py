@@ -288,7 +288,7 @@ def finetune(
     should_stop: Callable[[], bool] | None = None,
     extra_loss: Callable[[Mapping[str, torch.Tensor], int], torch.Tensor] | None = None,
     novel_rays: TeacherRays | None = None,
-    frozen_rows: torch.Tensor | None = None,
+    frozen_rows: Mapping[str, torch.Tensor] | None = None,
 ) -> FinetuneState:
     """Fine-tune from ``state.step`` to ``cfg.steps``; returns the final state.
 
@@ -300,15 +300,15 @@ def finetune(
     ``on_step(step, total, loss, psnr)`` after every step (psnr of the photometric term);
     ``checkpoint(state)`` every ``cfg.checkpoint_seconds`` / ``cfg.checkpoint_every`` steps and at the end;
     ``publish(state)`` every ``cfg.scene_seconds`` (the pipeline rewrites the output .kilo);
-    ``should_stop()`` polled each step: when true, checkpoint and return early. ``frozen_rows [in]`` bool:
-    rows of ``l0.weight`` held at zero (`trainer.distill.freeze_rows`).
+    ``should_stop()`` polled each step: when true, checkpoint and return early. ``frozen_rows``:
+    ``{key: [in] bool}`` rows of weights held at zero (`trainer.distill.freeze_rows`).
     """
     device = rays.images.device
     params = {
         k: v.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
         for k, v in state.params.items()  # a copy: the caller's state is left as it was
     }
-    freeze_rows(params["l0.weight"], frozen_rows)
+    freeze_rows(params, frozen_rows)
     opt = torch.optim.Adam(params.values(), lr=cfg.lr)
     if state.optimizer is not None:
         opt.load_state_dict(state.optimizer)

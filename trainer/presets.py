@@ -56,6 +56,9 @@ class Preset:
     zero (the format keeps its width). None: all (the paper)."""
     dir_freqs: int = 4
     """Student direction-encoding frequencies."""
+    trained_dir_freqs: int | None = None
+    """Train only the first K direction octaves (the colour layer's rows for the higher ones held at zero).
+    None: all (the paper)."""
     ert_threshold: float = 0.01
     """Early-ray-termination threshold stored in the scene."""
     weights_dtype: str = "float16"

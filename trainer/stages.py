@@ -435,11 +435,17 @@ def stage_distill(ctx: Context) -> dict[str, Any]:
     return record
 
 
-def frozen_rows(ctx: Context) -> torch.Tensor | None:
-    """The student's first-layer rows held at zero (`Preset.trained_pos_freqs`), or None."""
-    from trainer.distill import untrained_position_rows
+def frozen_rows(ctx: Context) -> dict[str, torch.Tensor]:
+    """The student's weight rows held at zero: l0's for the untrained position octaves, l3's for the
+    untrained direction octaves (`Preset.trained_pos_freqs`, `trained_dir_freqs`)."""
+    from trainer.distill import untrained_encoding_rows
 
-    return untrained_position_rows(ctx.preset.pos_freqs, ctx.preset.trained_pos_freqs)
+    p = ctx.preset
+    rows = {
+        "l0.weight": untrained_encoding_rows(0, p.pos_freqs, p.trained_pos_freqs),
+        "l3.weight": untrained_encoding_rows(p.hidden, p.dir_freqs, p.trained_dir_freqs),
+    }
+    return {k: v for k, v in rows.items() if v is not None}
 
 
 def distill_term(ctx: Context, layout: Layout, spec: Any, teacher: Any) -> Callable[[Any, int], torch.Tensor]:
