@@ -114,6 +114,11 @@ def test_tiny_result_loads_renders_and_beats_mean_colour(tiny_run: dict[str, Any
     scene = load_scene(tiny_run["out"])
     assert scene.weights["l0.weight"].dtype == torch.float16
     assert scene.density_activation == "softplus"
+    # the preset trains only 6 of the 10 position octaves: l0's rows for the others are zero, the rest not
+    kept = 3 * (1 + 2 * 6)
+    assert get_preset("tiny").trained_pos_freqs == 6 and scene.weights["l0.weight"].shape[1] == 63
+    assert bool((scene.weights["l0.weight"][:, kept:] == 0).all())
+    assert bool((scene.weights["l0.weight"][:, :kept] != 0).any(dim=1).all())
     assert scene.cameras is not None and scene.cameras.c2w.shape == (get_preset("tiny").train_views, 4, 4)
     prov = scene.provenance
     for key in ("dataset", "preset", "steps", "stage_seconds", "peak_ram_mb", "teacher_psnr", "student_psnr"):

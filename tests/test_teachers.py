@@ -311,7 +311,7 @@ def test_grid_teacher_lowers_the_loss(sphere, tmp_path):
     assert after > before + 8.0 and after > 20.0, (before, after)
     # opacity (from renders on two backgrounds): opaque through the sphere's centre, clear beside it
     o = torch.tensor([[0.0, 0.0, 3.0], [0.0, 0.0, 3.0]])
-    aim = torch.tensor([SPHERE_C, [0.62, -0.62, 0.0]], dtype=torch.float32)
+    aim = torch.tensor(np.array([SPHERE_C, [0.62, -0.62, 0.0]]), dtype=torch.float32)
     d = torch.nn.functional.normalize(aim - o, dim=-1)
     white = render_teacher(teacher, o, d, 1.0, 5.0, (1.0, 1.0, 1.0), cfg)
     black = render_teacher(teacher, o, d, 1.0, 5.0, (0.0, 0.0, 0.0), cfg)
