@@ -88,9 +88,6 @@ def _fail(message: str, code: int = 2) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-    from trainer.allocator import keep_freed_memory
-
-    keep_freed_memory()
     if args.threads is not None:
         if args.threads < 1:
             return _fail(f"--threads must be >= 1, got {args.threads}")
