@@ -21,6 +21,7 @@ import torch
 
 from renderer.networks import NetworkSpec, evaluate_networks_batched
 from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.optim import adam
 
 
 @dataclass
@@ -335,7 +336,7 @@ def distill(
         for k, v in state.params.items()
     }
     freeze_rows(params, frozen_rows)
-    opt = torch.optim.Adam(params.values(), lr=cfg.lr)
+    opt = adam(params.values(), lr=cfg.lr)
     if state.optimizer is not None:
         opt.load_state_dict(state.optimizer)
     error = (

@@ -24,6 +24,7 @@ from renderer.march import contributing, march_rays
 from renderer.networks import NetworkSpec, evaluate_networks
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.distill import exponential_lr, freeze_rows
+from trainer.optim import adam
 from trainer.teacher_rays import TeacherRays
 
 REGULARISED_KEYS: tuple[str, ...] = ("l3.weight", "l3.bias", "l4.weight", "l4.bias")
@@ -309,7 +310,7 @@ def finetune(
         for k, v in state.params.items()  # a copy: the caller's state is left as it was
     }
     freeze_rows(params, frozen_rows)
-    opt = torch.optim.Adam(params.values(), lr=cfg.lr)
+    opt = adam(params.values(), lr=cfg.lr)
     if state.optimizer is not None:
         opt.load_state_dict(state.optimizer)
     bg = background.to(device=device, dtype=torch.float32)
