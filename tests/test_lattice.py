@@ -43,6 +43,25 @@ def test_corners_of_a_hand_placed_point():
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(2, 6), st.integers(2, 6), st.integers(2, 6), st.integers(0, 2**31 - 1))
+def test_every_corner_index_and_weight_by_the_per_corner_formula(nx, ny, nz, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = LO - 0.2 + torch.rand(50, 3, generator=gen) * (HI - LO + 0.4)  # some outside: clamped
+    flat, w = lattice_corners(x, LO, HI, (nx, ny, nz))
+    dims = torch.tensor([nx, ny, nz])
+    f = ((x - LO) / (HI - LO)).clamp(0, 1) * (dims - 1)
+    i0 = torch.minimum(f.floor().long(), dims - 2)
+    t = f - i0
+    for c in range(8):
+        a, b, e = c >> 2, (c >> 1) & 1, c & 1  # corner order: x major, z minor
+        idx = i0 + torch.tensor([a, b, e])
+        assert torch.equal(flat[:, c], (idx[:, 0] * ny + idx[:, 1]) * nz + idx[:, 2])
+        wx, wy, wz = (t[:, k] if bit else 1 - t[:, k] for k, bit in enumerate((a, b, e)))
+        assert torch.equal(w[:, c], wx * wy * wz)  # (w_x w_y) w_z, bit for bit
+    torch.testing.assert_close(w.sum(dim=1), torch.ones(50))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 6), st.integers(2, 6), st.integers(2, 6), st.integers(0, 2**31 - 1))
 def test_fully_active_lattice_equals_grid_sample(nx, ny, nz, seed):
     gen = torch.Generator().manual_seed(seed)
     grid = torch.randn(3, nx, ny, nz, generator=gen)

@@ -201,11 +201,11 @@ class GridTeacher(Teacher):
         self, x: torch.Tensor, corners: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> torch.Tensor:
         """σ ``[N]`` (0 outside the box and outside the marching mask)."""
-        keep = mask_lookup(self.mask, x, self.bbox_min, self.bbox_max)
+        keep = mask_lookup(self.mask, x, self.bbox_min, self.bbox_max).nonzero()[:, 0]
         sigma = x.new_zeros(x.shape[0])
-        if bool(keep.any()):
+        if keep.numel():
             sub = None if corners is None else (corners[0][keep], corners[1][keep])
-            sigma = sigma.index_put((keep.nonzero()[:, 0],), self.raw_sigma(x[keep], sub))
+            sigma = sigma.index_put((keep,), self.raw_sigma(x[keep], sub))
         return sigma
 
     def query(self, x: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,7 +241,7 @@ class GridTeacher(Teacher):
         flat = valid.reshape(-1).nonzero()[:, 0]
         ray = flat // s
         pts = origins[ray] + t.reshape(-1)[flat, None] * dirs[ray]
-        keep = mask_lookup(self.mask, pts, self.bbox_min, self.bbox_max)
+        keep = mask_lookup(self.mask, pts, self.bbox_min, self.bbox_max).nonzero()[:, 0]
         flat, ray, pts = flat[keep], ray[keep], pts[keep]
         corners, cw = self.corners(pts)
         sigma = self.raw_sigma(pts, (corners, cw))

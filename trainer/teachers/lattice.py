@@ -31,20 +31,32 @@ def mask_lookup(
     mask: torch.Tensor, x: torch.Tensor, bbox_min: torch.Tensor, bbox_max: torch.Tensor
 ) -> torch.Tensor:
     """Nearest-voxel lookup of a bool grid ``[X, Y, Z]`` at ``x`` ``[N, 3]``; False outside."""
-    dims = torch.tensor(mask.shape, device=x.device, dtype=x.dtype)
-    f = (x - bbox_min) / (bbox_max - bbox_min) * dims
-    inside = ((f >= 0) & (f <= dims)).all(dim=-1)
-    return mask.reshape(-1)[mask_voxel_index(mask.shape, x, bbox_min, bbox_max)] & inside
+    f = _voxel_coords(mask.shape, x, bbox_min, bbox_max)
+    dims = torch.tensor(mask.shape, device=x.device)
+    inside = ((f >= 0) & (f <= dims.to(x.dtype))).all(dim=-1)
+    return mask.reshape(-1)[_flat_voxel(mask.shape, f, dims)] & inside
+
+
+def _voxel_coords(
+    mask_shape: tuple[int, ...], x: torch.Tensor, bbox_min: torch.Tensor, bbox_max: torch.Tensor
+) -> torch.Tensor:
+    """``[N, 3]`` positions of points ``x [N, 3]`` in voxel units of a ``mask_shape`` grid over the box."""
+    dims = torch.tensor(mask_shape, device=x.device, dtype=x.dtype)
+    return (x - bbox_min) / (bbox_max - bbox_min) * dims
+
+
+def _flat_voxel(mask_shape: tuple[int, ...], f: torch.Tensor, dims: torch.Tensor) -> torch.Tensor:
+    """Flat C-order index ``[N]`` of the voxel holding voxel-unit positions ``f [N, 3]`` (clamped)."""
+    i = torch.minimum(f.floor().long().clamp(min=0), dims - 1)
+    return (i[:, 0] * mask_shape[1] + i[:, 1]) * mask_shape[2] + i[:, 2]
 
 
 def mask_voxel_index(
     mask_shape: tuple[int, ...], x: torch.Tensor, bbox_min: torch.Tensor, bbox_max: torch.Tensor
 ) -> torch.Tensor:
     """Flat index ``[N]`` of the mask voxel containing each point ``[N, 3]`` (clamped onto the border)."""
-    dims = torch.tensor(mask_shape, device=x.device)
-    f = (x - bbox_min) / (bbox_max - bbox_min) * dims.to(x.dtype)
-    i = torch.minimum(f.floor().long().clamp(min=0), dims - 1)
-    return (i[:, 0] * mask_shape[1] + i[:, 1]) * mask_shape[2] + i[:, 2]
+    f = _voxel_coords(mask_shape, x, bbox_min, bbox_max)
+    return _flat_voxel(mask_shape, f, torch.tensor(mask_shape, device=x.device))
 
 
 def voxel_centres(bbox_min: Any, bbox_max: Any, dims: tuple[int, int, int]) -> torch.Tensor:
@@ -87,16 +99,23 @@ def lattice_corners(
     x: torch.Tensor, bbox_min: torch.Tensor, bbox_max: torch.Tensor, dims: tuple[int, int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat indices ``[N, 8]`` of the lattice points around each point ``x [N, 3]`` and their trilinear
-    weights ``[N, 8]`` (points outside the box are clamped onto it)."""
+    weights ``[N, 8]`` (points outside the box are clamped onto it), corners in `_CORNERS` order.
+
+    The indices are the cell's base index plus one constant offset per corner, and the weights the outer
+    product of the per-axis pairs (1 − t, t): each corner's weight is (w_x · w_y) · w_z, the product the
+    three factors give in axis order.
+    """
     d = torch.tensor(dims, device=x.device)
     f = ((x - bbox_min) / (bbox_max - bbox_min)).clamp(0, 1) * (d - 1).to(x.dtype)
     i0 = torch.minimum(f.floor().long(), d - 2)
     t = f - i0.to(x.dtype)  # [N, 3] in [0, 1]
+    base = (i0[:, 0] * dims[1] + i0[:, 1]) * dims[2] + i0[:, 2]
     c = _CORNERS.to(x.device)
-    idx3 = i0[:, None, :] + c[None]  # [N, 8, 3]
-    flat = (idx3[..., 0] * dims[1] + idx3[..., 1]) * dims[2] + idx3[..., 2]
-    tc = torch.where(c[None].bool(), t[:, None, :], 1 - t[:, None, :])  # [N, 8, 3]
-    return flat, tc.prod(dim=-1)
+    offsets = (c[:, 0] * dims[1] + c[:, 1]) * dims[2] + c[:, 2]  # [8]
+    pairs = torch.stack((1 - t, t), dim=1)  # [N, 2 (corner 0 or 1), 3 (axis)]
+    wxy = pairs[:, :, None, 0] * pairs[:, None, :, 1]  # [N, 2, 2]
+    w = (wxy[:, :, :, None] * pairs[:, None, None, :, 2]).reshape(-1, 8)
+    return base[:, None] + offsets[None], w
 
 
 class _WeightedGather(torch.autograd.Function):
