@@ -17,6 +17,7 @@ from trainer.finetune import (
     FinetuneState,
     TrainingRays,
     finetune,
+    front_samples,
     l2_norm_regulariser,
     order_front_to_back,
     pixel_rays,
@@ -166,6 +167,32 @@ def test_early_stop_changes_colour_by_less_than_threshold_and_saves_samples() ->
         )
     assert c_cut["evaluated"] < 0.5 * c_full["evaluated"]
     assert float((full - cut).abs().max()) <= 1e-3 + 1e-6
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1e-3, 0.2])
+@pytest.mark.parametrize("per_pass", [1, 3, 16])
+def test_front_samples_are_the_marched_samples_in_front_of_the_stop(threshold: float, per_pass: int) -> None:
+    from renderer.march import march_rays
+    from renderer.networks import evaluate_networks
+    from renderer.render import prepare_scene
+
+    scene, spec = _box_scene(density_bias=1.0)
+    scene.occupancy[1, :, 0] = False  # an empty slab for the marcher to skip
+    rs = prepare_scene(scene, "cpu")
+    cam = Camera(width=9, height=7, focal=9.0, c2w=orbit_pose((0, 0, 0), 3.0, 35.0, 30.0))
+    o, d = generate_rays(cam)
+    got = front_samples(scene.weights, rs, spec, o, d, scene.step_size, threshold, samples_per_pass=per_pass)
+    # reference: every contributing sample, kept where the transmittance in front of it is >= threshold
+    ref = march_rays(rs, o, d, ess=True)
+    sigma, _ = evaluate_networks(scene.weights, ref.x, d[ref.ray_idx], ref.net, scene_meta=spec)
+    keep = transmittance_before(sigma, ref.ray_idx, scene.step_size) >= threshold
+    assert 0 < int(keep.sum()) and (threshold == 0 or int(keep.sum()) < ref.count)
+    assert torch.equal(got.ray_idx, ref.ray_idx[keep])
+    assert torch.equal(got.x, ref.x[keep])
+    assert torch.equal(got.net, ref.net[keep])
+    assert got.marched <= ref.count
+    if threshold >= 0.2 and per_pass == 1:  # rays stop marching at their stop
+        assert got.marched < 0.5 * ref.count
 
 
 def test_finetune_reduces_photometric_error() -> None:

@@ -1,10 +1,11 @@
 """Stage 3, fine-tuning: photometric L2 on random training rays through the differentiable renderer.
 
 Each step draws random pixels over all training images, marches their rays exactly as the renderer does
-(`march_rays`, ESS through the occupancy grid, no gradient), evaluates the networks on the kept samples
+(ESS through the occupancy grid, no gradient), evaluates the networks on the kept samples
 (`evaluate_networks`, with gradient) and composites them front to back (`composite_front_to_back`). An
-ERT-style early stop drops the samples that lie behind a transmittance below a threshold, found by a cheap
-no-grad pass first, so the backward pass only sees samples that can change the pixel. The loss adds
+ERT-style early stop keeps only the samples in front of a transmittance below a threshold: the marching
+runs in passes that evaluate the new samples' densities alone (no grad) and retire the rays that stopped
+(`front_samples`), so neither the marching nor the backward pass sees samples that cannot change the pixel. The loss adds
 ``l2_reg`` x the sum of the L2 norms (per network) of the weights and biases of ``l3`` and ``l4`` only.
 """
 
@@ -20,8 +21,8 @@ import numpy as np
 import torch
 
 from renderer.composite import composite_front_to_back
-from renderer.march import contributing, march_rays
-from renderer.networks import NetworkSpec, evaluate_networks
+from renderer.march import RayBatch, contributing, lattice_t, next_samples
+from renderer.networks import NetworkSpec, evaluate_density_first, evaluate_networks
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.distill import exponential_lr, freeze_rows
 from trainer.optim import adam
@@ -109,6 +110,20 @@ def l2_norm_regulariser(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return total
 
 
+def exclusive_optical_depth(sigma: torch.Tensor, ray_idx: torch.Tensor, step: float) -> torch.Tensor:
+    """Optical depth in front of each sample: the sum of sigma*s of the earlier samples of its ray, float64.
+
+    ``sigma [S]``, ``ray_idx [S]`` with the samples of a ray contiguous and in front-to-back order; ``[S]``.
+    """
+    tau = sigma.double() * step
+    cs = torch.cumsum(tau, 0) - tau  # exclusive prefix over all samples
+    is_start = torch.ones_like(ray_idx, dtype=torch.bool)
+    is_start[1:] = ray_idx[1:] != ray_idx[:-1]
+    pos = torch.arange(sigma.numel(), device=sigma.device)
+    start = torch.cummax(torch.where(is_start, pos, torch.zeros_like(pos)), 0).values
+    return cs - cs[start]
+
+
 def transmittance_before(sigma: torch.Tensor, ray_idx: torch.Tensor, step: float) -> torch.Tensor:
     """Transmittance T_k in front of each sample: exp(-sum of sigma*s of the earlier samples of its ray).
 
@@ -116,13 +131,7 @@ def transmittance_before(sigma: torch.Tensor, ray_idx: torch.Tensor, step: float
     """
     if sigma.numel() == 0:
         return sigma
-    tau = sigma.double() * step
-    cs = torch.cumsum(tau, 0) - tau  # exclusive prefix over all samples
-    is_start = torch.ones_like(ray_idx, dtype=torch.bool)
-    is_start[1:] = ray_idx[1:] != ray_idx[:-1]
-    pos = torch.arange(sigma.numel(), device=sigma.device)
-    start = torch.cummax(torch.where(is_start, pos, torch.zeros_like(pos)), 0).values
-    return torch.exp(-(cs - cs[start])).to(sigma.dtype)
+    return torch.exp(-exclusive_optical_depth(sigma, ray_idx, step)).to(sigma.dtype)
 
 
 def order_front_to_back(ray_idx: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -236,6 +245,87 @@ def shift_samples(
     return ray_idx[ok], (t + sh)[ok], x2[ok], net2[ok]
 
 
+@dataclass
+class FrontSamples:
+    """The samples a training ray is rendered from, ordered by ray then t (no grad)."""
+
+    ray_idx: torch.Tensor
+    """``[S]`` int64 ray of each sample."""
+    x: torch.Tensor
+    """``[S, 3]`` float32 world position."""
+    net: torch.Tensor
+    """``[S]`` int64 network of the sample's cell."""
+    marched: int
+    """Contributing samples the marching visited (those behind a ray's stop are never reached)."""
+
+
+FRONT_SAMPLES_PER_PASS = 16
+"""Samples marched per live ray and pass by `front_samples` (lego's rays stop after a few)."""
+
+
+def front_samples(
+    params: Mapping[str, torch.Tensor],
+    rs: Any,
+    spec: NetworkSpec,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    step_size: float,
+    threshold: float,
+    *,
+    max_samples_per_ray: int | None = None,
+    shift: torch.Tensor | None = None,
+    samples_per_pass: int = FRONT_SAMPLES_PER_PASS,
+) -> FrontSamples:
+    """The contributing samples of rays ``origins/dirs [R, 3]`` (the renderer's rule, ESS) whose
+    transmittance in front of them, under ``params``' densities, is at least ``threshold`` (0: all).
+
+    The rays march in passes of ≤ ``samples_per_pass`` samples each (`renderer.march.next_samples`); each
+    pass evaluates only the density trunk of its new samples and retires the rays whose transmittance fell
+    below ``threshold``, so the samples behind a ray's stop are neither marched nor evaluated. The kept
+    samples are those of marching every sample and keeping the ones with T_k ≥ threshold. ``shift [R]``
+    moves each pass's samples along their ray (`shift_samples`); ``max_samples_per_ray`` marches only each
+    ray's first samples (one pass).
+    """
+    with torch.no_grad():
+        r = origins.shape[0]
+        rays = RayBatch.start(rs, origins, dirs, step_size)
+        per_pass = samples_per_pass if threshold > 0 else 64
+        if max_samples_per_ray is not None:
+            per_pass = max_samples_per_ray
+        live = torch.nonzero(rays.n > 0).squeeze(1)
+        depth = torch.zeros(r, dtype=torch.float64, device=origins.device)  # optical depth so far
+        parts: list[tuple[torch.Tensor, ...]] = []
+        marched = 0
+        while live.numel() > 0:
+            ray, k, _ = next_samples(rs, rays, step_size, per_pass, True, live)
+            t = lattice_t(rays.t0[ray], k, step_size)
+            x = origins[ray] + t[:, None] * dirs[ray]
+            ok, net = contributing(rs, x, True)  # the exact rule decides, as in `march_rays`
+            ray, t, x, net = ray[ok], t[ok], x[ok], net[ok]
+            if shift is not None:
+                ray, t, x, net = shift_samples(rs, ray, t, x, net, dirs, shift)
+            marched += int(ray.numel())
+            if threshold > 0 and ray.numel() > 0:
+                sigma = evaluate_density_first(params, x, net, scene_meta=spec)[0]
+                before = depth[ray] + exclusive_optical_depth(sigma, ray, step_size)
+                keep = (torch.exp(-before) >= threshold).nonzero().squeeze(1)
+                depth.index_add_(0, ray, sigma.double() * step_size)
+                ray, t, x, net = ray[keep], t[keep], x[keep], net[keep]
+            parts.append((ray, t, x, net))
+            if max_samples_per_ray is not None:
+                break
+            done = rays.k[live] >= rays.n[live]
+            if threshold > 0:
+                done |= torch.exp(-depth[live]) < threshold
+            live = live[~done]
+        if not parts:
+            empty = torch.zeros(0, dtype=torch.int64, device=origins.device)
+            return FrontSamples(empty, origins.new_zeros(0, 3), empty.clone(), 0)
+        ray, t, x, net = (torch.cat([p[i] for p in parts]) for i in range(4))
+        order = order_front_to_back(ray, t)
+        return FrontSamples(ray[order], x[order], net[order].long(), marched)
+
+
 def render_training_rays(
     params: Mapping[str, torch.Tensor],
     rs: Any,
@@ -251,27 +341,26 @@ def render_training_rays(
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """Differentiable colours ``[R, 3]`` of rays ``origins/dirs [R, 3]`` (the renderer's rule), and counts.
 
-    Marching (ESS) runs without gradient; the networks and the compositing carry the gradient to ``params``.
-    ``shift [R]`` (world units, within ±s/2 for jitter), when given, moves every sample of a ray along it
-    by that much (`shift_samples`).
+    The samples (`front_samples`: ESS, and with ``early_stop_transmittance`` only those in front of a
+    transmittance below it) are found without gradient; the networks and the compositing carry the
+    gradient to ``params``. ``shift [R]`` (world units, within ±s/2 for jitter), when given, moves every
+    sample of a ray along it by that much (`shift_samples`).
     """
-    r = origins.shape[0]
-    with torch.no_grad():
-        s = march_rays(rs, origins, dirs, ess=True, max_samples_per_ray=max_samples_per_ray)
-        ray_idx, t, x, net = s.ray_idx, s.t, s.x, s.net
-        if shift is not None:
-            ray_idx, t, x, net = shift_samples(rs, ray_idx, t, x, net, dirs, shift)
-        order = order_front_to_back(ray_idx, t)
-        ray_idx, x, net = ray_idx[order], x[order], net[order].long()
-        marched = int(ray_idx.numel())
-        d = dirs[ray_idx]
-        if early_stop_transmittance > 0 and marched > 0:
-            sigma0, _ = evaluate_networks(params, x, d, net, scene_meta=spec)
-            keep = transmittance_before(sigma0, ray_idx, step_size) >= early_stop_transmittance
-            ray_idx, x, d, net = ray_idx[keep], x[keep], d[keep], net[keep]
-    sigma, rgb = evaluate_networks(params, x, d, net, scene_meta=spec)
-    color, _ = composite_front_to_back(sigma, rgb, ray_idx, step_size, r, background)
-    return color, {"marched": marched, "evaluated": int(ray_idx.numel())}
+    s = front_samples(
+        params,
+        rs,
+        spec,
+        origins,
+        dirs,
+        step_size,
+        early_stop_transmittance,
+        max_samples_per_ray=max_samples_per_ray,
+        shift=shift,
+    )
+    d = dirs[s.ray_idx]
+    sigma, rgb = evaluate_networks(params, s.x, d, s.net, scene_meta=spec)
+    color, _ = composite_front_to_back(sigma, rgb, s.ray_idx, step_size, origins.shape[0], background)
+    return color, {"marched": s.marched, "evaluated": int(s.ray_idx.numel())}
 
 
 def finetune(
