@@ -159,6 +159,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         # stopped), bfloat16 autocast of the teacher's colour MLP for labelling (no faster), 5000
         # distillation steps (32.36 / 33.36 dB). Interleaved short runs: 57 against 66 us per fine-tuning
         # ray with the adopted batches (-13%; full runs vary by ~10% on this machine).
+        # 2026-12-05 (160 GFLOP/s), the same settings after three exact speedups (fused Adam in
+        # distillation and fine-tuning, the teacher's lattice corners, fine-tuning's rays marched only
+        # to their early stop): 735 / 17 / 565 / 209 s (25 min 30 s, was 830 / 26 / 575 / 287 s with fused
+        # Adam alone and 856 / 27 / 729 / 335 s before), the same PSNRs to the last digit. Not adopted:
+        # 1150 fine-tuning steps from that distilled student, 33.53 dB (200 views 33.11 against 33.06) in
+        # 421 s: 29 min in all, too close to 30 on this machine for +0.05 dB.
         "teacher": {"steps": 5500},
         "distill": {
             "steps": 6500,
