@@ -5,8 +5,9 @@ Each step draws random pixels over all training images, marches their rays exact
 (`evaluate_networks`, with gradient) and composites them front to back (`composite_front_to_back`). An
 ERT-style early stop keeps only the samples in front of a transmittance below a threshold: the marching
 runs in passes that evaluate the new samples' densities alone (no grad) and retire the rays that stopped
-(`front_samples`), so neither the marching nor the backward pass sees samples that cannot change the pixel. The loss adds
-``l2_reg`` x the sum of the L2 norms (per network) of the weights and biases of ``l3`` and ``l4`` only.
+(`front_samples`), so neither the marching nor the backward pass sees samples that cannot change the
+pixel. The loss adds ``l2_reg`` x the sum of the L2 norms (per network) of the weights and biases of ``l3``
+and ``l4`` only.
 """
 
 from __future__ import annotations
