@@ -199,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def stdout_closed() -> int:
+    """Exit code after the reader of stdout went away (``| head``): stdout is pointed at /dev/null so the
+    interpreter's final flush cannot fail again, and nothing is printed."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for user errors, with one line on stderr)."""
     from renderer.backends import BackendError
@@ -223,3 +231,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return stdout_closed()

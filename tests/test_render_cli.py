@@ -154,6 +154,22 @@ def test_info(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> Non
     assert abs(info["occupancy_percent"] - 100 * scene.occupancy.mean()) < 1e-9
 
 
+def test_closed_stdout_ends_quietly(files: dict[str, Path]) -> None:
+    """``python -m renderer info S | head -0``: the reader is gone before anything is printed."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "renderer", "info", str(files["scene"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # long before the interpreter has imported torch and read the scene
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert err == ""
+
+
 def _bad_cases(files: dict[str, Path]) -> list[tuple[list[str], str]]:
     d = files["dir"]
     (d / "garbage.kilo").write_bytes(b"\x00\x01not a kilo file at all")

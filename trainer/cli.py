@@ -159,5 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     except Cancelled as e:
         print(f"cancelled; rerun the same command to resume ({e})", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # the reader of stdout went away (``| head``)
+        from renderer.cli import stdout_closed
+
+        return stdout_closed()
     except user_errors as e:
         return _fail(str(e))
