@@ -66,6 +66,26 @@ class Lpips:
             return float(self.model(prep(pred), prep(target)).item())
 
 
+def reset_peak_ram() -> bool:
+    """Start a new peak-RAM window: Linux resets the process's high-water mark (``VmHWM``) to its current
+    resident size when 5 is written to ``/proc/self/clear_refs``. False where that is not possible (then
+    `peak_ram_mb` is the peak since the process started)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_ram_mb() -> float:
-    """Peak resident memory of this process so far, MiB."""
+    """Peak resident memory of this process, MiB: since the last `reset_peak_ram` (``VmHWM``), else since
+    it started (``ru_maxrss``)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

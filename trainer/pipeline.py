@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trainer.metrics import reset_peak_ram
 from trainer.progress import STAGES, Cancelled
 from trainer.stages import (  # re-exported: every name stays importable from trainer.pipeline
     Layout,
@@ -105,6 +106,7 @@ def run_stages(ctx: Context, stages: list[str], *, skip_done: bool = True) -> di
                 results[stage] = rec
                 continue
             ctx.cancel.check()
+            reset_peak_ram()  # each stage's record holds its own peak RAM, not the process's so far
             results[stage] = STAGE_FUNCS[stage](ctx)
     except Cancelled:
         ctx.log.cancelled(current)
