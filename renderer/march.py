@@ -442,9 +442,17 @@ def march_rays(
         else:
             ray = torch.zeros(0, dtype=torch.int64, device=rs.device)
             k = ray.clone()
-        t = lattice_t(rays.t0[ray], k, s)
-        x = origins[ray] + t[:, None] * dirs[ray]
-        ok, net = contributing(rs, x, ess)
-        if not bool(ok.all()):  # rounding at a cell face disagreed with the voxel table: exact rule wins
-            ray, t, x, net, k = ray[ok], t[ok], x[ok], net[ok], k[ok]
-        return Samples(ray_idx=ray, t=t, x=x, net=net, k=k)
+        return lattice_samples(rs, rays, ray, k, s, ess)
+
+
+def lattice_samples(
+    rs: RenderScene, rays: RayBatch, ray: torch.Tensor, k: torch.Tensor, step: float, ess: bool
+) -> Samples:
+    """Lattice samples ``(ray [S], k [S])`` of a batch (as `next_samples` finds them) as world points
+    x = o + t_k·d, keeping those the exact per-sample rule (`contributing`) accepts, in the given order."""
+    t = lattice_t(rays.t0[ray], k, step)
+    x = rays.origins[ray] + t[:, None] * rays.dirs[ray]
+    ok, net = contributing(rs, x, ess)
+    if not bool(ok.all()):  # rounding at a cell face disagreed with the voxel table: exact rule wins
+        ray, t, x, net, k = ray[ok], t[ok], x[ok], net[ok], k[ok]
+    return Samples(ray_idx=ray, t=t, x=x, net=net, k=k)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from renderer.composite import composite_front_to_back
-from renderer.march import RayBatch, contributing, lattice_t, next_samples
+from renderer.march import RayBatch, contributing, lattice_samples, next_samples
 from renderer.networks import NetworkSpec, evaluate_density_first, evaluate_networks
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.distill import exponential_lr, freeze_rows
@@ -299,10 +299,8 @@ def front_samples(
         marched = 0
         while live.numel() > 0:
             ray, k, _ = next_samples(rs, rays, step_size, per_pass, True, live)
-            t = lattice_t(rays.t0[ray], k, step_size)
-            x = origins[ray] + t[:, None] * dirs[ray]
-            ok, net = contributing(rs, x, True)  # the exact rule decides, as in `march_rays`
-            ray, t, x, net = ray[ok], t[ok], x[ok], net[ok]
+            found = lattice_samples(rs, rays, ray, k, step_size, True)
+            ray, t, x, net = found.ray_idx, found.t, found.x, found.net
             if shift is not None:
                 ray, t, x, net = shift_samples(rs, ray, t, x, net, dirs, shift)
             marched += int(ray.numel())
