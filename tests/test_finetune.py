@@ -16,6 +16,7 @@ from trainer.finetune import (
     FinetuneConfig,
     FinetuneState,
     TrainingRays,
+    exclusive_optical_depth,
     finetune,
     front_samples,
     l2_norm_regulariser,
@@ -23,7 +24,6 @@ from trainer.finetune import (
     pixel_rays,
     render_training_rays,
     shift_samples,
-    transmittance_before,
 )
 
 
@@ -66,10 +66,12 @@ def test_pixel_rays_match_the_camera_module() -> None:
     torch.testing.assert_close(d, d_ref, atol=1e-5, rtol=0)
 
 
-def test_transmittance_before_hand_computed() -> None:
+def test_exclusive_optical_depth_and_transmittance_hand_computed() -> None:
     sigma = torch.tensor([1.0, 2.0, 3.0, 5.0, 1.0])
     ray = torch.tensor([0, 0, 0, 2, 2])
-    t = transmittance_before(sigma, ray, 0.5)
+    depth = exclusive_optical_depth(sigma, ray, 0.5)
+    torch.testing.assert_close(depth, torch.tensor([0.0, 0.5, 1.5, 0.0, 2.5], dtype=torch.float64))
+    t = torch.exp(-depth).float()  # the transmittance in front of each sample
     expected = torch.tensor([1.0, math.exp(-0.5), math.exp(-1.5), 1.0, math.exp(-2.5)])
     torch.testing.assert_close(t, expected)
 
@@ -185,7 +187,7 @@ def test_front_samples_are_the_marched_samples_in_front_of_the_stop(threshold: f
     # reference: every contributing sample, kept where the transmittance in front of it is >= threshold
     ref = march_rays(rs, o, d, ess=True)
     sigma, _ = evaluate_networks(scene.weights, ref.x, d[ref.ray_idx], ref.net, scene_meta=spec)
-    keep = transmittance_before(sigma, ref.ray_idx, scene.step_size) >= threshold
+    keep = torch.exp(-exclusive_optical_depth(sigma, ref.ray_idx, scene.step_size)) >= threshold
     assert 0 < int(keep.sum()) and (threshold == 0 or int(keep.sum()) < ref.count)
     assert torch.equal(got.ray_idx, ref.ray_idx[keep])
     assert torch.equal(got.x, ref.x[keep])

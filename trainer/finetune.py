@@ -125,16 +125,6 @@ def exclusive_optical_depth(sigma: torch.Tensor, ray_idx: torch.Tensor, step: fl
     return cs - cs[start]
 
 
-def transmittance_before(sigma: torch.Tensor, ray_idx: torch.Tensor, step: float) -> torch.Tensor:
-    """Transmittance T_k in front of each sample: exp(-sum of sigma*s of the earlier samples of its ray).
-
-    ``sigma [S]``, ``ray_idx [S]`` with the samples of a ray contiguous and in front-to-back order; ``[S]``.
-    """
-    if sigma.numel() == 0:
-        return sigma
-    return torch.exp(-exclusive_optical_depth(sigma, ray_idx, step)).to(sigma.dtype)
-
-
 def order_front_to_back(ray_idx: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Permutation sorting samples by ray, then by t (stable); identity when already ordered."""
     if ray_idx.numel() < 2:
