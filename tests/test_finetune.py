@@ -85,24 +85,30 @@ def test_order_front_to_back_sorts_by_ray_then_t() -> None:
     assert order_front_to_back(ray[o], t[o]).tolist() == [0, 1, 2, 3]
 
 
-def test_regulariser_is_sum_of_per_network_norms_of_l3_l4_only() -> None:
+def test_regulariser_is_sum_of_whole_tensor_norms_of_l3_l4_only() -> None:
+    """One norm per l3/l4 weight and bias tensor over all networks (the paper's code), not per network."""
     spec = NetworkSpec((-1, -1, -1), (1, 1, 1), (2, 1, 1), pos_freqs=2, dir_freqs=1, hidden=4)
-    params = {k: v.clone().requires_grad_(True) for k, v in init_weights(2, spec, seed=3).items()}
+    params = {k: torch.zeros_like(v).requires_grad_(True) for k, v in init_weights(2, spec, seed=3).items()}
+    with torch.no_grad():  # hand-picked entries: network 0 and network 1 of each regularised tensor
+        params["l3.weight"][0, 0, 0] = 3.0
+        params["l3.weight"][1, 0, 0] = 4.0  # ||l3.weight|| = 5 (per network: 3 + 4 = 7)
+        params["l3.bias"][1, 0] = -2.0  # 2
+        params["l4.weight"][0, 1, 2] = 1.0
+        params["l4.weight"][1, 2, 1] = 1.0  # sqrt(2)
+        params["l4.bias"][0, 0] = 0.5  # 0.5
+        params["l0.weight"][0, 0, 0] = 100.0  # not regularised
     reg = l2_norm_regulariser(params)
-    expected = sum(
-        float(torch.linalg.vector_norm(params[k][m].detach())) for k in REGULARISED_KEYS for m in range(2)
-    )
-    assert float(reg.detach()) == pytest.approx(expected, rel=1e-6)
+    assert float(reg.detach()) == pytest.approx(5.0 + 2.0 + math.sqrt(2.0) + 0.5, rel=1e-6)
     reg.backward()
     for k in LAYER_KEYS:
         if k in REGULARISED_KEYS:
             g = params[k].grad
             assert g is not None
-            for m in range(2):
-                p = params[k][m].detach()
-                torch.testing.assert_close(g[m], p / torch.linalg.vector_norm(p))
+            p = params[k].detach()
+            torch.testing.assert_close(g, p / torch.linalg.vector_norm(p))
         else:
             assert params[k].grad is None, f"{k} must not be regularised"
+    assert float(params["l3.weight"].grad[1, 0, 0]) == pytest.approx(0.8)
 
 
 def _box_scene(density_bias: float = 0.0):

@@ -6,8 +6,8 @@ Each step draws random pixels over all training images, marches their rays exact
 ERT-style early stop keeps only the samples in front of a transmittance below a threshold: the marching
 runs in passes that evaluate the new samples' densities alone (no grad) and retire the rays that stopped
 (`front_samples`), so neither the marching nor the backward pass sees samples that cannot change the
-pixel. The loss adds ``l2_reg`` x the sum of the L2 norms (per network) of the weights and biases of ``l3``
-and ``l4`` only.
+pixel. The loss adds ``l2_reg`` x the sum of the L2 norms of the weight and bias tensors of ``l3`` and ``l4``
+only, each norm over all networks at once (the paper's code).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class FinetuneConfig:
     lr_final_factor: float = 0.1
     """The learning rate decays exponentially to lr * this at the last step."""
     l2_reg: float = 1e-6
-    """Weight of the sum of L2 norms of the l3/l4 weights and biases (per network)."""
+    """Weight of the sum of the L2 norms of the l3/l4 weight and bias tensors (each over all networks)."""
     distill_weight: float = 0.0
     """Weight of the distillation loss (stage 2's, on ``distill_points`` fresh points per network and step)
     added to the photometric loss, so the networks stay near the teacher's field where the training images
@@ -103,11 +103,14 @@ def pixel_rays(
 
 
 def l2_norm_regulariser(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Sum over networks m and the l3/l4 weight and bias tensors of ||W_m||_2 (a scalar)."""
+    """||l3.weight||_2 + ||l3.bias||_2 + ||l4.weight||_2 + ||l4.bias||_2 (a scalar), each norm taken over the
+    whole ``[M, ...]`` tensor of all networks, as the paper's code does (one norm per multi-network
+    parameter). Its gradient, W / ||W||, is about sqrt(M) times smaller per network than that of a sum of
+    per-network norms, which on lego (692 networks) outweighed the photometric gradient of l3/l4.
+    """
     total = torch.zeros((), device=params[REGULARISED_KEYS[0]].device)
     for key in REGULARISED_KEYS:
-        p = params[key]
-        total = total + p.reshape(p.shape[0], -1).norm(dim=1).sum()
+        total = total + torch.linalg.vector_norm(params[key])
     return total
 
 
