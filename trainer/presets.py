@@ -165,6 +165,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         # Adam alone and 856 / 27 / 729 / 335 s before), the same PSNRs to the last digit. Not adopted:
         # 1150 fine-tuning steps from that distilled student, 33.53 dB (200 views 33.11 against 33.06) in
         # 421 s: 29 min in all, too close to 30 on this machine for +0.05 dB.
+        # 2026-12-05, the fine-tuning regulariser as the paper's code computes it (one L2 norm per l3/l4
+        # tensor over all networks; it was a sum of per-network norms, ~26x the gradient): from the same
+        # distilled student 33.74 dB (200 views 33.35, teacher 33.68), without any regulariser 33.74 dB;
+        # a per-sample colour term (the teacher's colour at the student's samples, weighted by T*alpha)
+        # with the old regulariser 33.48 against 33.46 dB, not adopted. One run: 821 / 21 / 598 / 213 s.
         "teacher": {"steps": 5500},
         "distill": {
             "steps": 6500,
