@@ -121,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_table(result))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        from renderer.atomic import atomic_write_text
+
+        try:
+            atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
+        except OSError as e:
+            print(f"error: {args.json}: cannot write ({e.strerror or e})", file=sys.stderr)
+            return 2
     return 0
 
 

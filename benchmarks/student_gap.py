@@ -98,7 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     for row in result["psnr"]:
         print(f"{row['density']:<9}{row['colour']:<9}{row['psnr']:.2f} dB")
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=1))
+        from renderer.atomic import atomic_write_text
+
+        try:
+            atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
+        except OSError as e:
+            print(f"{args.json}: cannot write ({e.strerror or e})", file=sys.stderr)
+            return 2
     return 0
 
 
