@@ -130,31 +130,63 @@ def _finite_float(v: Any, key: str, name: str) -> float:
     return float(v)
 
 
-def camera_directions(camera: Camera) -> torch.Tensor:
-    """Unit world-space ray directions, float64 ``[H·W, 3]``, row-major pixels.
+def pixel_rays(
+    c2w: torch.Tensor, px: torch.Tensor, py: torch.Tensor, focal: float, cx: float, cy: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays through pixel centres, computed in ``c2w``'s dtype: the project's one pixel → ray rule.
 
-    Camera-space direction of pixel (px, py): ((px + ½ − cx)/f, −(py + ½ − cy)/f, −1), rotated by c2w.
+    Camera-space direction of pixel (px, py): ((px + ½ − cx)/f, −(py + ½ − cy)/f, −1), rotated by c2w
+    (x·R[:, 0] + y·R[:, 1] − R[:, 2]) and normalised; the origin is c2w[:3, 3].
+
+    Args:
+        c2w: ``[R, 4, 4]`` camera-to-world of each ray's camera, or one ``[4, 4]`` for every ray
+            (OpenGL/Blender convention: the camera looks down −Z, +Y up).
+        px, py: ``[R]`` pixel coordinates (0-based, from the top-left), any real or integer dtype.
+        focal, cx, cy: pinhole focal length and principal point in pixels.
+
+    Returns:
+        origins ``[R, 3]`` and unit directions ``[R, 3]``, in c2w's dtype and on its device.
     """
+    dt = c2w.dtype
+    x = ((px.to(dt) + 0.5 - cx) / focal)[:, None]
+    y = (-(py.to(dt) + 0.5 - cy) / focal)[:, None]
+    rot = c2w[..., :3, :3]  # [R, 3, 3] or [3, 3]; its columns are the camera's right, up and back axes
+    dirs = x * rot[..., 0] + y * rot[..., 1] - rot[..., 2]
+    origins = c2w[..., :3, 3].expand(dirs.shape).contiguous()
+    return origins, dirs / dirs.norm(dim=-1, keepdim=True)
+
+
+def pixel_grid(
+    width: int, height: int, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every pixel of a ``width`` × ``height`` image, row-major (index = py·W + px): px, py ``[H·W]``."""
+    px = torch.arange(width, device=device).repeat(height)
+    py = torch.arange(height, device=device).repeat_interleave(width)
+    return px, py
+
+
+def _camera_rays64(camera: Camera) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pixel_rays`` of every pixel in float64: origins, unit dirs ``[H·W, 3]``, row-major pixels."""
+    px, py = pixel_grid(camera.width, camera.height)
     cx, cy = camera.principal_point
-    f64 = torch.float64
-    x = (torch.arange(camera.width, dtype=f64) + 0.5 - cx) / camera.focal
-    y = -(torch.arange(camera.height, dtype=f64) + 0.5 - cy) / camera.focal
-    rot = torch.from_numpy(np.ascontiguousarray(camera.c2w[:3, :3], dtype=np.float64))
-    # world = R · (x, y, −1) = x·R[:, 0] + y·R[:, 1] − R[:, 2]
-    dirs = x[None, :, None] * rot[:, 0] + y[:, None, None] * rot[:, 1] - rot[:, 2]
-    dirs = dirs.reshape(-1, 3)
-    return dirs / torch.linalg.vector_norm(dirs, dim=1, keepdim=True)
+    c2w = torch.from_numpy(np.ascontiguousarray(camera.c2w, dtype=np.float64))
+    return pixel_rays(c2w, px, py, camera.focal, cx, cy)
+
+
+def camera_directions(camera: Camera) -> torch.Tensor:
+    """Unit world-space ray directions, float64 ``[H·W, 3]``, row-major pixels (``pixel_rays``)."""
+    return _camera_rays64(camera)[1]
 
 
 def generate_rays(camera: Camera, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Rays of every pixel (computed in float64, returned as float32).
+    """Rays of every pixel (``pixel_rays`` computed in float64, returned as float32).
 
     Returns:
         origins ``[H·W, 3]`` (all ``c2w[:3, 3]``), unit dirs ``[H·W, 3]``, row-major (index = py·W + px).
     """
-    dirs = camera_directions(camera).to(torch.float32).to(device)
-    origin = torch.tensor(camera.c2w[:3, 3], dtype=torch.float32, device=device)
-    return origin.expand_as(dirs).contiguous(), dirs
+    origins, dirs = _camera_rays64(camera)
+    f32 = torch.float32
+    return origins.to(f32).to(device).contiguous(), dirs.to(f32).to(device)
 
 
 def load_camera_json(path: str | os.PathLike[str]) -> Camera:

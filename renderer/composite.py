@@ -1,4 +1,14 @@
-"""Front-to-back alpha compositing: α = 1 − exp(−σ·s), T_(k+1) = T_k·(1 − α_k), C = Σ T_k·α_k·rgb_k."""
+"""Front-to-back alpha compositing: α = 1 − exp(−σ·s), T_(k+1) = T_k·(1 − α_k), C = Σ T_k·α_k·rgb_k.
+
+The project's one compositing module, in three layouts of the same samples:
+
+- packed ``[S]`` samples ordered by ray then t, with their ray ids: ``composite_front_to_back`` (the
+  trainer's differentiable whole-ray form), ``exclusive_optical_depth``, ``segment_starts``;
+- one marching pass in a padded ``[R, slots]`` table: ``transmittance_pass``, ``composite_pass`` (the
+  renderer, with ERT);
+- dense ``[R, S]`` rows, one per ray, padded with σ·δ = 0: ``exclusive_transmittance``,
+  ``composite_weights`` (the teachers).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +22,57 @@ def segment_starts(ray_idx: torch.Tensor, num_rays: int) -> tuple[torch.Tensor, 
     counts = torch.bincount(ray_idx, minlength=num_rays)
     starts = torch.cumsum(counts, dim=0) - counts
     return starts, counts
+
+
+def exclusive_optical_depth(sigma: torch.Tensor, ray_idx: torch.Tensor, step: float) -> torch.Tensor:
+    """Optical depth in front of each packed sample: Σ_(j<k) σ_j·s over the earlier samples of its ray.
+
+    Args:
+        sigma: ``[S]`` densities, the samples of a ray contiguous and in front-to-back order.
+        ray_idx: ``[S]`` int64 ray of each sample.
+        step: the marching step s.
+
+    Returns:
+        ``[S]`` float64; the transmittance in front of sample k is exp(−result_k).
+    """
+    tau = sigma.double() * step
+    cs = torch.cumsum(tau, 0) - tau  # exclusive prefix over all samples
+    is_start = torch.ones_like(ray_idx, dtype=torch.bool)
+    is_start[1:] = ray_idx[1:] != ray_idx[:-1]
+    pos = torch.arange(sigma.numel(), device=sigma.device)
+    start = torch.cummax(torch.where(is_start, pos, torch.zeros_like(pos)), 0).values
+    return cs - cs[start]
+
+
+def exclusive_transmittance(optical_depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense form: transmittance in front of each sample and behind the last one.
+
+    Args:
+        optical_depth: ``[R, S]`` σ_k·δ_k per sample, one row per ray (0 for empty or padding samples).
+
+    Returns:
+        T ``[R, S]`` with T_k = exp(−Σ_(j<k) σ_j·δ_j), and T_end ``[R]`` = exp(−Σ_j σ_j·δ_j) (1 when S = 0).
+    """
+    cum = torch.cumsum(optical_depth, dim=-1)
+    t_end = (
+        torch.exp(-cum[:, -1])
+        if cum.shape[1]
+        else torch.ones(cum.shape[0], dtype=cum.dtype, device=cum.device)
+    )
+    return torch.exp(-(cum - optical_depth)), t_end
+
+
+def composite_weights(optical_depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense form: weights w_k = T_k·(1 − exp(−σ_k·δ_k)) ``[R, S]`` and T_end ``[R]``.
+
+    Args:
+        optical_depth: ``[R, S]`` σ_k·δ_k as in ``exclusive_transmittance``.
+
+    Returns:
+        w ``[R, S]`` and T_end ``[R]``; per ray Σ_k w_k + T_end = 1 and the pixel is Σ_k w_k·rgb_k + T_end·bg.
+    """
+    trans, t_end = exclusive_transmittance(optical_depth)
+    return trans * (1.0 - torch.exp(-optical_depth)), t_end
 
 
 def composite_front_to_back(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from renderer.camera import (
     Camera,
@@ -16,6 +17,8 @@ from renderer.camera import (
     load_camera_json,
     look_at,
     orbit_pose,
+    pixel_grid,
+    pixel_rays,
     save_camera_json,
 )
 
@@ -41,6 +44,43 @@ def test_rotated_translated_camera_and_principal_point() -> None:
     np.testing.assert_allclose(o.numpy(), np.tile([1.0, 2.0, 3.0], (9, 1)))
     # pixel (px=2, py=2): camera dir (2, −2, −1) → world (2, 2, −1)
     np.testing.assert_allclose(d[8].numpy(), np.array([2.0, 2.0, -1.0]) / 3.0, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pixel_rays_identity_2x2_hand_computed(dtype: torch.dtype) -> None:
+    # f = 1, (cx, cy) = (1, 1): pixel (px, py) → ((px + ½ − 1), −(py + ½ − 1), −1) / √1.5
+    px, py = pixel_grid(2, 2)
+    assert px.tolist() == [0, 1, 0, 1] and py.tolist() == [0, 0, 1, 1]
+    s = 1.0 / math.sqrt(1.5)
+    expected = torch.tensor(
+        [[-0.5, 0.5, -1.0], [0.5, 0.5, -1.0], [-0.5, -0.5, -1.0], [0.5, -0.5, -1.0]], dtype=dtype
+    )
+    c2w = torch.eye(4, dtype=dtype)
+    c2w[:3, 3] = torch.tensor([1.0, -2.0, 3.0])
+    for cams in (c2w, c2w.expand(4, 4, 4)):  # one camera broadcast, or one per ray
+        o, d = pixel_rays(cams, px, py, 1.0, 1.0, 1.0)
+        assert o.dtype == dtype and d.dtype == dtype and o.shape == (4, 3) and d.shape == (4, 3)
+        torch.testing.assert_close(d, expected * s, atol=1e-7, rtol=0)
+        torch.testing.assert_close(o, torch.tensor([[1.0, -2.0, 3.0]] * 4, dtype=dtype))
+
+
+def test_pixel_rays_float32_agrees_with_float64_and_generate_rays() -> None:
+    poses = np.stack([orbit_pose((0.1, 0.2, 0.0), 3.0, az, 20.0 + az / 10) for az in (0.0, 75.0, 210.0)])
+    gen = torch.Generator().manual_seed(0)
+    cam_of_ray = torch.randint(0, 3, (500,), generator=gen)
+    px, py = torch.randint(0, 640, (500,), generator=gen), torch.randint(0, 480, (500,), generator=gen)
+    c2w64 = torch.as_tensor(poses)[cam_of_ray]
+    o64, d64 = pixel_rays(c2w64, px, py, 555.5, 320.3, 239.7)
+    o32, d32 = pixel_rays(c2w64.float(), px, py, 555.5, 320.3, 239.7)
+    torch.testing.assert_close(o32.double(), o64, atol=1e-6, rtol=0)
+    torch.testing.assert_close(d32.double(), d64, atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.linalg.vector_norm(d64, dim=1), torch.ones(500, dtype=torch.float64))
+    # generate_rays is pixel_rays in float64 over the row-major pixel grid, returned as float32
+    cam = Camera(width=7, height=5, focal=6.5, c2w=poses[1], cx=3.2, cy=2.9)
+    o, d = generate_rays(cam)
+    gx, gy = pixel_grid(7, 5)
+    o_ref, d_ref = pixel_rays(torch.as_tensor(poses[1]), gx, gy, 6.5, 3.2, 2.9)
+    assert torch.equal(o, o_ref.float()) and torch.equal(d, d_ref.float())
 
 
 def test_look_at_points_minus_z_at_target() -> None:

@@ -9,19 +9,18 @@ import pytest
 import torch
 
 from renderer.camera import Camera, generate_rays, orbit_pose
+from renderer.composite import exclusive_optical_depth
 from renderer.networks import LAYER_KEYS, NetworkSpec, init_weights
 from trainer.distill import untrained_encoding_rows
 from trainer.finetune import (
     REGULARISED_KEYS,
     FinetuneConfig,
+    FinetunePixelSampler,
     FinetuneState,
-    TrainingRays,
-    exclusive_optical_depth,
     finetune,
     front_samples,
     l2_norm_regulariser,
     order_front_to_back,
-    pixel_rays,
     render_training_rays,
     shift_samples,
 )
@@ -40,7 +39,7 @@ def test_training_rays_pass_through_their_pixel_centre() -> None:
     poses = [orbit_pose((0, 0, 0), 3.0, az, 20.0) for az in (0.0, 90.0)]
     images = torch.rand(2, 6, 8, 3, generator=torch.Generator().manual_seed(0))
     c2w = torch.as_tensor(np.stack(poses), dtype=torch.float32)
-    rays = TrainingRays(images=images, c2w=c2w, focal=7.0, cx=4.0, cy=3.0)
+    rays = FinetunePixelSampler(images=images, c2w=c2w, focal=7.0, cx=4.0, cy=3.0)
     o, d, colour = rays.sample(3000, torch.Generator().manual_seed(1))
     cam = torch.einsum("nji,rj->nri", c2w[:, :3, :3], d)  # each ray in both cameras' frames
     u = -cam[..., 0] / cam[..., 2] * 7.0 + 4.0
@@ -52,28 +51,6 @@ def test_training_rays_pass_through_their_pixel_centre() -> None:
     torch.testing.assert_close(colour, images[img, py, px])  # the colour is the pixel the ray crosses
     torch.testing.assert_close(u - px, torch.full_like(u, 0.5), atol=1e-3, rtol=0)
     torch.testing.assert_close(v - py, torch.full_like(v, 0.5), atol=1e-3, rtol=0)
-
-
-def test_pixel_rays_match_the_camera_module() -> None:
-    cam = Camera(
-        width=7, height=5, focal=6.5, c2w=orbit_pose((0.1, 0.2, 0.0), 3.0, 30.0, 20.0), cx=3.2, cy=2.9
-    )
-    o_ref, d_ref = generate_rays(cam)
-    py, px = torch.meshgrid(torch.arange(5), torch.arange(7), indexing="ij")
-    c2w = torch.as_tensor(cam.c2w, dtype=torch.float32).expand(35, 4, 4)
-    o, d = pixel_rays(c2w, px.reshape(-1), py.reshape(-1), cam.focal, 3.2, 2.9)
-    torch.testing.assert_close(o, o_ref, atol=1e-5, rtol=0)
-    torch.testing.assert_close(d, d_ref, atol=1e-5, rtol=0)
-
-
-def test_exclusive_optical_depth_and_transmittance_hand_computed() -> None:
-    sigma = torch.tensor([1.0, 2.0, 3.0, 5.0, 1.0])
-    ray = torch.tensor([0, 0, 0, 2, 2])
-    depth = exclusive_optical_depth(sigma, ray, 0.5)
-    torch.testing.assert_close(depth, torch.tensor([0.0, 0.5, 1.5, 0.0, 2.5], dtype=torch.float64))
-    t = torch.exp(-depth).float()  # the transmittance in front of each sample
-    expected = torch.tensor([1.0, math.exp(-0.5), math.exp(-1.5), 1.0, math.exp(-2.5)])
-    torch.testing.assert_close(t, expected)
 
 
 def test_order_front_to_back_sorts_by_ray_then_t() -> None:
@@ -213,7 +190,7 @@ def test_finetune_reduces_photometric_error() -> None:
         cam = Camera(width=16, height=16, focal=16.0, c2w=c2w)
         images.append(render_image(target, cam, RenderOptions(ert=False)).image.numpy())
         poses.append(c2w)
-    rays = TrainingRays(
+    rays = FinetunePixelSampler(
         images=torch.as_tensor(np.stack(images)),
         c2w=torch.as_tensor(np.stack(poses), dtype=torch.float32),
         focal=16.0,
@@ -251,7 +228,7 @@ def test_extra_loss_joins_every_step() -> None:
     from renderer.render import prepare_scene
 
     scene, spec = _box_scene()
-    rays = TrainingRays(
+    rays = FinetunePixelSampler(
         images=torch.ones(2, 8, 8, 3),
         c2w=torch.as_tensor(np.stack([orbit_pose((0, 0, 0), 3.5, az, 25.0) for az in (0.0, 90.0)])).float(),
         focal=8.0,
@@ -323,7 +300,7 @@ def test_parameter_average_after_one_step_and_through_a_checkpoint(tmp_path) -> 
     from renderer.render import prepare_scene
 
     scene, spec = _box_scene()
-    rays = TrainingRays(
+    rays = FinetunePixelSampler(
         images=torch.full((2, 8, 8, 3), 0.2),
         c2w=torch.as_tensor(np.stack([orbit_pose((0, 0, 0), 3.5, az, 25.0) for az in (0.0, 90.0)])).float(),
         focal=8.0,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from renderer.camera import orbit_pose
-from trainer.finetune import FinetuneConfig, FinetuneState, TrainingRays, finetune
+from trainer.finetune import FinetuneConfig, FinetunePixelSampler, FinetuneState, finetune
 from trainer.teacher_rays import TeacherRays, slerp_origins
 
 
@@ -74,7 +74,7 @@ def test_teacher_rays_pull_the_students_colour_to_the_teacher() -> None:
     scene, spec = _box_scene(density_bias=4.0)
     rs = prepare_scene(scene, "cpu")
     cams = np.stack([orbit_pose((0, 0, 0), 3.5, az, 25.0) for az in (0.0, 90.0)])
-    rays = TrainingRays(
+    rays = FinetunePixelSampler(
         images=torch.ones(2, 4, 4, 3), c2w=torch.as_tensor(cams).float(), focal=4.0, cx=2.0, cy=2.0
     )
     grey = torch.tensor([0.2, 0.4, 0.6])

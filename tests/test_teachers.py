@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from renderer.camera import pixel_rays
 from trainer.data import Dataset
 from trainer.teachers import (
     GridTeacher,
@@ -25,7 +26,6 @@ from trainer.teachers import (
 )
 from trainer.teachers.hull import estimate_bbox_from_views, visual_hull
 from trainer.teachers.lattice import lattice_points, sparse_trilinear
-from trainer.teachers.volume import composite_weights, pixel_rays, ray_aabb
 
 SPHERE_C = np.array([0.1, -0.05, 0.0])
 SPHERE_R = 0.5
@@ -116,22 +116,23 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def test_composite_weights_match_hand_computation():
-    sigma_delta = torch.tensor([[0.5, 0.0, 1.0], [0.0, 0.0, 0.0]])
-    w, t_end = composite_weights(sigma_delta)
-    a0, a2 = 1 - math.exp(-0.5), 1 - math.exp(-1.0)
-    t2 = math.exp(-0.5)
-    np.testing.assert_allclose(w[0].numpy(), [a0, 0.0, t2 * a2], rtol=1e-6)
-    np.testing.assert_allclose(t_end.numpy(), [math.exp(-1.5), 1.0], rtol=1e-6)
-    np.testing.assert_allclose(w[0].sum() + t_end[0], 1.0, rtol=1e-6)  # weights + T_end partition unity
-
-
-def test_ray_aabb_slab_test():
-    o = torch.tensor([[0.0, 0.0, -5.0], [3.0, 3.0, 3.0]])
-    d = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
-    t0, t1 = ray_aabb(o, d, torch.tensor([-1.0, -1, -1]), torch.tensor([1.0, 1, 1]))
-    assert t0[0] == pytest.approx(4.0) and t1[0] == pytest.approx(6.0)
-    assert t1[1] <= t0[1]  # misses
+def test_grid_teacher_clips_rays_to_its_box_and_near_far(sphere):
+    """The grid teacher samples only inside the box ∩ [near, far] (``intersect_aabb``): a ray that misses
+    the box, or whose [near, far] ends before it, shows the background."""
+    teacher = make_teacher(tiny_cfg(), sphere, "cpu")
+    with torch.no_grad():
+        teacher.density_table.fill_(10.0)  # opaque wherever it is sampled
+    o = torch.tensor([[0.0, 0.0, -5.0], [3.0, 3.0, 3.0], [0.0, 0.0, -5.0]])
+    d = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    bg = torch.tensor([0.0, 1.0, 0.0])
+    rgb = torch.cat(
+        [
+            teacher.render_rays(o[:2], d[:2], 1.0, 10.0, bg)[0],  # through the box; parallel to x, outside
+            teacher.render_rays(o[2:], d[2:], 1.0, 4.0, bg)[0],  # far = 4 < the box's entry at 4.3
+        ]
+    )
+    assert not torch.allclose(rgb[0], bg, atol=1e-3)
+    torch.testing.assert_close(rgb[1:], bg.expand(2, 3))
 
 
 def test_visual_hull_keeps_the_sphere_and_carves_around_it(sphere):
@@ -254,9 +255,9 @@ def test_visibility_is_the_largest_recorded_weight_of_the_voxel_and_its_neighbou
 
 
 def test_training_rays_pass_through_their_pixel_centre(sphere):
-    from trainer.teachers import TrainingRays
+    from trainer.teachers import TeacherPixelSampler
 
-    rays = TrainingRays(sphere, "cpu")
+    rays = TeacherPixelSampler(sphere, "cpu")
     gen = torch.Generator().manual_seed(3)
     state = gen.get_state()
     o, d, target = rays.sample(2000, gen)

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from renderer.composite import composite_front_to_back
+from renderer.camera import pixel_rays
+from renderer.composite import composite_front_to_back, exclusive_optical_depth
 from renderer.march import RayBatch, contributing, lattice_samples, next_samples
 from renderer.networks import NetworkSpec, evaluate_density_first, evaluate_networks
 from trainer.checkpoint import load_checkpoint, save_checkpoint
@@ -82,26 +83,6 @@ class FinetuneConfig:
             raise ValueError(f"finetune.ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
-def pixel_rays(
-    c2w: torch.Tensor, px: torch.Tensor, py: torch.Tensor, focal: float, cx: float, cy: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rays of pixels (px, py) of cameras ``c2w [R, 4, 4]``: origins ``[R, 3]``, unit directions ``[R, 3]``.
-
-    Camera-space direction ((px + 0.5 - cx) / f, -(py + 0.5 - cy) / f, -1), rotated by c2w (DESIGN.md).
-    """
-    cam = torch.stack(
-        [
-            (px.float() + 0.5 - cx) / focal,
-            -(py.float() + 0.5 - cy) / focal,
-            -torch.ones_like(px, dtype=torch.float32),
-        ],
-        dim=-1,
-    )
-    dirs = torch.einsum("rij,rj->ri", c2w[:, :3, :3], cam)
-    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
-    return c2w[:, :3, 3].contiguous(), dirs
-
-
 def l2_norm_regulariser(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """||l3.weight||_2 + ||l3.bias||_2 + ||l4.weight||_2 + ||l4.bias||_2 (a scalar), each norm taken over the
     whole ``[M, ...]`` tensor of all networks, as the paper's code does (one norm per multi-network
@@ -112,20 +93,6 @@ def l2_norm_regulariser(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
     for key in REGULARISED_KEYS:
         total = total + torch.linalg.vector_norm(params[key])
     return total
-
-
-def exclusive_optical_depth(sigma: torch.Tensor, ray_idx: torch.Tensor, step: float) -> torch.Tensor:
-    """Optical depth in front of each sample: the sum of sigma*s of the earlier samples of its ray, float64.
-
-    ``sigma [S]``, ``ray_idx [S]`` with the samples of a ray contiguous and in front-to-back order; ``[S]``.
-    """
-    tau = sigma.double() * step
-    cs = torch.cumsum(tau, 0) - tau  # exclusive prefix over all samples
-    is_start = torch.ones_like(ray_idx, dtype=torch.bool)
-    is_start[1:] = ray_idx[1:] != ray_idx[:-1]
-    pos = torch.arange(sigma.numel(), device=sigma.device)
-    start = torch.cummax(torch.where(is_start, pos, torch.zeros_like(pos)), 0).values
-    return cs - cs[start]
 
 
 def order_front_to_back(ray_idx: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -141,8 +108,12 @@ def order_front_to_back(ray_idx: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class TrainingRays:
-    """All training pixels: ``images [N, H, W, 3]``, ``c2w [N, 4, 4]``, pinhole focal and principal point."""
+class FinetunePixelSampler:
+    """All training pixels: ``images [N, H, W, 3]``, ``c2w [N, 4, 4]``, pinhole focal and principal point.
+
+    Draws pixels uniformly over all images as one flat index on the images' device (one ``randint`` per
+    batch); the teachers' sampler (`trainer.teachers.TeacherPixelSampler`) draws differently.
+    """
 
     images: torch.Tensor
     c2w: torch.Tensor
@@ -151,11 +122,11 @@ class TrainingRays:
     cy: float
 
     @staticmethod
-    def from_dataset(ds: Any, device: torch.device | str) -> TrainingRays:
+    def from_dataset(ds: Any, device: torch.device | str) -> FinetunePixelSampler:
         """From a `trainer.data.Dataset`."""
         cx = ds.cx if getattr(ds, "cx", None) is not None else ds.width / 2
         cy = ds.cy if getattr(ds, "cy", None) is not None else ds.height / 2
-        return TrainingRays(
+        return FinetunePixelSampler(
             images=torch.as_tensor(np.ascontiguousarray(ds.images), dtype=torch.float32, device=device),
             c2w=torch.as_tensor(np.ascontiguousarray(ds.c2w), dtype=torch.float32, device=device),
             focal=float(ds.focal),
@@ -356,7 +327,7 @@ def render_training_rays(
 
 
 def finetune(
-    rays: TrainingRays,
+    rays: FinetunePixelSampler,
     rs: Any,
     spec: NetworkSpec,
     step_size: float,

@@ -10,10 +10,15 @@ from typing import Any
 import numpy as np
 
 
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of images in [0, 1] from their mean squared error: -10 log10(max(mse, 1e-12))."""
+    return float(-10.0 * math.log10(max(mse, 1e-12)))
+
+
 def psnr(pred: np.ndarray, target: np.ndarray) -> float:
     """PSNR in dB of images ``[H, W, 3]`` in [0, 1]: -10 log10(mean squared error)."""
     mse = float(np.mean((np.asarray(pred, np.float64) - np.asarray(target, np.float64)) ** 2))
-    return -10.0 * math.log10(max(mse, 1e-12))
+    return psnr_from_mse(mse)
 
 
 def ssim(pred: np.ndarray, target: np.ndarray) -> float:

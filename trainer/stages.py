@@ -42,14 +42,14 @@ def near_far(ds: Any) -> tuple[float, float]:
 
 def view_rays(ds: Any, i: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Rays of every pixel of view ``i`` (row-major): origins, dirs ``[H*W, 3]``."""
-    from trainer.finetune import pixel_rays
+    from renderer.camera import pixel_grid, pixel_rays
 
     h, w = ds.height, ds.width
     cx = ds.cx if ds.cx is not None else w / 2
     cy = ds.cy if ds.cy is not None else h / 2
-    py, px = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
-    c2w = torch.as_tensor(ds.c2w[i], dtype=torch.float32, device=device).expand(h * w, 4, 4)
-    return pixel_rays(c2w, px.reshape(-1), py.reshape(-1), float(ds.focal), float(cx), float(cy))
+    px, py = pixel_grid(w, h, device)
+    c2w = torch.as_tensor(ds.c2w[i], dtype=torch.float32, device=device)
+    return pixel_rays(c2w, px, py, float(ds.focal), float(cx), float(cy))
 
 
 def score_views(ctx: Context, render: Callable[[Any, int], torch.Tensor]) -> dict[str, Any]:
@@ -517,7 +517,7 @@ def stage_finetune(ctx: Context) -> dict[str, Any]:
     """Stage 3: fine-tune the networks on the training images (resumable); write the final .kilo."""
     from renderer.render import prepare_scene
     from trainer.distill import DistillState
-    from trainer.finetune import FinetuneState, TrainingRays, finetune
+    from trainer.finetune import FinetunePixelSampler, FinetuneState, finetune
 
     require(ctx, "finetune", "distill")
     cfg = ctx.preset.finetune
@@ -531,7 +531,7 @@ def stage_finetune(ctx: Context) -> dict[str, Any]:
         distilled = DistillState.load(ctx.path("distill.ckpt"), ctx.device)
         state = FinetuneState(step=0, params=distilled.params)
     ds = ctx.train_set
-    rays = TrainingRays.from_dataset(ds, ctx.device)
+    rays = FinetunePixelSampler.from_dataset(ds, ctx.device)
     geometry = make_scene(ctx, layout, state.params, {})
     rs = prepare_scene(geometry, ctx.device)
     bg = torch.as_tensor(ds.background, dtype=torch.float32)

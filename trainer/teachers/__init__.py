@@ -27,13 +27,14 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from renderer.atomic import atomic_write_bytes
+from renderer.camera import pixel_grid, pixel_rays
+from trainer.metrics import psnr_from_mse
 from trainer.optim import adam
 from trainer.teachers.base import Teacher
 from trainer.teachers.config import TeacherConfig
 from trainer.teachers.grid import GridTeacher
 from trainer.teachers.hull import estimate_bbox_from_views
 from trainer.teachers.nerf import NerfTeacher
-from trainer.teachers.volume import pixel_rays, psnr_from_mse
 
 __all__ = [
     "GridTeacher",
@@ -41,6 +42,7 @@ __all__ = [
     "Teacher",
     "TeacherConfig",
     "TeacherFormatError",
+    "TeacherPixelSampler",
     "load_teacher",
     "make_teacher",
     "render_teacher",
@@ -195,8 +197,13 @@ def _load_optimizer_state(
 
 
 # ---- training ----
-class TrainingRays:
-    """All pixels of a dataset as rays, sampled at random (rays built on the fly, so memory is the images)."""
+class TeacherPixelSampler:
+    """All pixels of a dataset as rays, sampled at random (rays built on the fly, so memory is the images).
+
+    Draws each ray's image, row and column as three ``randint`` calls on a CPU generator (so ``crop`` can
+    narrow the rows and columns); fine-tuning's sampler (`trainer.finetune.FinetunePixelSampler`) draws
+    differently.
+    """
 
     def __init__(self, dataset: Any, device: str | torch.device) -> None:
         from trainer.data import default_near_far
@@ -268,7 +275,7 @@ def train_teacher(
         opt = _optimizer(teacher, cfg)
     teacher.train()
     teacher.configure_training(cfg)
-    rays = TrainingRays(dataset, device)
+    rays = TeacherPixelSampler(dataset, device)
     last_save = time.monotonic()
     loss_v = float("nan")
     try:
@@ -338,11 +345,10 @@ def teacher_psnr(
     near, far = default_near_far(dataset)
     cx, cy = dataset.principal_point
     h, w = dataset.height, dataset.width
-    py, px = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    px, py = px.reshape(-1), py.reshape(-1)
+    px, py = pixel_grid(w, h)
     scores = []
     for i in views if views is not None else range(len(dataset.images)):
-        c2w = torch.as_tensor(np.asarray(dataset.c2w[i], dtype=np.float32)).expand(h * w, 4, 4)
+        c2w = torch.as_tensor(np.asarray(dataset.c2w[i], dtype=np.float32))
         o, d = pixel_rays(c2w, px, py, float(dataset.focal), cx, cy)
         rgb = render_teacher(teacher, o, d, near, far, dataset.background, cfg).reshape(h, w, 3)
         mse = float(torch.mean((rgb - torch.as_tensor(np.asarray(dataset.images[i]))) ** 2))

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from renderer.composite import composite_weights
+from renderer.march import intersect_aabb
 from trainer.teachers.base import Teacher
 from trainer.teachers.config import TeacherConfig
 from trainer.teachers.hull import visual_hull
@@ -37,7 +39,6 @@ from trainer.teachers.lattice import (
     voxel_centres,
     voxel_grid_dims,
 )
-from trainer.teachers.volume import composite_weights, ray_interval
 
 
 def direction_encoding(d: torch.Tensor, num_freqs: int) -> torch.Tensor:
@@ -228,7 +229,8 @@ class GridTeacher(Teacher):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """March ``[R]`` rays on a lattice of step ``step_ratio`` voxels through the mask; rgb ``[R, 3]``."""
         r = origins.shape[0]
-        t0, t1 = ray_interval(origins, dirs, self.bbox_min, self.bbox_max, near, far)
+        t0, t1 = intersect_aabb(origins, dirs, self.bbox_min, self.bbox_max)
+        t0, t1 = t0.clamp(min=near), t1.clamp(max=far)  # the part inside the box and [near, far]
         step = self.step_size
         length = (t1 - t0).clamp(min=0)
         s = int(math.ceil(float(length.max()) / step)) if r else 0

@@ -12,10 +12,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from renderer.composite import composite_weights
 from trainer.teachers.base import Teacher
 from trainer.teachers.config import TeacherConfig
 from trainer.teachers.grid import direction_encoding
-from trainer.teachers.volume import composite_weights
 
 
 class NerfTeacher(Teacher):
