@@ -11,17 +11,12 @@ the same as a step-by-step walk would keep.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
+from renderer.frame import RenderScene
 from renderer.grid import cell_index, flat_index
 
-if TYPE_CHECKING:
-    from renderer.render import RenderScene
-
-DISTANCE_CAP = 24
-"""Largest stored empty-space distance, in voxels (a stored value of CAP means "at least CAP")."""
 WINDOW = 16
 """Lattice steps tested at once by a ray that is next to possibly contributing voxels."""
 JUMP_MARGIN = 0.01
@@ -87,34 +82,6 @@ def lattice_count(t0: torch.Tensor, t1: torch.Tensor, step: float) -> torch.Tens
     return torch.where(hit, n, torch.zeros_like(n))
 
 
-def empty_space_distance(valid: torch.Tensor, cap: int = DISTANCE_CAP) -> torch.Tensor:
-    """Chebyshev distance in voxels from each voxel to the nearest ``valid`` one, capped at ``cap``.
-
-    Args:
-        valid: ``[ox, oy, oz]`` bool.
-
-    Returns:
-        ``[ox, oy, oz]`` uint8: 0 on valid voxels, d when the nearest valid voxel is d voxels away (in the
-        max-norm of index differences), ``cap`` when none is closer than ``cap``.
-    """
-    dist = torch.full(valid.shape, cap, dtype=torch.uint8, device=valid.device)
-    dist[valid] = 0
-    cur = valid.clone()
-    for r in range(1, cap):
-        for axis in range(3):  # Chebyshev dilation by one voxel, one axis at a time
-            grown = cur.clone()
-            n = cur.shape[axis]
-            if n > 1:
-                grown.narrow(axis, 1, n - 1).logical_or_(cur.narrow(axis, 0, n - 1))
-                grown.narrow(axis, 0, n - 1).logical_or_(cur.narrow(axis, 1, n - 1))
-            cur = grown
-        reached = cur & (dist == cap)
-        if not bool(reached.any()):  # everything reached, or nothing valid at all
-            break
-        dist[reached] = r
-    return dist
-
-
 def contributing(rs: RenderScene, x: torch.Tensor, ess: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact per-sample rule: ``[..., 3]`` points → (contributes ``[...]`` bool, net id ``[...]`` int64)."""
     shape = x.shape[:-1]
@@ -153,13 +120,31 @@ class RayBatch:
         return cls(origins, dirs, t0, n, torch.zeros_like(n))
 
 
+def voxel_tables(
+    rs: RenderScene,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float32 ``[3]`` tensors for voxel lookups: min, max − min, res, res − 1, C-order strides (cached)."""
+
+    def make() -> tuple[torch.Tensor, ...]:
+        lo, hi, r, dev = rs.bbox_min_t, rs.bbox_max_t, rs.occupancy_res, rs.device
+        return (
+            lo,
+            hi - lo,
+            torch.tensor(r, dtype=torch.float32, device=dev),
+            torch.tensor([v - 1 for v in r], dtype=torch.float32, device=dev),
+            torch.tensor([r[1] * r[2], r[2], 1], dtype=torch.float32, device=dev),
+        )
+
+    return rs.cached("voxel", make)  # type: ignore[no-any-return]
+
+
 def voxel_lookup(rs: RenderScene, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Occupancy voxel of ``[..., 3]`` points by the rule clamp(floor((x − min)/(max − min)·res), 0, res − 1).
 
     Returns:
         voxel indices ``[..., 3]`` as float32 and the C-order flat index ``[...]`` int64.
     """
-    lo, ext, res_f, top, strides = rs.voxel_tables
+    lo, ext, res_f, top, strides = voxel_tables(rs)
     g = torch.floor((x - lo) / ext * res_f)
     g = torch.minimum(torch.clamp_min(g, 0.0), top)
     if rs.voxel_count < (1 << 24):  # exact in float32
@@ -218,8 +203,9 @@ def _ray_state(rs: RenderScene, rays: RayBatch, rows: torch.Tensor, pos: torch.T
 
 def _voxel_of(rs: RenderScene, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``voxel_lookup`` of ``[..., 3]`` points, in place in ``x`` (flat index: float32-exact, as int64)."""
-    lo, ext, res_f, top, strides = rs.voxel_tables
-    g = x.sub_(lo).div_(ext).mul_(res_f).floor_().clamp_(min=rs.march_zero3, max=top)
+    lo, ext, res_f, top, strides = voxel_tables(rs)
+    zero = rs.cached("zero3", lambda: torch.zeros(3, dtype=torch.float32, device=rs.device))
+    g = x.sub_(lo).div_(ext).mul_(res_f).floor_().clamp_(min=zero, max=top)
     return g, torch.matmul(g, strides).to(torch.int64)
 
 

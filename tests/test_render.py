@@ -14,7 +14,8 @@ from renderer.camera import Camera, generate_rays, look_at
 from renderer.composite import composite_front_to_back, composite_pass
 from renderer.march import intersect_aabb, lattice_count, march_rays
 from renderer.networks import KiloNetworks
-from renderer.render import RenderOptions, network_colors, prepare_scene, render_image, render_rays
+from renderer.pixels import network_colors
+from renderer.render import RenderOptions, prepare_scene, render_image, render_rays
 from renderer.scene import Scene
 from renderer.synthetic import random_scene
 from tests.reference_renderer import reference_rays, reference_render, reference_render_ray

@@ -187,7 +187,8 @@ class RaysResult:
 def finish_image(rays: RaysResult, camera: Any, options: Any, background: Any) -> Any:
     """``RenderResult`` of a camera from per-ray outputs, shading depth / network views like the torch
     renderer (``renderer.render.shade_depth`` / ``network_colors``)."""
-    from renderer.render import RenderResult, network_colors, shade_depth  # noqa: PLC0415
+    from renderer.frame import RenderResult  # noqa: PLC0415
+    from renderer.pixels import network_colors, shade_depth  # noqa: PLC0415
 
     rgb, net = rays.rgb, rays.network
     bg = torch.tensor(background, dtype=torch.float32)
