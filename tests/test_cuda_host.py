@@ -13,10 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from renderer import kernel_params
 from renderer.camera import Camera, generate_rays, look_at
 from renderer.cuda import cuda_available, kernels
-from renderer.cuda.backend import camera_params, prepare_cuda_scene, render_params
+from renderer.cuda.emulator import HostEmulator
 from renderer.cuda.interop import CudaGLPixelBuffer, InteropError, select_transfer
+from renderer.cuda.scene_data import frame_render_params, prepare_cuda_scene
+from renderer.frame import resolve_options
+from renderer.kernel_params import camera_params
 from renderer.networks import NetworkSpec, evaluate_networks
 from renderer.render import RenderOptions, render_image
 from renderer.synthetic import random_scene
@@ -27,10 +31,10 @@ needs_nvcc = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def emulator() -> kernels.HostEmulator:
+def emulator() -> HostEmulator:
     if kernels.find_nvcc() is None:
         pytest.skip("nvcc not found (builds the CPU emulator)")
-    return kernels.HostEmulator()
+    return HostEmulator()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -77,7 +81,7 @@ def test_sample_capacity_is_exact_past_int32() -> None:
     assert kernels.sample_capacity(1, 32, 4) == 32  # always room for one ray's pass: progress guaranteed
 
 
-def test_flat_index_is_64_bit(emulator: kernels.HostEmulator) -> None:
+def test_flat_index_is_64_bit(emulator: HostEmulator) -> None:
     res = (2048, 2048, 1024)
     for g in [(0, 0, 1), (1, 0, 0), (2047, 2047, 1023), (1500, 3, 999)]:
         expected = (g[0] * res[1] + g[1]) * res[2] + g[2]
@@ -85,7 +89,7 @@ def test_flat_index_is_64_bit(emulator: kernels.HostEmulator) -> None:
     assert emulator.flat_index((2047, 2047, 1023), res) == 2**32 - 1
 
 
-def test_tile_segments_partition_the_sorted_samples(emulator: kernels.HostEmulator) -> None:
+def test_tile_segments_partition_the_sorted_samples(emulator: HostEmulator) -> None:
     """Every sorted sample lies in exactly one work tile, of its own network (empty networks own none)."""
     rng = np.random.default_rng(2)
     for tile in (1, 3, 64):
@@ -129,13 +133,27 @@ def test_evaluate_kernel_names_and_shared_memory() -> None:
 # Binary interface: structs and packed weights
 
 
-def test_struct_layouts_match_the_compiled_code(emulator: kernels.HostEmulator) -> None:
+def test_struct_layouts_match_the_compiled_code(emulator: HostEmulator) -> None:
     assert emulator.struct_sizes() == (
-        kernels.RENDER_PARAMS_DTYPE.itemsize,
-        kernels.CAMERA_PARAMS_DTYPE.itemsize,
+        kernel_params.RENDER_PARAMS_DTYPE.itemsize,
+        kernel_params.CAMERA_PARAMS_DTYPE.itemsize,
     )
     for h, p, d in [(16, 10, 4), (32, 10, 4), (64, 6, 2), (32, 0, 0)]:
         assert emulator.weight_layout(h, p, d) == kernels.layout_tuple(kernels.weight_layout(h, p, d))
+
+
+def test_density_activation_codes_match_the_cuda_enum() -> None:
+    """``kernel_params.DENSITY_ACTIVATIONS`` is ``kn::DensityActivation`` of common.cuh, name for name."""
+    import re
+
+    src = (kernels.SOURCE_DIR / "common.cuh").read_text()
+    enum = re.search(r"enum DensityActivation \{(.*?)\};", src, re.S)
+    assert enum is not None, "kn::DensityActivation not found in common.cuh"
+    codes = {name.lower(): int(value) for name, value in re.findall(r"\bk(\w+)\s*=\s*(\d+)", enum.group(1))}
+    assert codes == kernel_params.DENSITY_ACTIVATIONS == {"relu": 0, "softplus": 1, "exp": 2}
+    sc = random_scene(grid_res=(2, 2, 2), hidden=16, density_activation="exp", seed=0)
+    data = prepare_cuda_scene(sc)
+    assert int(frame_render_params(data, resolve_options(data))["density_activation"]) == codes["exp"]
 
 
 @pytest.mark.parametrize("hidden", [16, 32, 64])
@@ -172,12 +190,17 @@ def test_prepare_cuda_scene_keeps_f16_and_packs_occupancy() -> None:
     bits = np.unpackbits(data.occupancy_bits, bitorder="little")[: sc.occupancy.size].astype(bool)
     np.testing.assert_array_equal(bits, sc.occupancy.ravel())
     assert prepare_cuda_scene(sc, np.float32).weights.dtype == np.float32
-    p = render_params(data, RenderOptions(ert=False, samples_per_pass=4, step_multiplier=0.5))
+    opts = RenderOptions(ert=False, samples_per_pass=4, step_multiplier=0.5)
+    p = frame_render_params(data, resolve_options(data, opts))
     assert (
         int(p["ert"]) == 0 and int(p["samples_per_pass"]) == 32
     )  # ERT off: big passes, as the torch renderer
     assert float(p["step"]) == np.float32(np.float32(sc.step_size) * 0.5)
     assert tuple(p["occ_res"]) == tuple(sc.occupancy_res)
+    assert int(p["weight_stride"]) == data.weight_stride == data.weights.shape[1]
+    big = frame_render_params(data, resolve_options(data, RenderOptions(samples_per_pass=100)))
+    assert int(big["samples_per_pass"]) == kernels.MAX_SAMPLES_PER_PASS  # the marcher's limit on K
+    assert int(big["ert"]) == 1 and float(big["ert_threshold"]) == np.float32(sc.ert_threshold)
     cam = Camera(width=7, height=5, focal=3.0, c2w=np.eye(4), cx=None, cy=2.0)
     c = camera_params(cam)
     assert float(c["cx"]) == 3.5 and float(c["cy"]) == 2.0 and int(c["width"]) == 7
@@ -187,7 +210,7 @@ def test_prepare_cuda_scene_keeps_f16_and_packs_occupancy() -> None:
 # The kernels' maths (host build) against the torch renderer
 
 
-def test_camera_rays_match_generate_rays(emulator: kernels.HostEmulator) -> None:
+def test_camera_rays_match_generate_rays(emulator: HostEmulator) -> None:
     cam = Camera(width=31, height=17, focal=25.0, c2w=look_at((1.5, -2.0, 0.7), (0.1, 0.2, 0.0)), cx=14.2)
     o_ref, d_ref = generate_rays(cam)
     o, d = emulator.camera_rays(cam)
@@ -195,7 +218,7 @@ def test_camera_rays_match_generate_rays(emulator: kernels.HostEmulator) -> None
     assert (d - d_ref).abs().max().item() <= 1e-7
 
 
-def test_lattice_rounding_matches_torch(emulator: kernels.HostEmulator) -> None:
+def test_lattice_rounding_matches_torch(emulator: HostEmulator) -> None:
     from renderer.march import lattice_t
 
     rng = np.random.default_rng(1)
@@ -212,7 +235,7 @@ def test_lattice_rounding_matches_torch(emulator: kernels.HostEmulator) -> None:
     [(16, "float32", "relu"), (32, "float16", "softplus"), (64, "float32", "exp")],
 )
 def test_network_maths_match_evaluate_networks(
-    emulator: kernels.HostEmulator, hidden: int, dtype: str, activation: str
+    emulator: HostEmulator, hidden: int, dtype: str, activation: str
 ) -> None:
     sc = random_scene(
         grid_res=(2, 3, 2), hidden=hidden, dtype=dtype, density_activation=activation, seed=hidden
@@ -249,7 +272,7 @@ CASES = [
 
 @pytest.mark.parametrize(("grid", "hidden", "dtype", "eye", "size"), CASES)
 def test_emulated_kernels_match_torch_renderer(
-    emulator: kernels.HostEmulator, grid: tuple, hidden: int, dtype: str, eye: tuple, size: tuple
+    emulator: HostEmulator, grid: tuple, hidden: int, dtype: str, eye: tuple, size: tuple
 ) -> None:
     sc = random_scene(grid_res=grid, hidden=hidden, dtype=dtype, seed=sum(grid), density_bias=6.0)
     cam = Camera(width=size[0], height=size[1], focal=size[0] * 0.9, c2w=look_at(eye, (0.1, 0.0, 0.05)))
@@ -270,7 +293,7 @@ def test_emulated_kernels_match_torch_renderer(
                 assert got.stats.rays_terminated_early > 0  # dense enough that ERT retires rays
 
 
-def test_emulated_ert_saves_samples_and_output_modes(emulator: kernels.HostEmulator) -> None:
+def test_emulated_ert_saves_samples_and_output_modes(emulator: HostEmulator) -> None:
     sc = random_scene(grid_res=(3, 3, 3), hidden=16, seed=9, density_bias=25.0)
     cam = Camera(width=21, height=15, focal=20.0, c2w=look_at((2.0, 2.0, 1.0), (0.0, 0.0, 0.0)))
     off = emulator.render(sc, cam, RenderOptions(ert=False))
@@ -362,10 +385,21 @@ def test_pixel_buffer_falls_back_to_host_and_round_trips(gl_ctx, caplog) -> None
 
 def test_imports_never_load_pycuda_or_compile() -> None:
     code = (
-        "import sys, renderer.cuda, renderer.cuda.backend, renderer.cuda.kernels, renderer.cuda.interop; "
+        "import sys, renderer.cuda, renderer.cuda.backend, renderer.cuda.kernels, renderer.cuda.interop, "
+        "renderer.cuda.emulator, renderer.cuda.scene_data, renderer.cuda.device_buffers; "
         "assert not any(m == 'pycuda' or m.startswith('pycuda.') for m in sys.modules), 'pycuda imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_backend_and_emulator_do_not_import_each_other() -> None:
+    """The host side (scene_data, kernels) is shared; the GPU backend and the CPU emulator stay apart."""
+    for module, other in (("backend", "emulator"), ("emulator", "backend")):
+        code = (
+            f"import sys, renderer.cuda.{module}; "
+            f"assert 'renderer.cuda.{other}' not in sys.modules, 'renderer.cuda.{module} imports {other}'"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_cuda_unavailable_here_falls_back_to_torch() -> None:
@@ -590,7 +624,11 @@ def _check_launches(launches: list, signatures: dict[str, list[str]]) -> None:
                 assert isinstance(a, np.int32), f"{name}: {a!r} is not an int32"
                 fmt += "i"
             else:
-                dt = kernels.RENDER_PARAMS_DTYPE if kind == "RenderParams" else kernels.CAMERA_PARAMS_DTYPE
+                dt = (
+                    kernel_params.RENDER_PARAMS_DTYPE
+                    if kind == "RenderParams"
+                    else kernel_params.CAMERA_PARAMS_DTYPE
+                )
                 assert isinstance(a, np.void) and a.dtype == dt, f"{name}: {a!r} is not a {kind}"
                 assert fmt == "", f"{name}: struct parameters must come first (pycuda packs them unaligned)"
                 fmt += f"{dt.itemsize}s"

@@ -1,15 +1,24 @@
 // KiloNeRF rendering rule (docs/scene-format.md, issue 2) as __host__ __device__ functions.
 //
 // Every per-ray and per-sample step of the CUDA renderer lives here, so the GPU kernels (kilonerf.cu)
-// and the CPU emulator used by the tests without a GPU (emulate.cu) run the very same code.
+// and the CPU emulator used by the tests without a GPU (emulate.cu) run the very same code. The native
+// CPU renderer (renderer/native/src) includes this header with a plain C++ compiler and runs the same
+// geometry (camera rays, slab test, lattice, grid indices, local coordinates, activations); the parts
+// that need CUDA types (half weights, the per-thread MLP) are compiled only by nvcc / NVRTC.
 //
 // Float rounding: positions, lattice times and grid indices use explicitly rounded operations
 // (no FMA contraction), in the same order as the torch renderer, so a sample lands in the same
 // occupancy voxel and network cell on both renderers. Network maths may contract to FMA freely.
 #pragma once
 
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define KN_CUDA 1
 #include <cuda_fp16.h>
+#endif
+#if !defined(__CUDACC_RTC__)
+#include <math.h>
 #include <stdint.h>
+#endif
 
 #if defined(__CUDA_ARCH__)
 #define KN_MUL(a, b) __fmul_rn((a), (b))
@@ -23,7 +32,19 @@
 #define KN_DIV(a, b) ((a) / (b))
 #endif
 
+#if defined(KN_CUDA)
 #define KN_HD __host__ __device__ __forceinline__
+#else
+// Plain C++ (the native CPU renderer): internal linkage, so that each instruction-set variant of the
+// native kernel keeps its own copy (an inline function shared between them could run AVX code on a CPU
+// without AVX).
+#define KN_HD static inline
+#endif
+#if defined(KN_CUDA)
+#define KN_UNROLL _Pragma("unroll")
+#else
+#define KN_UNROLL
+#endif
 
 namespace kn {
 
@@ -93,7 +114,7 @@ KN_HD WeightLayout weight_layout(int H, int pos_freqs, int dir_freqs) {
 // unbounded slab when o lies inside it, empty otherwise); t0 = max(0, t_enter), t1 = t_exit.
 KN_HD void intersect_aabb(const RenderParams& P, const float o[3], const float d[3], float& t0, float& t1) {
     float t_enter = -INFINITY, t_exit = INFINITY;
-#pragma unroll
+KN_UNROLL
     for (int c = 0; c < 3; ++c) {
         float lo, hi;
         if (d[c] == 0.0f) {
@@ -114,7 +135,7 @@ KN_HD void intersect_aabb(const RenderParams& P, const float o[3], const float d
 }
 
 // t_k = t0 + (k + 1/2) s.
-KN_HD float lattice_t(float t0, int k, float step) { return KN_ADD(t0, KN_MUL((float)k + 0.5f, step)); }
+KN_HD float lattice_t(float t0, i64 k, float step) { return KN_ADD(t0, KN_MUL((float)k + 0.5f, step)); }
 
 // A ray takes part when its lattice has at least one sample: t1 finite and t_0 < t1.
 KN_HD bool ray_has_samples(float t0, float t1, float step) {
@@ -123,13 +144,13 @@ KN_HD bool ray_has_samples(float t0, float t1, float step) {
 
 // x = o + t d.
 KN_HD void point_on_ray(const float o[3], const float d[3], float t, float x[3]) {
-#pragma unroll
+KN_UNROLL
     for (int c = 0; c < 3; ++c) x[c] = KN_ADD(o[c], KN_MUL(t, d[c]));
 }
 
 // clamp(floor((x - min) / (max - min) * res), 0, res - 1) per axis.
 KN_HD void cell_index(const RenderParams& P, const float x[3], const int res[3], int g[3]) {
-#pragma unroll
+KN_UNROLL
     for (int c = 0; c < 3; ++c) {
         const float extent = KN_SUB(P.bbox_max[c], P.bbox_min[c]);
         const float f = floorf(KN_MUL(KN_DIV(KN_SUB(x[c], P.bbox_min[c]), extent), (float)res[c]));
@@ -145,7 +166,7 @@ KN_HD i64 flat_index(const int g[3], const int res[3]) {
 
 // u = 2 (x - (min + g c)) / c - 1 with c = (max - min) / grid_res.
 KN_HD void local_coords(const RenderParams& P, const float x[3], const int g[3], float u[3]) {
-#pragma unroll
+KN_UNROLL
     for (int c = 0; c < 3; ++c) {
         const float cell = P.cell_size[c];
         const float corner = KN_ADD(P.bbox_min[c], KN_MUL((float)g[c], cell));
@@ -211,6 +232,18 @@ KN_HD void tile_segment(const int* tile_start, const i64* net_offsets, int num_n
 }
 
 // ---------------------------------------------------------------------------------------------
+// Activations (torch.nn.functional.softplus's threshold of 20; sigmoid 1 / (1 + e^-x)).
+
+KN_HD float density_activation(float raw, int act) {
+    if (act == kSoftplus) return raw > 20.0f ? raw : log1pf(expf(raw));  // torch.nn.functional.softplus
+    if (act == kExp) return expf(raw);
+    return fmaxf(raw, 0.0f);
+}
+
+KN_HD float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+#if defined(KN_CUDA)
+// ---------------------------------------------------------------------------------------------
 // evaluate_networks, one sample: encoding and all five layers in registers.
 
 template <typename WT>
@@ -257,14 +290,6 @@ KN_HD void load_bias(float* acc, const WT* b) {
         acc[o + 3] = w.w;
     }
 }
-
-KN_HD float density_activation(float raw, int act) {
-    if (act == kSoftplus) return raw > 20.0f ? raw : log1pf(expf(raw));  // torch.nn.functional.softplus
-    if (act == kExp) return expf(raw);
-    return fmaxf(raw, 0.0f);
-}
-
-KN_HD float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // gamma_L(v) fed straight into a layer: acc += sum_i gamma_L(v)_i * W[row0 + i]  (W rows of width N).
 template <int N, typename WT>
@@ -349,6 +374,8 @@ KN_HD void evaluate_sample(const WT* __restrict__ w, const WeightLayout& L, cons
     evaluate_network<H, WT>(w, L, P, u, d, act, act_stride, sigma, rgb);
 }
 
+#endif  // KN_CUDA
+
 // ---------------------------------------------------------------------------------------------
 // composite_front_to_back, one ray, one pass: alpha = 1 - exp(-sigma s), w = T alpha, C += w rgb, D += w t,
 // T *= 1 - alpha; the dominant network is the first sample with the largest w. With ERT the ray stops as
@@ -393,10 +420,10 @@ KN_HD void camera_ray(const CameraParams& cam, i64 pixel, float o[3], float d[3]
     const double y = -((double)py + 0.5 - cam.cy) / cam.focal;
     const double z = -1.0;
     double w[3];
-#pragma unroll
+KN_UNROLL
     for (int r = 0; r < 3; ++r) w[r] = cam.c2w[4 * r] * x + cam.c2w[4 * r + 1] * y + cam.c2w[4 * r + 2] * z;
     const double n = sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2]);
-#pragma unroll
+KN_UNROLL
     for (int r = 0; r < 3; ++r) {
         d[r] = (float)(w[r] / n);
         o[r] = (float)cam.c2w[4 * r + 3];
@@ -405,7 +432,7 @@ KN_HD void camera_ray(const CameraParams& cam, i64 pixel, float o[3], float d[3]
 
 // Final pixel value C + T_end * background.
 KN_HD void pixel_value(const RenderParams& P, const float C[3], float T, float out[3]) {
-#pragma unroll
+KN_UNROLL
     for (int c = 0; c < 3; ++c) out[c] = C[c] + T * P.background[c];
 }
 

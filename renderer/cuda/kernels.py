@@ -1,26 +1,25 @@
-"""Building and launching the CUDA kernels: nvcc discovery, a cubin cache, the kernels' binary interface
-(parameter structs, packed weights) and launch geometry.
+"""Building and launching the CUDA kernels: nvcc discovery, the cubin (and emulator library) cache, the
+kernels' packed weights (``kn::WeightLayout``), counter slots and launch geometry.
 
-Nothing here compiles or touches a GPU at import time; pycuda is imported only by ``load_module``.
+The parameter structs (``kn::RenderParams`` / ``kn::CameraParams``) live in ``renderer.kernel_params``,
+shared with the native CPU backend. This module imports nothing else of ``renderer.cuda``; nothing here
+compiles or touches a GPU at import time, and pycuda is imported only by ``load_module``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -214,39 +213,7 @@ def evaluate_kernel_name(hidden: int, half: bool) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Binary interface: parameter structs and packed weights
-
-RENDER_PARAMS_DTYPE = np.dtype(
-    [
-        ("bbox_min", "<f4", 3),
-        ("bbox_max", "<f4", 3),
-        ("cell_size", "<f4", 3),
-        ("grid_res", "<i4", 3),
-        ("occ_res", "<i4", 3),
-        ("step", "<f4"),
-        ("ert_threshold", "<f4"),
-        ("ert", "<i4"),
-        ("ess", "<i4"),
-        ("pos_freqs", "<i4"),
-        ("dir_freqs", "<i4"),
-        ("density_activation", "<i4"),
-        ("density_scale", "<f4"),
-        ("background", "<f4", 3),
-        ("samples_per_pass", "<i4"),
-        ("num_networks", "<i4"),
-        ("weight_stride", "<i4"),
-        ("hidden", "<i4"),
-    ]
-)
-"""Layout of ``kn::RenderParams`` (all fields 4 bytes: no padding)."""
-
-CAMERA_PARAMS_DTYPE = np.dtype(
-    [("c2w", "<f8", 12), ("focal", "<f8"), ("cx", "<f8"), ("cy", "<f8"), ("width", "<i4"), ("height", "<i4")]
-)
-"""Layout of ``kn::CameraParams``."""
-
-DENSITY_ACTIVATIONS = {"relu": 0, "softplus": 1, "exp": 2}
-"""``kn::DensityActivation`` codes."""
+# Binary interface: packed weights
 
 
 @dataclass(frozen=True)
@@ -381,145 +348,3 @@ def unpack_weights(packed: np.ndarray, hidden: int, pos_freqs: int, dir_freqs: i
 def layout_tuple(layout: WeightLayout) -> tuple[int, ...]:
     """The layout's offsets in ``kn::WeightLayout`` field order."""
     return tuple(getattr(layout, f.name) for f in fields(layout))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# CPU emulator (the kernels' maths on the host)
-
-
-class HostEmulator:
-    """The kernels' per-ray code run serially on the CPU (``emulate.cu`` built with nvcc as host code)."""
-
-    def __init__(self) -> None:
-        from renderer.cuda.backend import _SceneCache  # noqa: PLC0415  (backend imports this module)
-
-        self.lib = ctypes.CDLL(str(build_emulator()))
-        self.lib.kilo_sizeof_render_params.restype = ctypes.c_int
-        self.lib.kilo_sizeof_camera_params.restype = ctypes.c_int
-        vp, i32, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
-        self.lib.kilo_weight_layout.argtypes = [i32, i32, i32, vp]
-        self.lib.kilo_camera_rays.argtypes = [vp, vp, vp]
-        self.lib.kilo_evaluate_points.argtypes = [vp, vp, vp, i32, i64, vp, vp, vp, vp, vp]
-        self.lib.kilo_evaluate_points.restype = i32
-        self.lib.kilo_emulate_render.argtypes = [vp, i64, vp, vp, vp, vp, vp, i32, vp, vp, vp, vp, vp]
-        self.lib.kilo_emulate_render.restype = i32
-        self.lib.kilo_flat_index.argtypes = [vp, vp]
-        self.lib.kilo_flat_index.restype = i64
-        self.lib.kilo_tile_segment.argtypes = [vp, vp, i32, i32, i32, vp]
-        self.lib.kilo_lattice_t.argtypes = [ctypes.c_float, i32, ctypes.c_float]
-        self.lib.kilo_lattice_t.restype = ctypes.c_float
-        self._scenes = _SceneCache()
-
-    def struct_sizes(self) -> tuple[int, int]:
-        """``sizeof(kn::RenderParams)``, ``sizeof(kn::CameraParams)`` as compiled."""
-        return int(self.lib.kilo_sizeof_render_params()), int(self.lib.kilo_sizeof_camera_params())
-
-    def weight_layout(self, hidden: int, pos_freqs: int, dir_freqs: int) -> tuple[int, ...]:
-        """``kn::weight_layout`` as compiled (13 ints)."""
-        out = (ctypes.c_int * 13)()
-        self.lib.kilo_weight_layout(hidden, pos_freqs, dir_freqs, out)
-        return tuple(out)
-
-    def flat_index(self, cell: tuple[int, int, int], res: tuple[int, int, int]) -> int:
-        """``kn::flat_index`` (C order, 64-bit) as compiled."""
-        g = (ctypes.c_int * 3)(*cell)
-        r = (ctypes.c_int * 3)(*res)
-        return int(self.lib.kilo_flat_index(ctypes.addressof(g), ctypes.addressof(r)))
-
-    def tile_segment(
-        self, tile_start: np.ndarray, net_offsets: np.ndarray, tile: int, b: int
-    ) -> tuple[int, ...]:
-        """``kn::tile_segment`` as compiled: (network, begin, end) of work tile b."""
-        ts = np.ascontiguousarray(tile_start, np.int32)
-        off = np.ascontiguousarray(net_offsets, np.int64)
-        out = np.zeros(3, np.int64)
-        self.lib.kilo_tile_segment(ts.ctypes.data, off.ctypes.data, len(ts) - 1, tile, b, out.ctypes.data)
-        return tuple(int(v) for v in out)
-
-    def lattice_t(self, t0: float, k: int, step: float) -> float:
-        """``kn::lattice_t`` as compiled: t0 + (k + ½)·s in float32."""
-        return float(self.lib.kilo_lattice_t(t0, k, step))
-
-    def camera_rays(self, camera: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """``generate_rays`` kernel maths: origins, dirs ``[H·W, 3]`` float32."""
-        n = camera.width * camera.height
-        o = np.zeros((n, 3), np.float32)
-        d = np.zeros((n, 3), np.float32)
-        from renderer.cuda.backend import camera_params  # noqa: PLC0415
-
-        cam = np.array(camera_params(camera))
-        self.lib.kilo_camera_rays(cam.ctypes.data, o.ctypes.data, d.ctypes.data)
-        return torch.from_numpy(o), torch.from_numpy(d)
-
-    def evaluate_points(self, scene_or_rs: Any, x: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Network id ``[N]``, σ ``[N]``, rgb ``[N, 3]`` at points x ``[N, 3]``, unit dirs ``[N, 3]``."""
-        from renderer.cuda.backend import render_params  # noqa: PLC0415
-        from renderer.render import RenderOptions  # noqa: PLC0415
-
-        data = self._scenes.get(scene_or_rs)
-        x = np.ascontiguousarray(x, np.float32)
-        d = np.ascontiguousarray(d, np.float32)
-        n = x.shape[0]
-        net = np.zeros(n, np.int32)
-        sigma = np.zeros(n, np.float32)
-        rgb = np.zeros((n, 3), np.float32)
-        p = np.array(render_params(data, RenderOptions()))
-        rc = self.lib.kilo_evaluate_points(
-            p.ctypes.data, data.network_index.ctypes.data, data.weights.ctypes.data, int(data.half),
-            n, x.ctypes.data, d.ctypes.data, net.ctypes.data, sigma.ctypes.data,
-            rgb.ctypes.data,
-        )  # fmt: skip
-        if rc != 0:
-            raise ValueError(f"hidden width {data.hidden} is not supported by the CUDA kernels")
-        return net, sigma, rgb
-
-    def render_rays(self, scene_or_rs: Any, origins: Any, dirs: Any, options: Any = None) -> Any:
-        """Render ``[N, 3]`` rays in the kernels' pass structure."""
-        from renderer.cuda.backend import RaysResult, _options, render_params  # noqa: PLC0415
-        from renderer.render import RenderStats  # noqa: PLC0415
-
-        opts = _options(options)
-        start = time.perf_counter()
-        data = self._scenes.get(scene_or_rs)
-        o = np.ascontiguousarray(origins.detach().cpu().numpy(), np.float32)
-        dr = np.ascontiguousarray(dirs.detach().cpu().numpy(), np.float32)
-        n = o.shape[0]
-        rgb = np.zeros((n, 3), np.float32)
-        depth = np.zeros(n, np.float32)
-        trans = np.zeros(n, np.float32)
-        net = np.zeros(n, np.int32)
-        stats = np.zeros(7, np.int64)
-        p = np.array(render_params(data, opts))
-        rc = self.lib.kilo_emulate_render(
-            p.ctypes.data, n, o.ctypes.data, dr.ctypes.data, data.network_index.ctypes.data,
-            data.occupancy_bits.ctypes.data, data.weights.ctypes.data, int(data.half), rgb.ctypes.data,
-            depth.ctypes.data, trans.ctypes.data, net.ctypes.data, stats.ctypes.data,
-        )  # fmt: skip
-        if rc != 0:
-            raise ValueError(f"unsupported hidden width {data.hidden} or samples per pass")
-        st = RenderStats(
-            rays=n,
-            rays_hit_box=int(stats[0]),
-            samples_marched=int(stats[1]),
-            samples_evaluated=int(stats[2]),
-            networks_touched=int(stats[5]),
-            passes=int(stats[4]),
-            rays_terminated_early=int(stats[3]),
-            ms=(time.perf_counter() - start) * 1e3,
-        )
-        return RaysResult(
-            torch.from_numpy(rgb),
-            torch.from_numpy(depth),
-            torch.from_numpy(net).long(),
-            torch.from_numpy(trans),
-            st,
-        )
-
-    def render(self, scene_or_rs: Any, camera: Any, options: Any = None) -> Any:
-        """``RenderResult`` of a camera (rays as the ``generate_rays`` kernel makes them)."""
-        from renderer.cuda.backend import _background, _options, finish_image  # noqa: PLC0415
-
-        opts = _options(options)
-        data = self._scenes.get(scene_or_rs)
-        o, d = self.camera_rays(camera)
-        return finish_image(self.render_rays(data, o, d, opts), camera, opts, _background(data, opts))

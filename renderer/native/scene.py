@@ -1,0 +1,119 @@
+"""A scene prepared for the native CPU renderer: the torch ``RenderScene`` (box, tables, distance fields)
+plus the networks' weights packed once, in float32, in the layout the kernels read (``pack_weights``)."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from renderer.distance_field import DISTANCE_CAP
+from renderer.frame import RenderScene, prepare_scene
+from renderer.native.library import CpuScene, WeightOffsets
+
+SUPPORTED_HIDDEN = (16, 32, 64)
+"""Hidden widths with a compiled kernel."""
+_ALIGN = 16
+"""Floats: every block of a network's weights starts on a 64-byte boundary."""
+
+
+def weight_offsets(hidden: int, pos_freqs: int, dir_freqs: int) -> dict[str, int]:
+    """Offsets (floats) of each block of one packed network, and its stride (``kc::WeightOffsets``)."""
+    h = hidden
+    sizes = {"w0": (6 * pos_freqs + 3) * h, "b0": h, "w1": h * h, "b1": h, "w2f": h * h, "b2f": h, "w2d": h,
+             "b2d": 1, "w3": (h + 6 * dir_freqs + 3) * h, "b3": h, "w4t": 3 * h, "b4": 3}  # fmt: skip
+    out, o = {}, 0
+    for name, size in sizes.items():
+        out[name] = o
+        o += -(-size // _ALIGN) * _ALIGN
+    out["stride"] = o
+    return out
+
+
+def encoding_rows(num_freqs: int) -> list[int]:
+    """Rows of ``positional_encoding`` (v, sin 2⁰v, cos 2⁰v, …) in the kernels' input order: the 3L sines
+    (octave-major), the 3L cosines, then v."""
+    sin = [3 + 6 * f + c for f in range(num_freqs) for c in range(3)]
+    return [*sin, *(r + 3 for r in sin), 0, 1, 2]
+
+
+def pack_weights(weights: Mapping[str, Any], hidden: int, pos_freqs: int, dir_freqs: int) -> np.ndarray:
+    """The ten ``l*`` tensors (``y = x @ W + b``) as ``[M, stride]`` float32 rows (``weight_offsets``).
+
+    l0's rows and l3's encoding rows follow ``encoding_rows``; l2 is split into its feature columns and its
+    density column; l4 is stored transposed ``[3, H]``. Padding is zero.
+    """
+    w = {k: torch.as_tensor(v).detach().to("cpu", torch.float32).numpy() for k, v in weights.items()}
+    m, h = w["l0.weight"].shape[0], hidden
+    off = weight_offsets(hidden, pos_freqs, dir_freqs)
+    out = np.zeros((m, off["stride"]), dtype=np.float32)
+    rows3 = [*range(h), *(h + r for r in encoding_rows(dir_freqs))]
+    blocks = {
+        "w0": w["l0.weight"][:, encoding_rows(pos_freqs)],
+        "b0": w["l0.bias"],
+        "w1": w["l1.weight"],
+        "b1": w["l1.bias"],
+        "w2f": w["l2.weight"][:, :, 1:],
+        "b2f": w["l2.bias"][:, 1:],
+        "w2d": w["l2.weight"][:, :, 0],
+        "b2d": w["l2.bias"][:, :1],
+        "w3": w["l3.weight"][:, rows3],
+        "b3": w["l3.bias"],
+        "w4t": np.transpose(w["l4.weight"], (0, 2, 1)),
+        "b4": w["l4.bias"],
+    }
+    for name, block in blocks.items():
+        flat = np.ascontiguousarray(block).reshape(m, -1)
+        out[:, off[name] : off[name] + flat.shape[1]] = flat
+    return out
+
+
+class NativeScene:
+    """A scene ready for the native kernels (reuse it between frames; not thread-safe while tables build)."""
+
+    def __init__(self, scene_or_rs: Any) -> None:
+        """From a ``renderer.scene.Scene`` (prepared on the CPU first) or a CPU ``RenderScene``."""
+        rs = scene_or_rs if isinstance(scene_or_rs, RenderScene) else prepare_scene(scene_or_rs, "cpu")
+        if rs.device.type != "cpu":
+            raise ValueError(f"the native CPU renderer needs a scene on the CPU, not {rs.device}")
+        spec = rs.spec
+        self.rs = rs
+        self.bbox_min, self.bbox_max, self.grid_res = spec.bbox_min, spec.bbox_max, spec.grid_res
+        self.occupancy_res = rs.occupancy_res
+        self.pos_freqs, self.dir_freqs, self.hidden = spec.pos_freqs, spec.dir_freqs, spec.hidden
+        self.density_activation, self.density_scale = spec.density_activation, spec.density_scale
+        self.step_size, self.ert_threshold, self.background = rs.step_size, rs.ert_threshold, rs.background
+        self.num_networks = rs.num_networks
+        self.offsets = weight_offsets(self.hidden, self.pos_freqs, self.dir_freqs)
+        with torch.no_grad():
+            self.weights = pack_weights(rs.params, self.hidden, self.pos_freqs, self.dir_freqs)
+        self.network_index = rs.network_index_flat.to(torch.int32).numpy()
+        self._tables: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
+        self.struct = CpuScene()
+        self.struct.network_index = self.network_index.ctypes.data
+        self.struct.weights = self.weights.ctypes.data
+        self.struct.off = WeightOffsets(**self.offsets)
+        self.struct.voxel_size[:] = [float(v) for v in rs.voxel_size_t.tolist()]
+        self.struct.distance_cap = DISTANCE_CAP
+
+    @property
+    def weight_stride(self) -> int:
+        """Floats per packed network."""
+        return int(self.offsets["stride"])
+
+    def ensure_tables(self, ess: bool) -> None:
+        """Make (once) the voxel table and distance field the marcher reads for ``ess``."""
+        if ess not in self._tables:
+            valid = self.rs.valid_flat(ess).to(torch.uint8).numpy()
+            dist = np.ascontiguousarray(self.rs.distance_field(ess).numpy())
+            self._tables[ess] = (valid, dist)
+            self.struct.valid[int(ess)] = valid.ctypes.data
+            self.struct.distance[int(ess)] = dist.ctypes.data
+
+    def pointer(self, ess: bool) -> int:
+        """Address of the ``kc::CpuScene`` with the tables for ``ess`` in place."""
+        self.ensure_tables(ess)
+        return ctypes.addressof(self.struct)
