@@ -36,7 +36,11 @@ def frame_struct(fp: FrameParams) -> L.CpuFrame:
     """``kc::CpuFrame`` of resolved options."""
     f = L.CpuFrame()
     f.grow_passes, f.growth_cap, f.sample_budget = int(fp.grow_passes), PASS_GROWTH_CAP, PASS_SAMPLE_BUDGET
-    f.chunk_size, f.output, f.has_ert = fp.chunk_size, L.OUTPUT_CODES[fp.output], int(fp.ert_threshold is not None)
+    f.chunk_size, f.output, f.has_ert = (
+        fp.chunk_size,
+        L.OUTPUT_CODES[fp.output],
+        int(fp.ert_threshold is not None),
+    )
     return f
 
 
@@ -98,7 +102,11 @@ class CpuBackend:
         )
 
     def render_rays(
-        self, scene_or_rs: Any, origins: torch.Tensor, dirs: torch.Tensor, options: RenderOptions | None = None
+        self,
+        scene_or_rs: Any,
+        origins: torch.Tensor,
+        dirs: torch.Tensor,
+        options: RenderOptions | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, RenderStats]:
         """``[N, 3]`` rays → rgb ``[N, 3]``, depth ``[N]``, network ``[N]`` int64, T_end ``[N]``, stats (as
         ``renderer.render.render_rays_full``, but rgb is the asked output's picture)."""
@@ -129,7 +137,9 @@ class CpuBackend:
         with self._lock:
             scene_ptr = ns.pointer(fp.ess)
             io.workspace = self._workspace
-            rc = self.lib.kc_render_frame(self._isa_code, _ptr(P), scene_ptr, ctypes.addressof(F), ctypes.addressof(io))
+            rc = self.lib.kc_render_frame(
+                self._isa_code, _ptr(P), scene_ptr, ctypes.addressof(F), ctypes.addressof(io)
+            )
         check(rc, "render")
         values = {name: int(io.stats[i]) for i, name in enumerate(L.STAT_NAMES)}
         return rgb, depth, trans, net, RenderStats(rays=n, **values)

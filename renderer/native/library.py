@@ -31,8 +31,10 @@ _vp, _i32, _i64, _f32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes
 class WeightOffsets(ctypes.Structure):
     """``kc::WeightOffsets`` (floats into one network's packed weights)."""
 
-    _fields_ = [(n, _i32) for n in ("w0", "b0", "w1", "b1", "w2f", "b2f", "w2d", "b2d", "w3", "b3", "w4t", "b4",
-                                    "stride")]  # fmt: skip
+    _fields_ = [
+        (n, _i32)
+        for n in ("w0", "b0", "w1", "b1", "w2f", "b2f", "w2d", "b2d", "w3", "b3", "w4t", "b4", "stride")
+    ]
 
 
 class CpuScene(ctypes.Structure):
@@ -89,6 +91,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "kc_write_pixels": (_i32, [_i32, _vp, _i32, _i64, _vp, _vp, _vp, _vp, _vp]),
 }
 
+BUILD_HINT = "run `python -m renderer.native.build`"
 _lock = threading.Lock()
 _loaded: ctypes.CDLL | None = None
 
@@ -98,9 +101,15 @@ def status() -> tuple[bool, str]:
     """Whether the library can be loaded here, and why not (never raises, never compiles)."""
     path = build.default_output()
     if not path.is_file():
-        return False, f"the native CPU renderer is not built ({path.name} missing: run `python -m renderer.native.build`)"
+        return (
+            False,
+            f"the native CPU renderer is not built ({path.name} missing: {BUILD_HINT})",
+        )
     if not build.up_to_date(path):
-        return False, f"the native CPU renderer is out of date ({path.name}: run `python -m renderer.native.build`)"
+        return (
+            False,
+            f"the native CPU renderer is out of date ({path.name}: {BUILD_HINT})",
+        )
     try:
         _load(path)
     except OSError as e:
@@ -155,7 +164,9 @@ def isa_code(isa: str | None) -> int:
     """``kc::Isa`` code of an instruction-set name (None: the best here); ``ValueError`` if unavailable."""
     name = best_isa() if isa is None else isa
     if name not in available_isas():
-        raise ValueError(f"instruction set {name!r} is not available here (have {', '.join(available_isas())})")
+        raise ValueError(
+            f"instruction set {name!r} is not available here (have {', '.join(available_isas())})"
+        )
     return ISAS.index(name)
 
 

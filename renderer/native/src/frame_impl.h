@@ -114,6 +114,46 @@ inline i64 jump_target(const RayMarch& r, const CpuScene& S, const RenderParams&
     return kk > k ? kk : k + 1;
 }
 
+#if !defined(KC_ISA_GENERIC)
+// Tests the W lattice steps k, k+1, ... (below n) at once against the voxel table and takes the valid ones
+// in order (the same points and voxel indices as the scalar rule, vector lane by lane). Needs k + W < 2^24
+// (lattice indices exact in float32).
+inline int march_window(const CpuScene& S, const RenderParams& P, const RayMarch& r, const uint8_t* valid, i64& k,
+                        int K, int cnt, i64* out_k, int32_t* out_net) {
+    constexpr int W = Simd::W;
+    alignas(64) float lane[W], xs[3][W];
+    alignas(64) int32_t flat[W];
+    for (int i = 0; i < W; ++i) lane[i] = (float)i;
+    const Simd::V t = Simd::add(Simd::set1(r.t0), Simd::mul(Simd::add(Simd::add(Simd::set1((float)k), Simd::load(lane)),
+                                                                      Simd::set1(0.5f)), Simd::set1(P.step)));
+    Simd::VI idx = Simd::iset1(0);
+    for (int c = 0; c < 3; ++c) {
+        const Simd::V x = Simd::add(Simd::set1(r.o[c]), Simd::mul(t, Simd::set1(r.d[c])));
+        Simd::store(xs[c], x);
+        const Simd::V lo = Simd::set1(P.bbox_min[c]), ext = Simd::set1(P.bbox_max[c] - P.bbox_min[c]);
+        Simd::V g = Simd::floor(Simd::mul(Simd::div(Simd::sub(x, lo), ext), Simd::set1((float)P.occ_res[c])));
+        g = Simd::min(Simd::max(g, Simd::zero()), Simd::set1((float)(P.occ_res[c] - 1)));  // NaN -> 0
+        idx = Simd::iadd(Simd::imul(idx, Simd::iset1(P.occ_res[c])), Simd::trunc_int(g));
+    }
+    Simd::istore(flat, idx);
+    const int lanes = r.n - k < W ? (int)(r.n - k) : W;
+    for (int i = 0; i < lanes; ++i) {
+        if (!valid[flat[i]]) continue;
+        const float x[3] = {xs[0][i], xs[1][i], xs[2][i]};
+        int g[3];
+        kn::cell_index(P, x, P.grid_res, g);
+        out_k[cnt] = k + i;
+        out_net[cnt] = S.network_index[kn::flat_index(g, P.grid_res)];
+        if (++cnt == K) {
+            k += i + 1;
+            return cnt;
+        }
+    }
+    k += lanes;
+    return cnt;
+}
+#endif
+
 inline int march_ray(const CpuScene& S, const RenderParams& P, const RayMarch& r, i64& k, int K, i64* out_k,
                      int32_t* out_net) {
     const int ess = P.ess ? 1 : 0;
@@ -132,6 +172,12 @@ inline int march_ray(const CpuScene& S, const RenderParams& P, const RayMarch& r
             k = jump_target(r, S, P, g, dv, k, margin);
             continue;
         }
+#if !defined(KC_ISA_GENERIC)
+        if (k + Simd::W < (1 << 24)) {
+            cnt = march_window(S, P, r, valid, k, K, cnt, out_k, out_net);
+            continue;
+        }
+#endif
         if (valid[flat]) {
             int c[3];
             kn::cell_index(P, x, P.grid_res, c);
@@ -179,19 +225,30 @@ struct MlpScratch {
     int ld0, ld3;
 };
 
+// Row length for an encoding of L octaves at column col: 6L + 3 inputs, plus the last vector's spill.
+inline int encoding_ld(int col, int L) {
+    const int n = 3 * L, spill = n + round_up(n, Simd::W) + Simd::W;
+    return round_up(col + (spill > 2 * n + 3 ? spill : 2 * n + 3), 16);
+}
+
+inline int encoding_floats(const RenderParams& P) {
+    const int L = P.pos_freqs > P.dir_freqs ? P.pos_freqs : P.dir_freqs;
+    return round_up(Simd::kSamples * 3 * L + 1, Simd::W) + 2 * Simd::W;
+}
+
 inline int scratch_floats(const RenderParams& P) {
     const int S = Simd::kSamples, H = P.hidden, W = Simd::W;
-    const int ld0 = round_up(6 * P.pos_freqs + 3, 16), ld3 = round_up(H + 6 * P.dir_freqs + 3, 16);
-    const int enc = round_up(S * 3 * (P.pos_freqs > P.dir_freqs ? P.pos_freqs : P.dir_freqs) + 1, W);
+    const int ld0 = encoding_ld(0, P.pos_freqs), ld3 = encoding_ld(H, P.dir_freqs);
+    const int enc = encoding_floats(P);
     return S * (ld0 + ld3 + 3 * H) + 3 * enc + round_up(4 * S, W) + 64;
 }
 
 inline MlpScratch make_scratch(float* base, const RenderParams& P) {
     const int S = Simd::kSamples, H = P.hidden, W = Simd::W;
     MlpScratch m;
-    m.ld0 = round_up(6 * P.pos_freqs + 3, 16);
-    m.ld3 = round_up(H + 6 * P.dir_freqs + 3, 16);
-    const int enc = round_up(S * 3 * (P.pos_freqs > P.dir_freqs ? P.pos_freqs : P.dir_freqs) + 1, W);
+    m.ld0 = encoding_ld(0, P.pos_freqs);
+    m.ld3 = encoding_ld(H, P.dir_freqs);
+    const int enc = encoding_floats(P);
     float* p = base;
     m.in0 = p, p += S * m.ld0;
     m.a1 = p, p += S * H;
@@ -241,7 +298,8 @@ inline float dot(const float* a, const float* b) {
 }
 
 // gamma_L of kSamples 3-vectors v into rows of `dst` at column `col`: sin block (3L), cos block (3L), v.
-inline void encode_rows(const float (*v)[3], int L, MlpScratch& m, float* dst, int ld, int col) {
+#if defined(KC_ISA_GENERIC)
+inline void encode_rows(const float (*v)[4], int L, MlpScratch& m, float* dst, int ld, int col) {
     const int S = Simd::kSamples, n = 3 * L, padded = round_up(S * n, Simd::W);
     for (int s = 0; s < S; ++s) {
         float scale = 1.0f;
@@ -257,6 +315,30 @@ inline void encode_rows(const float (*v)[3], int L, MlpScratch& m, float* dst, i
         row[2 * n] = v[s][0], row[2 * n + 1] = v[s][1], row[2 * n + 2] = v[s][2];
     }
 }
+#else
+// Vector j of the arguments holds lanes i = W j + lane: v[i % 3] * 2^(i / 3) (exact: a power of two), made
+// by one permute and one multiply. Sines go to row[0, 3L), then cosines to row[3L, 6L) over the sines'
+// spill, then v over the cosines' spill (rows are padded to hold the last spill).
+inline void encode_rows(const float (*v)[4], int L, MlpScratch& m, float* dst, int ld, int col) {
+    constexpr int W = Simd::W;
+    const int n = 3 * L, nv = (n + W - 1) / W;
+    int32_t* idx = reinterpret_cast<int32_t*>(m.args);
+    float* scale = m.args + nv * W;
+    for (int i = 0; i < nv * W; ++i) idx[i] = i % 3, scale[i] = i < n ? ldexpf(1.0f, i / 3) : 0.0f;
+    for (int s = 0; s < Simd::kSamples; ++s) {
+        float* row = dst + s * ld + col;
+        const Simd::V vv = Simd::load(v[s]);  // lanes 0..2 (3 is padding; W >= 4)
+        for (int j = 0; j < nv; ++j) {
+            Simd::V sn, cs;
+            v_sincos(Simd::mul(Simd::permute(vv, Simd::iload(idx + W * j)), Simd::load(scale + W * j)), sn, cs);
+            Simd::store(row + W * j, sn);
+            Simd::store(m.c + W * j, cs);
+        }
+        for (int j = 0; j < nv; ++j) Simd::store(row + n + W * j, Simd::load(m.c + W * j));
+        row[2 * n] = v[s][0], row[2 * n + 1] = v[s][1], row[2 * n + 2] = v[s][2];
+    }
+}
+#endif
 
 inline void density_activation_array(const RenderParams& P, float* raw, int n) {
     if (P.density_activation == kn::kSoftplus) softplus_array(raw, n);
@@ -269,8 +351,8 @@ inline void density_activation_array(const RenderParams& P, float* raw, int n) {
 
 // kSamples samples of network w: local coordinates u, unit directions d -> sigma [kSamples], rgb [kSamples, 3].
 template <int H>
-inline void mlp_block(const RenderParams& P, const CpuScene& S, const float* w, const float (*u)[3],
-                      const float (*d)[3], MlpScratch& m, float* sigma, float* rgb) {
+inline void mlp_block(const RenderParams& P, const CpuScene& S, const float* w, const float (*u)[4],
+                      const float (*d)[4], MlpScratch& m, float* sigma, float* rgb) {
     constexpr int NS = Simd::kSamples;
     const kc::WeightOffsets& o = S.off;
     const int P3 = 3 * P.pos_freqs, D3 = 3 * P.dir_freqs;
@@ -294,7 +376,7 @@ inline void mlp_block(const RenderParams& P, const CpuScene& S, const float* w, 
     memcpy(rgb, logits, sizeof(float) * 3 * NS);
 }
 
-typedef void (*MlpFn)(const RenderParams&, const CpuScene&, const float*, const float (*)[3], const float (*)[3],
+typedef void (*MlpFn)(const RenderParams&, const CpuScene&, const float*, const float (*)[4], const float (*)[4],
                       MlpScratch&, float*, float*);
 
 inline MlpFn pick_mlp(int hidden) {
@@ -306,22 +388,52 @@ inline MlpFn pick_mlp(int hidden) {
     }
 }
 
-// Evaluates samples [begin, end) of network `net`: sample(i) gives the world point and direction of the i-th.
+// Local coordinates u [kSamples][4] of world points x [kSamples][4] in their network cells (kn::cell_index
+// and kn::local_coords, the torch renderer's rounding; vectorised over the samples where the ISA allows).
+#if defined(KC_ISA_GENERIC)
+inline void local_coords_block(const RenderParams& P, const float (*x)[4], float (*u)[4]) {
+    for (int s = 0; s < Simd::kSamples; ++s) {
+        int g[3];
+        kn::cell_index(P, x[s], P.grid_res, g);
+        kn::local_coords(P, x[s], g, u[s]);
+    }
+}
+#else
+inline void local_coords_block(const RenderParams& P, const float (*x)[4], float (*u)[4]) {
+    constexpr int NS = Simd::kSamples;
+    static_assert(NS <= Simd::W, "one vector per coordinate");
+    alignas(64) float col[Simd::W];
+    for (int c = 0; c < 3; ++c) {
+        for (int s = 0; s < Simd::W; ++s) col[s] = x[s < NS ? s : NS - 1][c];
+        const Simd::V xv = Simd::load(col);
+        const Simd::V lo = Simd::set1(P.bbox_min[c]);
+        const Simd::V ext = Simd::set1(P.bbox_max[c] - P.bbox_min[c]);
+        Simd::V f = Simd::floor(Simd::mul(Simd::div(Simd::sub(xv, lo), ext), Simd::set1((float)P.grid_res[c])));
+        f = Simd::min(Simd::max(f, Simd::zero()), Simd::set1((float)(P.grid_res[c] - 1)));  // NaN -> 0
+        const Simd::V cell = Simd::set1(P.cell_size[c]);
+        const Simd::V corner = Simd::add(lo, Simd::mul(f, cell));
+        const Simd::V uv = Simd::sub(Simd::div(Simd::mul(Simd::set1(2.0f), Simd::sub(xv, corner)), cell),
+                                     Simd::set1(1.0f));
+        Simd::store(col, uv);
+        for (int s = 0; s < NS; ++s) u[s][c] = col[s];
+    }
+}
+#endif
+
+// Evaluates samples [begin, end) of network `net`: sample(i, x, d) gives the i-th's world point and
+// direction; results go to index dst[i] (or i).
 template <typename Sample>
 inline void evaluate_run(const RenderParams& P, const CpuScene& S, MlpFn mlp, int net, i64 begin, i64 end,
                          Sample& sample, MlpScratch& m, float* sigma_out, float* rgb_out, const i64* dst) {
     constexpr int NS = Simd::kSamples;
     const float* w = S.weights + (i64)net * S.off.stride;
-    float u[NS][3], d[NS][3], sig[NS], col[3 * NS];
+    alignas(64) float x[NS][4], u[NS][4], d[NS][4];
+    float sig[NS], col[3 * NS];
+    for (int s = 0; s < NS; ++s) x[s][3] = u[s][3] = d[s][3] = 0.0f;
     for (i64 b = begin; b < end; b += NS) {
         const int nb = end - b < NS ? (int)(end - b) : NS;
-        for (int s = 0; s < NS; ++s) {
-            float x[3];
-            sample(b + (s < nb ? s : nb - 1), x, d[s]);  // padding repeats the last sample
-            int g[3];
-            kn::cell_index(P, x, P.grid_res, g);
-            kn::local_coords(P, x, g, u[s]);
-        }
+        for (int s = 0; s < NS; ++s) sample(b + (s < nb ? s : nb - 1), x[s], d[s]);  // padding repeats the last
+        local_coords_block(P, x, u);
         mlp(P, S, w, u, d, m, sig, col);
         for (int s = 0; s < nb; ++s) {
             const i64 j = dst ? dst[b + s] : b + s;

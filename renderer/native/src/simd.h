@@ -34,6 +34,12 @@ struct Simd {
     static inline M gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
     static inline V select(M m, V if_true, V if_false) { return _mm512_mask_blend_ps(m, if_false, if_true); }
     static inline V round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static inline V floor(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+    static inline V permute(V a, VI idx) { return _mm512_permutexvar_ps(idx, a); }
+    static inline VI iload(const int32_t* p) { return _mm512_loadu_si512(p); }
+    static inline void istore(int32_t* p, VI a) { _mm512_storeu_si512(p, a); }
+    static inline VI trunc_int(V a) { return _mm512_cvttps_epi32(a); }
+    static inline VI imul(VI a, VI b) { return _mm512_mullo_epi32(a, b); }
     static inline VI to_int(V a) { return _mm512_cvtps_epi32(a); }  // a already integral
     static inline V to_float(VI a) { return _mm512_cvtepi32_ps(a); }
     static inline VI iset1(int v) { return _mm512_set1_epi32(v); }
@@ -73,6 +79,12 @@ struct Simd {
     static inline M gt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
     static inline V select(M m, V if_true, V if_false) { return _mm256_blendv_ps(if_false, if_true, m); }
     static inline V round(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static inline V floor(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+    static inline V permute(V a, VI idx) { return _mm256_permutevar8x32_ps(a, idx); }
+    static inline VI iload(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+    static inline void istore(int32_t* p, VI a) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), a); }
+    static inline VI trunc_int(V a) { return _mm256_cvttps_epi32(a); }
+    static inline VI imul(VI a, VI b) { return _mm256_mullo_epi32(a, b); }
     static inline VI to_int(V a) { return _mm256_cvtps_epi32(a); }
     static inline V to_float(VI a) { return _mm256_cvtepi32_ps(a); }
     static inline VI iset1(int v) { return _mm256_set1_epi32(v); }
