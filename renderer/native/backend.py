@@ -68,6 +68,8 @@ class CpuBackend:
         self._scene: NativeScene | None = None
         self._lock = threading.Lock()  # one frame at a time per backend (the workspace is reused)
         self._workspace = self.lib.kc_workspace_new()
+        self.last_step_ms: dict[str, float] = {}
+        """Wall milliseconds of each step of the last frame (``library.STEP_TIMES``)."""
 
     def __del__(self) -> None:
         ws, self._workspace = getattr(self, "_workspace", None), None
@@ -142,4 +144,5 @@ class CpuBackend:
             )
         check(rc, "render")
         values = {name: int(io.stats[i]) for i, name in enumerate(L.STAT_NAMES)}
+        self.last_step_ms = {name: io.step_ns[i] / 1e6 for i, name in enumerate(L.STEP_TIMES)}
         return rgb, depth, trans, net, RenderStats(rays=n, **values)

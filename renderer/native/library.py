@@ -22,6 +22,8 @@ OUTPUT_CODES = {"rgb": 0, "depth": 1, "network": 2}
 STAT_NAMES = ("rays_hit_box", "samples_marched", "samples_evaluated", "networks_touched", "passes",
               "rays_terminated_early")  # fmt: skip
 """``kc::Stat`` slots 0..5 (``renderer.frame.RenderStats`` field names)."""
+STEP_TIMES = ("rays", "march", "sort", "evaluate", "composite", "write")
+"""``kc::StepTime`` slots of ``FrameIO.step_ns``: wall time of each step of the last frame."""
 ISA_ENV = "KILONERF_CPU_ISA"
 """Environment variable that caps the instruction set (generic, avx2 or avx512)."""
 
@@ -72,6 +74,7 @@ class FrameIO(ctypes.Structure):
         ("trans", _vp),
         ("network", _vp),
         ("stats", _i64 * 8),
+        ("step_ns", _i64 * 8),
     ]
 
 

@@ -154,54 +154,77 @@ inline int march_window(const CpuScene& S, const RenderParams& P, const RayMarch
 }
 #endif
 
-inline int march_ray(const CpuScene& S, const RenderParams& P, const RayMarch& r, i64& k, int K, i64* out_k,
-                     int32_t* out_net) {
-    const int ess = P.ess ? 1 : 0;
-    const uint8_t* valid = S.valid[ess];
-    const uint8_t* dist = S.distance[ess];
-    const float margin = 0.01f * fminf(S.voxel_size[0], fminf(S.voxel_size[1], S.voxel_size[2]));
-    int cnt = 0;
-    while (k < r.n && cnt < K) {
-        float x[3];
-        kn::point_on_ray(r.o, r.d, kn::lattice_t(r.t0, k, P.step), x);
-        int g[3];
-        kn::cell_index(P, x, P.occ_res, g);
-        const i64 flat = kn::flat_index(g, P.occ_res);
-        const int dv = dist[flat];
-        if (dv >= 2) {
-            k = jump_target(r, S, P, g, dv, k, margin);
-            continue;
-        }
-#if !defined(KC_ISA_GENERIC)
-        if (k + Simd::W < (1 << 24)) {
-            cnt = march_window(S, P, r, valid, k, K, cnt, out_k, out_net);
-            continue;
-        }
-#endif
-        if (valid[flat]) {
-            int c[3];
-            kn::cell_index(P, x, P.grid_res, c);
-            out_k[cnt] = k;
-            out_net[cnt] = S.network_index[kn::flat_index(c, P.grid_res)];
-            ++cnt;
-        }
-        ++k;
+// One step of one ray's march: from lattice index k, jump over empty space or test a window (or one lattice
+// step); returns false once the ray has K samples or no lattice left.
+struct MarchState {
+    RayMarch r;
+    i64 k;
+    int cnt;
+    i64* out_k;
+    int32_t* out_net;
+};
+
+inline bool march_step(const CpuScene& S, const RenderParams& P, const uint8_t* valid, const uint8_t* dist, float margin,
+                       int K, MarchState& m) {
+    if (m.k >= m.r.n || m.cnt >= K) return false;
+    float x[3];
+    kn::point_on_ray(m.r.o, m.r.d, kn::lattice_t(m.r.t0, m.k, P.step), x);
+    int g[3];
+    kn::cell_index(P, x, P.occ_res, g);
+    const i64 flat = kn::flat_index(g, P.occ_res);
+    const int dv = dist[flat];
+    if (dv >= 2) {
+        m.k = jump_target(m.r, S, P, g, dv, m.k, margin);
+        return true;
     }
-    return cnt;
+#if !defined(KC_ISA_GENERIC)
+    if (m.k + Simd::W < (1 << 24)) {
+        m.cnt = march_window(S, P, m.r, valid, m.k, K, m.cnt, m.out_k, m.out_net);
+        return true;
+    }
+#endif
+    if (valid[flat]) {
+        int c[3];
+        kn::cell_index(P, x, P.grid_res, c);
+        m.out_k[m.cnt] = m.k;
+        m.out_net[m.cnt] = S.network_index[kn::flat_index(c, P.grid_res)];
+        ++m.cnt;
+    }
+    ++m.k;
+    return true;
 }
+
+constexpr int kMarchGroup = 8;  // rays stepped round-robin, so that their (latency-bound) steps overlap
 
 void march_pass(const RenderParams* Pp, const CpuScene* Sp, i64 n_live, const int32_t* live, const float* origins,
                 const float* dirs, const float* t0, const i64* n_steps, i64* k, int K, PassSlots slots) {
     const RenderParams& P = *Pp;
     const CpuScene& S = *Sp;
+    const int ess = P.ess ? 1 : 0;
+    const float margin = 0.01f * fminf(S.voxel_size[0], fminf(S.voxel_size[1], S.voxel_size[2]));
     auto body = [&](i64 b, i64 e, int) {
-        for (i64 i = b; i < e; ++i) {
-            const i64 r = live[i];
-            RayMarch rm;
-            ray_march_setup(S, origins + 3 * r, dirs + 3 * r, t0[r], n_steps[r], P, rm);
-            const int cnt = march_ray(S, P, rm, k[r], K, slots.k + i * K, slots.net + i * K);
-            for (int j = cnt; j < K; ++j) slots.net[i * K + j] = -1;
-            slots.count[i] = cnt;
+        for (i64 g0 = b; g0 < e; g0 += kMarchGroup) {
+            const int G = e - g0 < kMarchGroup ? (int)(e - g0) : kMarchGroup;
+            MarchState st[kMarchGroup];
+            int order[kMarchGroup], active = G;
+            for (int j = 0; j < G; ++j) {
+                const i64 i = g0 + j, r = live[i];
+                ray_march_setup(S, origins + 3 * r, dirs + 3 * r, t0[r], n_steps[r], P, st[j].r);
+                st[j].k = k[r], st[j].cnt = 0, st[j].out_k = slots.k + i * K, st[j].out_net = slots.net + i * K;
+                order[j] = j;
+            }
+            while (active > 0) {
+                for (int a = 0; a < active;) {
+                    if (march_step(S, P, S.valid[ess], S.distance[ess], margin, K, st[order[a]])) ++a;
+                    else order[a] = order[--active];
+                }
+            }
+            for (int j = 0; j < G; ++j) {
+                const i64 i = g0 + j;
+                k[live[i]] = st[j].k;
+                for (int q = st[j].cnt; q < K; ++q) slots.net[i * K + q] = -1;
+                slots.count[i] = st[j].cnt;
+            }
         }
     };
     parallel(n_live, 64, body);
@@ -222,6 +245,8 @@ struct MlpScratch {
     float* s;     // their sines
     float* c;     // their cosines
     float* out;   // raw density [kSamples] | rgb logits [3 kSamples], padded
+    int32_t* lane_coord;  // encoding argument lane i: coordinate i % 3 ...
+    float* lane_scale;    // ... times 2^(i / 3) (0 past 3L)
     int ld0, ld3;
 };
 
@@ -240,7 +265,7 @@ inline int scratch_floats(const RenderParams& P) {
     const int S = Simd::kSamples, H = P.hidden, W = Simd::W;
     const int ld0 = encoding_ld(0, P.pos_freqs), ld3 = encoding_ld(H, P.dir_freqs);
     const int enc = encoding_floats(P);
-    return S * (ld0 + ld3 + 3 * H) + 3 * enc + round_up(4 * S, W) + 64;
+    return S * (ld0 + ld3 + 3 * H) + 5 * enc + round_up(4 * S, W) + 64;
 }
 
 inline MlpScratch make_scratch(float* base, const RenderParams& P) {
@@ -258,7 +283,12 @@ inline MlpScratch make_scratch(float* base, const RenderParams& P) {
     m.args = p, p += enc;
     m.s = p, p += enc;
     m.c = p, p += enc;
+    m.lane_coord = reinterpret_cast<int32_t*>(p), p += enc;
+    m.lane_scale = p, p += enc;
     m.out = p;
+    const int L = P.pos_freqs > P.dir_freqs ? P.pos_freqs : P.dir_freqs;
+    for (int i = 0; i < round_up(3 * L, W); ++i)
+        m.lane_coord[i] = i % 3, m.lane_scale[i] = i < 3 * L ? ldexpf(1.0f, i / 3) : 0.0f;
     return m;
 }
 
@@ -322,9 +352,8 @@ inline void encode_rows(const float (*v)[4], int L, MlpScratch& m, float* dst, i
 inline void encode_rows(const float (*v)[4], int L, MlpScratch& m, float* dst, int ld, int col) {
     constexpr int W = Simd::W;
     const int n = 3 * L, nv = (n + W - 1) / W;
-    int32_t* idx = reinterpret_cast<int32_t*>(m.args);
-    float* scale = m.args + nv * W;
-    for (int i = 0; i < nv * W; ++i) idx[i] = i % 3, scale[i] = i < n ? ldexpf(1.0f, i / 3) : 0.0f;
+    const int32_t* idx = m.lane_coord;
+    const float* scale = m.lane_scale;
     for (int s = 0; s < Simd::kSamples; ++s) {
         float* row = dst + s * ld + col;
         const Simd::V vv = Simd::load(v[s]);  // lanes 0..2 (3 is padding; W >= 4)

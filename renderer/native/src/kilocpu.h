@@ -86,7 +86,11 @@ struct FrameIO {
     float* trans;                    // [n_rays] T_end
     int32_t* network;                // [n_rays] dominant network (-1: none)
     i64 stats[kNumStats];
+    i64 step_ns[kNumStats];  // wall time per step: StepTime
 };
+
+// Slots of FrameIO::step_ns.
+enum StepTime { kTimeRays = 0, kTimeMarch = 1, kTimeSort = 2, kTimeEvaluate = 3, kTimeComposite = 4, kTimeWrite = 5 };
 
 // One pass's slots: ray i of the pass owns slots [i*K, i*K + count[i]); empty slots have net -1.
 struct PassSlots {

@@ -4,6 +4,8 @@
 // nothing in the results, since every ray and every sample is independent within a pass.
 #pragma once
 
+#include <time.h>
+
 #include "frame_impl.h"
 
 namespace {
@@ -15,7 +17,24 @@ enum WsSlot {
 };
 static_assert(kWsCount <= kc::kWorkspaceSlots, "workspace slots");
 
-constexpr i64 kSubBatch = 1 << 15;  // live rays marched, sorted, evaluated and composited together
+constexpr i64 kSubBatch = 1 << 15;
+
+inline i64 now_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (i64)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+// Adds the time since the last call to slot `slot` of the frame's step times.
+struct StepClock {
+    i64* ns;
+    i64 last = now_ns();
+    void lap(int slot) {
+        const i64 t = now_ns();
+        ns[slot] += t - last;
+        last = t;
+    }
+};  // live rays marched, sorted, evaluated and composited together
 
 template <typename T>
 inline T* ws_get(kc::Workspace* ws, int slot, i64 n) {
@@ -94,9 +113,12 @@ inline i64 start_chunk(const RenderParams& P, const kc::FrameIO& io, i64 a, i64 
 
 // One sub-batch of a pass: rays live[0, L) march K samples, are evaluated and composited.
 inline int pass_sub_batch(const RenderParams& P, const CpuScene& S, const CpuFrame& F, Chunk& c, const int32_t* live,
-                          uint8_t* stopped, i64 L, int K, PassBuffers& b, uint8_t* touched, i64* stats) {
+                          uint8_t* stopped, i64 L, int K, PassBuffers& b, uint8_t* touched, i64* stats,
+                          StepClock& clock) {
     march_pass(&P, &S, L, live, c.o, c.d, c.t0, c.n, c.k, K, b.slots);
+    clock.lap(kc::kTimeMarch);
     sort_by_network(b.slots.net, L * K, P.num_networks, b.hist, b.runs, touched);
+    clock.lap(kc::kTimeSort);
     stats[kc::kSamplesEvaluated] += b.runs.count;
     const i64* sk = b.slots.k;
     auto sample = [&](i64 slot, float* x, float* dir) {
@@ -105,14 +127,16 @@ inline int pass_sub_batch(const RenderParams& P, const CpuScene& S, const CpuFra
         dir[0] = c.d[3 * r], dir[1] = c.d[3 * r + 1], dir[2] = c.d[3 * r + 2];
     };
     if (evaluate_runs(P, S, b.runs, sample, b.scratch, b.sigma, b.rgb) != 0) return -1;
+    clock.lap(kc::kTimeEvaluate);
     composite_pass(&P, F.has_ert, L, live, K, c.t0, sk, b.slots.net, b.slots.count, b.sigma, b.rgb, c.trans, c.color,
                    c.depth, c.best_w, c.best_net, stopped);
+    clock.lap(kc::kTimeComposite);
     return 0;
 }
 
 // Marches one chunk to the end; returns the number of passes (or < 0 on error).
 inline int march_chunk(const RenderParams& P, const CpuScene& S, const CpuFrame& F, kc::Workspace* ws, Chunk& c,
-                       i64 n_live, uint8_t* touched, i64* stats) {
+                       i64 n_live, uint8_t* touched, i64* stats, StepClock& clock) {
     const i64 cap = (n_live < kSubBatch ? n_live : kSubBatch) * P.samples_per_pass;
     PassBuffers b;
     if (!get_pass(ws, P, cap > F.sample_budget ? cap : F.sample_budget, b)) return -2;
@@ -122,7 +146,8 @@ inline int march_chunk(const RenderParams& P, const CpuScene& S, const CpuFrame&
         ++passes;
         for (i64 i0 = 0; i0 < n_live; i0 += kSubBatch) {
             const i64 L = n_live - i0 < kSubBatch ? n_live - i0 : kSubBatch;
-            if (pass_sub_batch(P, S, F, c, c.live + i0, c.stopped + i0, L, K, b, touched, stats) != 0) return -1;
+            if (pass_sub_batch(P, S, F, c, c.live + i0, c.stopped + i0, L, K, b, touched, stats, clock) != 0)
+                return -1;
         }
         i64 kept = 0;
         for (i64 i = 0; i < n_live; ++i) {
@@ -143,7 +168,8 @@ int render_frame(const RenderParams* Pp, const CpuScene* Sp, const CpuFrame* Fp,
     kc::Workspace local = {};
     kc::Workspace* ws = io->workspace ? io->workspace : &local;
     const i64 N = io->n_rays, chunk = F.chunk_size > 0 ? F.chunk_size : (N > 0 ? N : 1);
-    for (int i = 0; i < kc::kNumStats; ++i) io->stats[i] = 0;
+    for (int i = 0; i < kc::kNumStats; ++i) io->stats[i] = io->step_ns[i] = 0;
+    StepClock clock{io->step_ns};
     uint8_t* touched = ws_get<uint8_t>(ws, kWsTouched, P.num_networks);
     int rc = touched ? 0 : -2;
     if (touched) memset(touched, 0, (size_t)P.num_networks);
@@ -155,8 +181,9 @@ int render_frame(const RenderParams* Pp, const CpuScene* Sp, const CpuFrame* Fp,
             break;
         }
         const i64 n_live = start_chunk(P, *io, a, R, c);
+        clock.lap(kc::kTimeRays);
         io->stats[kc::kRaysHitBox] += n_live;
-        const int passes = march_chunk(P, *Sp, F, ws, c, n_live, touched, io->stats);
+        const int passes = march_chunk(P, *Sp, F, ws, c, n_live, touched, io->stats, clock);
         if (passes < 0) {
             rc = passes;
             break;
@@ -173,6 +200,7 @@ int render_frame(const RenderParams* Pp, const CpuScene* Sp, const CpuFrame* Fp,
     for (int m = 0; rc == 0 && m < P.num_networks; ++m) io->stats[kc::kNetworksTouched] += touched[m];
     if (rc == 0 && F.output != kc::kRgb)
         write_pixels(&P, F.output, N, io->rgb, io->trans, io->depth, io->network, io->rgb);
+    clock.lap(kc::kTimeWrite);
     if (!io->workspace) kc_workspace_free(&local);
     return rc;
 }
