@@ -1,7 +1,8 @@
 """``python -m renderer``: render a .kilo scene to PNG/NPY, or describe it.
 
-    python -m renderer render SCENE.kilo --camera CAM.json --out OUT.png|OUT.npy [--backend auto|torch|cuda]
-        [--device cpu|cuda] [--no-ess] [--no-ert] [--stats] [--size WxH] [--output rgb|depth|network]
+    python -m renderer render SCENE.kilo --camera CAM.json --out OUT.png|OUT.npy
+        [--backend auto|cuda|cpu|torch] [--device cpu|cuda] [--no-ess] [--no-ert] [--stats] [--size WxH]
+        [--output rgb|depth|network]
     python -m renderer info SCENE.kilo [--json]
 
 User errors (missing or corrupt scene, bad camera JSON, unwritable output, bad arguments) print one line
@@ -173,6 +174,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
+    from renderer.backends import BACKENDS
+
     p = argparse.ArgumentParser(
         prog="python -m renderer", description="Render or describe KiloNeRF .kilo scenes."
     )
@@ -183,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--camera", help="camera JSON (width, height, focal, c2w); default: the scene's first view"
     )
     r.add_argument("--out", required=True, help="output .png (8-bit) or .npy (float32 [H, W, 3])")
-    r.add_argument("--backend", default="auto", choices=("auto", "torch", "cuda"))
+    r.add_argument("--backend", default="auto", choices=BACKENDS, help="auto: cuda, else cpu, else torch")
     r.add_argument("--device", default=None, help="torch device for the torch backend (cpu, cuda, cuda:1)")
     r.add_argument("--no-ess", action="store_true", help="disable empty-space skipping")
     r.add_argument("--no-ert", action="store_true", help="disable early ray termination")

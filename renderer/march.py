@@ -66,6 +66,15 @@ def intersect_aabb(
     return t0, far.amin(dim=1)
 
 
+def clip_to_box(
+    origins: torch.Tensor, dirs: torch.Tensor, bbox_min: torch.Tensor, bbox_max: torch.Tensor, step: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step ``clip_to_box``: t0 ``[R]`` (``intersect_aabb``) and the number of lattice samples t_k < t1 of
+    each ray ``[R]`` int64 (``lattice_count``; 0 when the ray misses the box)."""
+    t0, t1 = intersect_aabb(origins, dirs, bbox_min, bbox_max)
+    return t0, lattice_count(t0, t1, step)
+
+
 def lattice_t(t0: torch.Tensor, k: torch.Tensor, step: float) -> torch.Tensor:
     """t_k = t0 + (k + ½)·s in float32 (``t0``, ``k`` broadcast; ``step`` a float32-representable float)."""
     return t0 + (k.to(torch.float32) + 0.5) * step
@@ -115,8 +124,7 @@ class RayBatch:
     @classmethod
     def start(cls, rs: RenderScene, origins: torch.Tensor, dirs: torch.Tensor, step: float) -> RayBatch:
         """Clip the rays to the box and put every ray at k = 0."""
-        t0, t1 = intersect_aabb(origins, dirs, rs.bbox_min_t, rs.bbox_max_t)
-        n = lattice_count(t0, t1, step)
+        t0, n = clip_to_box(origins, dirs, rs.bbox_min_t, rs.bbox_max_t, step)
         return cls(origins, dirs, t0, n, torch.zeros_like(n))
 
 
@@ -383,6 +391,48 @@ def _next_samples_wide(
     nz = (sub.view(-1) >= 0).nonzero().squeeze(1)  # row-major: grouped by ray, then slot (= k order)
     ray = sel(rows, 0, nz // max_per_ray)
     return ray, sel(sub.view(-1), 0, nz), nz % max_per_ray
+
+
+@dataclass
+class PassSamples:
+    """One pass's contributing samples (``march_pass``), ``[S]`` each: ray (row of the batch), lattice index,
+    slot (order within the ray's pass), row among the live rays, t, position ``[S, 3]``, direction ``[S, 3]``
+    and network."""
+
+    ray: torch.Tensor
+    k: torch.Tensor
+    slot: torch.Tensor
+    row: torch.Tensor
+    t: torch.Tensor
+    x: torch.Tensor
+    d: torch.Tensor
+    net: torch.Tensor
+
+
+def march_pass(
+    rs: RenderScene, rays: RayBatch, step: float, ess: bool, k_pass: int, live: torch.Tensor
+) -> PassSamples:
+    """The next ≤ ``k_pass`` contributing samples of the ``live`` rays (``[A]`` rows of the batch).
+
+    The voxel table decides which lattice steps take a slot; the network comes from the cell rule, and a
+    sample whose cell has none (rounding at a cell face) is dropped, its slot left empty.
+    """
+    sel = torch.index_select  # much faster than advanced indexing on the CPU
+    ray, k, slot = next_samples(rs, rays, step, k_pass, ess, live)
+    t = lattice_t(sel(rays.t0, 0, ray), k, step)
+    d_s = sel(rays.dirs, 0, ray)
+    x = sel(rays.origins, 0, ray) + t[:, None] * d_s
+    net = sel(
+        rs.network_index_flat,
+        0,
+        flat_index(cell_index(x, rs.bbox_min_t, rs.bbox_max_t, rs.grid_res), rs.grid_res),
+    )
+    ok = net >= 0
+    if not bool(ok.all()):
+        ray, k, slot, t, x, net, d_s = ray[ok], k[ok], slot[ok], t[ok], x[ok], net[ok], d_s[ok]
+    row_of = torch.full((rays.k.shape[0],), -1, dtype=torch.int64, device=rs.device)
+    row_of.index_copy_(0, live, torch.arange(live.numel(), device=rs.device))
+    return PassSamples(ray, k, slot, sel(row_of, 0, ray), t, x, d_s, net)
 
 
 def march_rays(

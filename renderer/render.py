@@ -21,8 +21,7 @@ from renderer.frame import (
     prepare_scene,
     resolve_options,
 )
-from renderer.grid import cell_index, flat_index
-from renderer.march import RayBatch, lattice_t, next_samples
+from renderer.march import PassSamples, RayBatch, march_pass
 from renderer.networks import evaluate_colors_where, evaluate_density_first, evaluate_networks
 from renderer.pixels import expected_depth, write_pixels
 
@@ -59,49 +58,8 @@ class _Accum:
         )
 
 
-@dataclass
-class _PassSamples:
-    """One pass's contributing samples (``march_pass``): ray, lattice index, slot, row among the live rays,
-    t, position, direction and network of each."""
-
-    ray: torch.Tensor
-    k: torch.Tensor
-    slot: torch.Tensor
-    row: torch.Tensor
-    t: torch.Tensor
-    x: torch.Tensor
-    d: torch.Tensor
-    net: torch.Tensor
-
-
-def march_pass(
-    rs: RenderScene, rays: RayBatch, d: torch.Tensor, fp: FrameParams, k_pass: int, live: torch.Tensor
-) -> _PassSamples:
-    """The next ≤ ``k_pass`` contributing samples of the ``live`` rays (``[A]`` rows of the batch).
-
-    The voxel table decides which lattice steps take a slot; the network comes from the cell rule, and a
-    sample whose cell has none (rounding at a cell face) is dropped, its slot left empty.
-    """
-    sel = torch.index_select  # much faster than advanced indexing on the CPU
-    ray, k, slot = next_samples(rs, rays, fp.step, k_pass, fp.ess, live)
-    t = lattice_t(sel(rays.t0, 0, ray), k, fp.step)
-    d_s = sel(d, 0, ray)
-    x = sel(rays.origins, 0, ray) + t[:, None] * d_s
-    net = sel(
-        rs.network_index_flat,
-        0,
-        flat_index(cell_index(x, rs.bbox_min_t, rs.bbox_max_t, rs.grid_res), rs.grid_res),
-    )
-    ok = net >= 0
-    if not bool(ok.all()):
-        ray, k, slot, t, x, net, d_s = ray[ok], k[ok], slot[ok], t[ok], x[ok], net[ok], d_s[ok]
-    row_of = torch.full((rays.k.shape[0],), -1, dtype=torch.int64, device=rs.device)
-    row_of.index_copy_(0, live, torch.arange(live.numel(), device=rs.device))
-    return _PassSamples(ray, k, slot, sel(row_of, 0, ray), t, x, d_s, net)
-
-
 def _evaluate_and_composite(
-    rs: RenderScene, s: _PassSamples, acc: _Accum, live: torch.Tensor, fp: FrameParams, k_pass: int
+    rs: RenderScene, s: PassSamples, acc: _Accum, live: torch.Tensor, fp: FrameParams, k_pass: int
 ) -> torch.Tensor:
     """Evaluate a pass's samples and composite them onto the live rays; returns the weights ``[S]``."""
     sel = torch.index_select
@@ -131,7 +89,7 @@ def _evaluate_and_composite(
     return w
 
 
-def _dominant_network(s: _PassSamples, w: torch.Tensor, acc: _Accum, live: torch.Tensor) -> None:
+def _dominant_network(s: PassSamples, w: torch.Tensor, acc: _Accum, live: torch.Tensor) -> None:
     """Per ray, keep the first sample with the largest weight so far (strictly above earlier passes')."""
     row, dev = s.row, w.device
     best = torch.zeros(live.numel(), device=dev).scatter_reduce_(0, row, w, "amax")
@@ -160,7 +118,7 @@ def _march_chunk(
     sel = torch.index_select
     while live.numel() > 0:
         k_pass = fp.pass_samples(passes, live.numel())
-        s = march_pass(rs, rays, d, fp, k_pass, live)
+        s = march_pass(rs, rays, fp.step, fp.ess, k_pass, live)
         passes += 1
         if s.ray.numel() > 0:
             stats.samples_evaluated += int(s.ray.numel())

@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         if args.threads < 1:
             return _fail(f"--threads must be >= 1, got {args.threads}")
-        import torch
+        from renderer.backends import set_cpu_threads
 
-        torch.set_num_threads(args.threads)
+        set_cpu_threads(args.threads)
     from renderer.scene import SceneFormatError
     from trainer.data import DatasetError
 
