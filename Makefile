@@ -8,7 +8,7 @@ TORCH_CPU_PIN := torch==2.13.0
 export OMP_WAIT_POLICY ?= PASSIVE
 APT_PKGS := xvfb xauth xdotool libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libegl-mesa0
 
-.PHONY: view test lint typecheck pytest sysdeps venv bench clean
+.PHONY: view test lint typecheck pytest sysdeps venv native bench clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
+# The native CPU renderer (renderer/native/_kilocpu.so): rebuilt when its C++ sources change, skipped in a
+# second when they did not. Without a C++ compiler this says why and the project runs on the torch renderer.
+native: $(STAMP)
+	@$(VPY) -m renderer.native.build || (command -v $${CXX:-g++} >/dev/null 2>&1 && exit 1 || true)
+
 # System packages for OpenGL without a screen (Mesa, EGL, Xvfb). Installed only when missing and root.
 sysdeps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -37,7 +42,7 @@ sysdeps:
 		fi; \
 	fi
 
-view: $(STAMP)
+view: $(STAMP) native
 	$(VPY) run_viewer.py --scene assets/lego.kilo
 
 lint: $(STAMP)
@@ -47,7 +52,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP) sysdeps
+pytest: $(STAMP) sysdeps native
 	@if command -v xvfb-run >/dev/null 2>&1; then \
 		PYOPENGL_PLATFORM=egl xvfb-run -a -s "-screen 0 1280x1024x24" $(VPY) -m pytest -q $(PYTEST_ARGS); \
 	else \
@@ -56,8 +61,8 @@ pytest: $(STAMP) sysdeps
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+bench: $(STAMP) native
 	$(VPY) benchmarks/render_speed.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build renderer/native/_kilocpu.so

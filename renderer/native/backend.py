@@ -4,6 +4,7 @@ renderer's contract: ``render(scene_or_rs, camera, options) -> RenderResult`` an
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 import time
 from typing import Any
@@ -17,12 +18,17 @@ from renderer.frame import (
     FrameParams,
     RenderOptions,
     RenderResult,
+    RenderScene,
     RenderStats,
+    prepare_scene,
     resolve_options,
 )
 from renderer.kernel_params import camera_params, render_params
 from renderer.native import library as L
 from renderer.native.scene import SUPPORTED_HIDDEN, NativeScene
+from renderer.render import render_image, render_rays_full
+
+log = logging.getLogger(__name__)
 
 
 class NativeError(RuntimeError):
@@ -65,7 +71,7 @@ class CpuBackend:
         self.isa = isa or L.best_isa()
         self._isa_code = L.isa_code(self.isa)
         self._scene_key: Any = None
-        self._scene: NativeScene | None = None
+        self._scene: NativeScene | RenderScene | None = None
         self._lock = threading.Lock()  # one frame at a time per backend (the workspace is reused)
         self._workspace = self.lib.kc_workspace_new()
         self.last_step_ms: dict[str, float] = {}
@@ -76,20 +82,29 @@ class CpuBackend:
         if ws and getattr(self, "lib", None) is not None:
             self.lib.kc_workspace_delete(ws)
 
-    def prepare(self, scene: Any) -> NativeScene:
-        """The scene packed for the kernels (cached for the last scene object seen)."""
+    def prepare(self, scene: Any) -> Any:
+        """The scene packed for the kernels (cached for the last scene object seen); a scene whose hidden
+        width has no kernel (``SUPPORTED_HIDDEN``) comes back as a torch ``RenderScene`` and is rendered by
+        the torch renderer (said once)."""
         if isinstance(scene, NativeScene):
             return scene
         if self._scene is None or self._scene_key is not scene:
-            if int(scene.hidden if hasattr(scene, "hidden") else scene.spec.hidden) not in SUPPORTED_HIDDEN:
-                raise NativeError(f"the native CPU renderer supports hidden widths {SUPPORTED_HIDDEN}")
-            self._scene, self._scene_key = NativeScene(scene), scene
+            hidden = int(scene.spec.hidden if isinstance(scene, RenderScene) else scene.hidden)
+            if hidden not in SUPPORTED_HIDDEN:
+                log.info("hidden width %d has no native CPU kernel (%s); using the torch renderer", hidden,
+                         ", ".join(map(str, SUPPORTED_HIDDEN)))  # fmt: skip
+                self._scene = scene if isinstance(scene, RenderScene) else prepare_scene(scene, "cpu")
+            else:
+                self._scene = NativeScene(scene)
+            self._scene_key = scene
         return self._scene
 
     def render(self, scene_or_rs: Any, camera: Any, options: RenderOptions | None = None) -> RenderResult:
         """Render ``camera``'s view; ``RenderResult.image`` is ``[H, W, 3]`` float32 on the CPU."""
         start = time.perf_counter()
         ns = self.prepare(scene_or_rs)
+        if isinstance(ns, RenderScene):
+            return render_image(ns, camera, options)
         fp = resolve_options(ns, options)
         cam = np.array(camera_params(camera))
         n = int(camera.width) * int(camera.height)
@@ -114,6 +129,8 @@ class CpuBackend:
         ``renderer.render.render_rays_full``, but rgb is the asked output's picture)."""
         start = time.perf_counter()
         ns = self.prepare(scene_or_rs)
+        if isinstance(ns, RenderScene):
+            return render_rays_full(ns, origins, dirs, options)
         fp = resolve_options(ns, options)
         o = np.ascontiguousarray(origins.detach().to("cpu", torch.float32).numpy())
         d = np.ascontiguousarray(dirs.detach().to("cpu", torch.float32).numpy())

@@ -26,7 +26,8 @@ SOURCE_DIR = PACKAGE_DIR / "src"
 CUDA_DIR = PACKAGE_DIR.parent / "cuda"
 """``common.cuh``, the per-sample maths shared with the CUDA kernels."""
 LIBRARY_NAME = "_kilocpu.so"
-STAMP_SUFFIX = ".stamp"
+DIGEST_MARKER = b"KILOCPU_SOURCE_DIGEST="
+"""The library carries the digest of its sources after this marker (``kc_source_digest`` in kilocpu.cpp)."""
 FLAGS = ["-std=c++17", "-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-pthread",
          "-fvisibility=hidden", "-Wall", "-Wextra"]  # fmt: skip
 """No FMA contraction: the geometry (points, lattice, voxel indices) must round exactly as torch does;
@@ -55,13 +56,14 @@ def compiler() -> str | None:
 
 
 def command(cxx: str, output: Path) -> list[str]:
-    """The compiler command line that builds ``output``."""
+    """The compiler command line that builds ``output`` (with the sources' digest compiled in)."""
     units = sorted(str(p) for p in SOURCE_DIR.glob("*.cpp"))
-    return [cxx, *FLAGS, f"-I{SOURCE_DIR}", f"-I{CUDA_DIR}", "-o", str(output), *units]
+    digest = f'-DKC_SOURCE_DIGEST="{source_digest()}"'
+    return [cxx, *FLAGS, digest, f"-I{SOURCE_DIR}", f"-I{CUDA_DIR}", "-o", str(output), *units]
 
 
 def source_digest() -> str:
-    """Hash of the sources and flags (the stamp beside a built library)."""
+    """Hash of the sources and flags (compiled into the library, see ``built_digest``)."""
     h = hashlib.sha256()
     for p in sources():
         h.update(p.name.encode())
@@ -75,13 +77,21 @@ def default_output() -> Path:
     return PACKAGE_DIR / LIBRARY_NAME
 
 
+def built_digest(library: Path) -> str | None:
+    """The source digest compiled into a library file (None: missing, unreadable or not ours)."""
+    try:
+        data = Path(library).read_bytes()
+    except OSError:
+        return None
+    at = data.find(DIGEST_MARKER)
+    if at < 0:
+        return None
+    return data[at + len(DIGEST_MARKER) : at + len(DIGEST_MARKER) + 24].decode("ascii", "replace")
+
+
 def up_to_date(output: Path) -> bool:
     """Whether ``output`` exists and was built from the current sources."""
-    stamp = output.with_name(output.name + STAMP_SUFFIX)
-    try:
-        return output.is_file() and stamp.read_text().strip() == source_digest()
-    except OSError:
-        return False
+    return built_digest(output) == source_digest()
 
 
 def build(output: Path | None = None, force: bool = False) -> Path:
@@ -108,7 +118,6 @@ def build(output: Path | None = None, force: bool = False) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    out.with_name(out.name + STAMP_SUFFIX).write_text(source_digest() + "\n")
     return out
 
 

@@ -11,6 +11,7 @@ import ctypes
 import os
 import threading
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from renderer.native import build
@@ -25,6 +26,8 @@ STAT_NAMES = ("rays_hit_box", "samples_marched", "samples_evaluated", "networks_
 STEP_TIMES = ("rays", "march", "sort", "evaluate", "composite", "write")
 """``kc::StepTime`` slots of ``FrameIO.step_ns``: wall time of each step of the last frame."""
 ISA_ENV = "KILONERF_CPU_ISA"
+LIBRARY_ENV = "KILONERF_CPU_LIBRARY"
+"""Environment variable naming another build of the library (tests use a missing path)."""
 """Environment variable that caps the instruction set (generic, avx2 or avx512)."""
 
 _vp, _i32, _i64, _f32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_float
@@ -102,13 +105,14 @@ _loaded: ctypes.CDLL | None = None
 @lru_cache(maxsize=1)
 def status() -> tuple[bool, str]:
     """Whether the library can be loaded here, and why not (never raises, never compiles)."""
-    path = build.default_output()
+    override = os.environ.get(LIBRARY_ENV)
+    path = Path(override) if override else build.default_output()
     if not path.is_file():
         return (
             False,
             f"the native CPU renderer is not built ({path.name} missing: {BUILD_HINT})",
         )
-    if not build.up_to_date(path):
+    if not override and not build.up_to_date(path):
         return (
             False,
             f"the native CPU renderer is out of date ({path.name}: {BUILD_HINT})",

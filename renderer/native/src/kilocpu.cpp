@@ -127,7 +127,14 @@ const kc::KernelTable* table(int isa) {
 
 }  // namespace
 
+#ifndef KC_SOURCE_DIGEST
+#define KC_SOURCE_DIGEST "unknown"
+#endif
+
 extern "C" {
+
+// The digest of the sources this library was built from (renderer/native/build.py reads it from the file).
+KC_EXPORT extern const char kc_source_digest[] = "KILOCPU_SOURCE_DIGEST=" KC_SOURCE_DIGEST;
 
 void kc_parallel_for(i64 n, i64 grain, kc_task_fn fn, void* ctx) { pool().run(n, grain, fn, ctx); }
 KC_EXPORT int kc_threads() { return pool().threads(); }
