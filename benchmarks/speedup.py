@@ -4,10 +4,11 @@ Vanilla NeRF: the paper's 8x256 MLP with a skip connection at layer 4, a 128-wid
 positional encoding 10/4, 384 uniform samples per ray between near and far, no ESS, no ERT. Untrained
 weights cost exactly as much as trained ones. A full frame takes minutes on a CPU, so by default a random
 subset of rays is timed and the frame time is extrapolated (said so in the output).
-KiloNeRF: the renderer's `render_image` (ESS + ERT) on the whole frame.
+KiloNeRF: a renderer backend (``--backend``, default auto: cuda, else the native cpu kernels, else torch)
+with ESS + ERT on the whole frame.
 
     python benchmarks/speedup.py --scene assets/lego.kilo --data ../shared/data/nerf_synthetic/lego \
-        --downscale 4 --views 3
+        --downscale 4 --views 3 [--backend auto|cuda|cpu|torch]
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from renderer.backends import BACKENDS, get_backend  # noqa: E402
 from renderer.camera import Camera, generate_rays  # noqa: E402
 from renderer.encoding import positional_encoding  # noqa: E402
-from renderer.render import RenderOptions, prepare_scene, render_image  # noqa: E402
+from renderer.render import RenderOptions  # noqa: E402
 from renderer.scene import load_scene  # noqa: E402
 
 
@@ -136,14 +138,18 @@ def main(argv: list[str] | None = None) -> int:
         "--nerf-rays", type=int, default=2048, help="rays timed per view for NeRF (0: whole frame)"
     )
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="the KiloNeRF renderer")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        from renderer.backends import set_cpu_threads
+
+        set_cpu_threads(args.threads)
     dev = torch.device(args.device)
     scene = load_scene(args.scene)
     cams, near, far, where = load_views(args, scene)
-    rs = prepare_scene(scene, dev)
+    backend = get_backend(args.backend, None if args.backend in ("cpu", "cuda") else dev)
+    rs = backend.prepare(scene)  # type: ignore[attr-defined]
     model = VanillaNerf().to(dev).eval()
     opts = RenderOptions()
 
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    render_image(rs, cams[0], opts)  # warm-up
+    backend.render(rs, cams[0], opts)  # warm-up
     o, d = generate_rays(cams[0], dev)
     render_vanilla(model, o[:256], d[:256], near, far)
     kilo_ms, nerf_ms = [], []
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     for cam in cams:
         sync()
         t0 = time.perf_counter()
-        render_image(rs, cam, opts)
+        backend.render(rs, cam, opts)
         sync()
         kilo_ms.append((time.perf_counter() - t0) * 1000)
         o, d = generate_rays(cam, dev)
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'renderer':<34}{'ms/frame':>14}")
     note = f" (timed {args.nerf_rays} rays/view, extrapolated)" if extrapolated else ""
     print(f"{'vanilla NeRF 8x256, 384 samples':<34}{v:>14.1f}{note}")
-    print(f"{'KiloNeRF (ESS + ERT)':<34}{k:>14.1f}")
+    print(f"{f'KiloNeRF (ESS + ERT, {backend.name})':<34}{k:>14.1f}")
     print(f"{'speedup':<34}{v / k:>13.0f}x")
     print(
         json.dumps(
@@ -189,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 "height": h,
                 "views": len(cams),
                 "device": str(dev),
+                "backend": backend.name,
                 "nerf_ms_per_frame": v,
                 "kilonerf_ms_per_frame": k,
                 "speedup": v / k,
