@@ -640,7 +640,8 @@ inline void sort_by_network(const int32_t* net, i64 n, int M, i64* hist, Network
 
 inline i64 max_items(i64 n, int M) { return n / kTile + (M < n ? M : n) + 1; }
 
-// Evaluates every run: sample(i, x, d) gives sample i's world point and direction; results go to index i.
+// Evaluates every run: sample(pos, x, d) gives the world point and direction of the sample at sorted
+// position pos; its results go to index runs.sorted[pos].
 template <typename Sample>
 inline int evaluate_runs(const RenderParams& P, const CpuScene& S, const NetworkRuns& runs, Sample& sample,
                          float* scratch, float* sigma, float* rgb) {
@@ -649,10 +650,9 @@ inline int evaluate_runs(const RenderParams& P, const CpuScene& S, const Network
     const int per = scratch_floats(P);
     auto body = [&](i64 b, i64 e, int worker) {
         MlpScratch m = make_scratch(scratch + (i64)worker * per, P);
-        auto by_sorted = [&](i64 pos, float* x, float* d) { sample(runs.sorted[pos], x, d); };
         for (i64 it = b; it < e; ++it)
-            evaluate_run(P, S, mlp, runs.item_net[it], runs.item_begin[it], runs.item_end[it], by_sorted, m,
-                         sigma, rgb, runs.sorted);
+            evaluate_run(P, S, mlp, runs.item_net[it], runs.item_begin[it], runs.item_end[it], sample, m, sigma,
+                         rgb, runs.sorted);
     };
     parallel(runs.items, 1, body);
     return 0;
@@ -669,16 +669,26 @@ int evaluate_points(const RenderParams* Pp, const CpuScene* Sp, i64 n, const flo
     Buffer<i64> sorted(n), ib(ni), ie(ni), hist((i64)T * M);
     Buffer<int32_t> inet(ni);
     Buffer<uint8_t> touched(M);
-    Buffer<float> scratch((i64)T * scratch_floats(P));
-    if (!sorted.ok() || !ib.ok() || !ie.ok() || !hist.ok() || !inet.ok() || !touched.ok() || !scratch.ok()) return -2;
+    Buffer<float> scratch((i64)T * scratch_floats(P)), xs(4 * n), ds(4 * n);
+    if (!sorted.ok() || !ib.ok() || !ie.ok() || !hist.ok() || !inet.ok() || !touched.ok() || !scratch.ok() ||
+        !xs.ok() || !ds.ok())
+        return -2;
     for (i64 i = 0; i < n; ++i) {
         if (net[i] < 0) sigma[i] = 0.0f, rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = 0.0f;
     }
     NetworkRuns runs;
     runs.sorted = sorted.p, runs.item_begin = ib.p, runs.item_end = ie.p, runs.item_net = inet.p;
     sort_by_network(net, n, M, hist.p, runs, touched.p);
-    auto sample = [&](i64 i, float* xo, float* dout) {
-        for (int c = 0; c < 3; ++c) xo[c] = x[3 * i + c], dout[c] = d[3 * i + c];
+    // the inputs in sorted order first: one loop of independent loads, then contiguous reads
+    auto gather = [&](i64 b, i64 e, int) {
+        for (i64 pos = b; pos < e; ++pos) {
+            const i64 i = runs.sorted[pos];
+            for (int c = 0; c < 3; ++c) xs[4 * pos + c] = x[3 * i + c], ds[4 * pos + c] = d[3 * i + c];
+        }
+    };
+    parallel(runs.count, 4096, gather);
+    auto sample = [&](i64 pos, float* xo, float* dout) {
+        for (int c = 0; c < 3; ++c) xo[c] = xs[4 * pos + c], dout[c] = ds[4 * pos + c];
     };
     return evaluate_runs(P, *Sp, runs, sample, scratch.p, sigma, rgb);
 }

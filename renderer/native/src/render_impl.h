@@ -121,7 +121,8 @@ inline int pass_sub_batch(const RenderParams& P, const CpuScene& S, const CpuFra
     clock.lap(kc::kTimeSort);
     stats[kc::kSamplesEvaluated] += b.runs.count;
     const i64* sk = b.slots.k;
-    auto sample = [&](i64 slot, float* x, float* dir) {
+    auto sample = [&](i64 pos, float* x, float* dir) {
+        const i64 slot = b.runs.sorted[pos];
         const i64 r = live[slot / K];
         kn::point_on_ray(c.o + 3 * r, c.d + 3 * r, kn::lattice_t(c.t0[r], sk[slot], P.step), x);
         dir[0] = c.d[3 * r], dir[1] = c.d[3 * r + 1], dir[2] = c.d[3 * r + 2];
