@@ -49,9 +49,12 @@ class CpuScene(ctypes.Structure):
         ("network_index", _vp),
         ("valid", _vp * 2),
         ("distance", _vp * 2),
+        ("block_distance", _vp * 2),
         ("weights", _vp),
         ("off", WeightOffsets),
         ("voxel_size", _f32 * 3),
+        ("block_res", _i32 * 3),
+        ("block", _i32),
         ("distance_cap", _i32),
     ]
 
@@ -92,7 +95,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "kc_rays_for_pixels": (_i32, [_i32, _vp, _i64, _i64, _vp, _vp]),
     "kc_clip_to_box": (_i32, [_i32, _vp, _i64, _vp, _vp, _vp, _vp]),
     "kc_march_pass": (_i32, [_i32, _vp, _vp, _i64, _vp, _vp, _vp, _vp, _vp, _vp, _i32, _vp, _vp, _vp]),
-    "kc_evaluate_points": (_i32, [_i32, _vp, _vp, _i64, _vp, _vp, _vp, _vp, _vp]),
+    "kc_evaluate_points": (_i32, [_i32, _vp, _vp, _i64, _vp, _vp, _vp, _vp, _vp, _vp]),
     "kc_composite_pass": (_i32, [_i32, _vp, _i32, _i64, _vp, _i32, *([_vp] * 12)]),
     "kc_write_pixels": (_i32, [_i32, _vp, _i32, _i64, _vp, _vp, _vp, _vp, _vp]),
 }

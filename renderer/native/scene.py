@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from renderer.distance_field import DISTANCE_CAP
+from renderer.distance_field import DISTANCE_CAP, empty_space_distance
 from renderer.frame import RenderScene, prepare_scene
 from renderer.native.library import CpuScene, WeightOffsets
 
 SUPPORTED_HIDDEN = (16, 32, 64)
+BLOCK = 8
+"""Voxels per edge of the marcher's coarse blocks: far from everything a ray jumps block by block."""
 """Hidden widths with a compiled kernel."""
 _ALIGN = 16
 """Floats: every block of a network's weights starts on a 64-byte boundary."""
@@ -71,6 +73,16 @@ def pack_weights(weights: Mapping[str, Any], hidden: int, pos_freqs: int, dir_fr
     return out
 
 
+def block_distance(valid: torch.Tensor, block: int) -> np.ndarray:
+    """``empty_space_distance`` over blocks of ``block``³ voxels, in blocks (a block may contribute when any
+    of its voxels may; the grid is padded with empty voxels to whole blocks); flat uint8, C order."""
+    pad = [(-s) % block for s in valid.shape]
+    v = torch.nn.functional.pad(valid.to(torch.uint8), (0, pad[2], 0, pad[1], 0, pad[0])).bool()
+    b = [s // block for s in v.shape]
+    coarse = v.reshape(b[0], block, b[1], block, b[2], block).any(dim=5).any(dim=3).any(dim=1)
+    return np.ascontiguousarray(empty_space_distance(coarse).reshape(-1).numpy())
+
+
 class NativeScene:
     """A scene ready for the native kernels (reuse it between frames; not thread-safe while tables build)."""
 
@@ -91,12 +103,14 @@ class NativeScene:
         with torch.no_grad():
             self.weights = pack_weights(rs.params, self.hidden, self.pos_freqs, self.dir_freqs)
         self.network_index = rs.network_index_flat.to(torch.int32).numpy()
-        self._tables: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
+        self._tables: dict[bool, tuple[np.ndarray, ...]] = {}
         self.struct = CpuScene()
         self.struct.network_index = self.network_index.ctypes.data
         self.struct.weights = self.weights.ctypes.data
         self.struct.off = WeightOffsets(**self.offsets)
         self.struct.voxel_size[:] = [float(v) for v in rs.voxel_size_t.tolist()]
+        self.struct.block = BLOCK
+        self.struct.block_res[:] = [-(-r // BLOCK) for r in rs.occupancy_res]
         self.struct.distance_cap = DISTANCE_CAP
 
     @property
@@ -109,9 +123,11 @@ class NativeScene:
         if ess not in self._tables:
             valid = self.rs.valid_flat(ess).to(torch.uint8).numpy()
             dist = np.ascontiguousarray(self.rs.distance_field(ess).numpy())
-            self._tables[ess] = (valid, dist)
+            blocks = block_distance(self.rs.valid_voxels(ess), BLOCK)
+            self._tables[ess] = (valid, dist, blocks)
             self.struct.valid[int(ess)] = valid.ctypes.data
             self.struct.distance[int(ess)] = dist.ctypes.data
+            self.struct.block_distance[int(ess)] = blocks.ctypes.data
 
     def pointer(self, ess: bool) -> int:
         """Address of the ``kc::CpuScene`` with the tables for ``ess`` in place."""

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,16 @@ from renderer.kernel_params import camera_params, render_params
 from renderer.native import library as L
 from renderer.native.backend import check
 from renderer.native.scene import NativeScene
+
+_workspace_lock = threading.Lock()
+_workspace_handle: list[int] = []
+
+
+def _workspace() -> int:
+    """The buffers the evaluation step reuses between calls (made once; call under ``_workspace_lock``)."""
+    if not _workspace_handle:
+        _workspace_handle.append(int(L.library().kc_workspace_new()))
+    return _workspace_handle[0]
 
 
 def _np(t: torch.Tensor, dtype: Any) -> np.ndarray:
@@ -100,9 +111,11 @@ def evaluate_networks(
     n = xs.shape[0]
     sigma, rgb = np.empty(n, np.float32), np.empty((n, 3), np.float32)
     fp = FrameParams(ns.step_size, None, ns.background, True, 8, False, "rgb", 1)
-    rc = L.library().kc_evaluate_points(
-        L.isa_code(isa), _p(_params(ns, fp)), ns.pointer(True), n, _p(xs), _p(ds), _p(nt), _p(sigma), _p(rgb)
-    )
+    with _workspace_lock:
+        rc = L.library().kc_evaluate_points(
+            L.isa_code(isa), _p(_params(ns, fp)), ns.pointer(True), n, _p(xs), _p(ds), _p(nt), _p(sigma),
+            _p(rgb), _workspace(),
+        )  # fmt: skip
     check(rc, "evaluate_networks")
     return torch.from_numpy(sigma), torch.from_numpy(rgb)
 

@@ -13,42 +13,10 @@
 #include <string.h>
 
 #include "kilocpu.h"
-#include "vmath.h"
+#include "mlp_impl.h"
+#include "plumbing.h"
 
 namespace {
-
-using kn::i64;
-using kn::RenderParams;
-using kc::CpuFrame;
-using kc::CpuScene;
-using kc::PassSlots;
-
-// ---------------------------------------------------------------------------------------------------------
-// Plumbing: aligned buffers (no std containers: this header is compiled once per instruction set), and a
-// parallel loop over the baseline unit's thread pool.
-
-template <typename T>
-struct Buffer {
-    T* p = nullptr;
-    explicit Buffer(i64 n) {
-        const size_t bytes = ((size_t)(n > 0 ? n : 1) * sizeof(T) + 63) & ~(size_t)63;
-        p = static_cast<T*>(aligned_alloc(64, bytes));
-    }
-    ~Buffer() { free(p); }
-    Buffer(const Buffer&) = delete;
-    Buffer& operator=(const Buffer&) = delete;
-    T& operator[](i64 i) { return p[i]; }
-    bool ok() const { return p != nullptr; }
-};
-
-template <typename F>
-void parallel(i64 n, i64 grain, F& f) {
-    if (n <= 0) return;
-    kc_parallel_for(
-        n, grain, [](void* ctx, i64 b, i64 e, int w) { (*static_cast<F*>(ctx))(b, e, w); }, &f);
-}
-
-inline int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
 // ---------------------------------------------------------------------------------------------------------
 // Step: clip_to_box. t0 = max(0, t_enter) and the number of lattice samples t_k = t0 + (k + 1/2) s < t1,
@@ -80,8 +48,9 @@ inline void clip_ray(const RenderParams& P, const float* o, const float* d, floa
 
 struct RayMarch {
     float o[3], d[3], t0;
-    float face[3];  // min - o (+ voxel where d <= 0): the cube's exit face is face + (g +- r) * voxel
-    float inv[3];   // 1 / d, or 0 for an axis the ray does not move along
+    float face[3];        // min - o (+ voxel where d <= 0): the cube's exit face is face + (g +- r) * voxel
+    float block_face[3];  // the same for blocks: min - o (+ block where d <= 0)
+    float inv[3];         // 1 / d, or 0 for an axis the ray does not move along
     i64 n;
 };
 
@@ -93,19 +62,21 @@ inline void ray_march_setup(const CpuScene& S, const float* o, const float* d, f
         const bool moves = fabsf(d[c]) >= 1e-30f;
         r.inv[c] = moves ? 1.0f / d[c] : 0.0f;
         r.face[c] = P.bbox_min[c] - o[c] + (d[c] > 0.0f ? 0.0f : S.voxel_size[c]);
+        r.block_face[c] = P.bbox_min[c] - o[c] + (d[c] > 0.0f ? 0.0f : S.voxel_size[c] * (float)S.block);
     }
     r.t0 = t0;
     r.n = n;
 }
 
-// First lattice index at or after the exit of the cube of voxels within dist - 1 of voxel g.
+// First lattice index at or after the exit of the cube of units (voxels, or blocks of voxels) within
+// dist - 1 of unit g; `unit` is the edge length scale over the voxel size, `face` the ray's face offsets.
 inline i64 jump_target(const RayMarch& r, const CpuScene& S, const RenderParams& P, const int g[3], int dist,
-                       i64 k, float margin) {
+                       i64 k, float margin, float unit, const float* face) {
     float te = INFINITY;
     for (int c = 0; c < 3; ++c) {
         if (r.inv[c] == 0.0f) continue;
         const float side = r.d[c] > 0.0f ? (float)(g[c] + dist) : (float)(g[c] - dist);
-        const float t = (side * S.voxel_size[c] + r.face[c]) * r.inv[c];
+        const float t = (side * (S.voxel_size[c] * unit) + face[c]) * r.inv[c];
         te = t < te ? t : te;
     }
     const double kj = ceil(((double)te - margin - r.t0) / (double)P.step - 0.5);
@@ -164,8 +135,8 @@ struct MarchState {
     int32_t* out_net;
 };
 
-inline bool march_step(const CpuScene& S, const RenderParams& P, const uint8_t* valid, const uint8_t* dist, float margin,
-                       int K, MarchState& m) {
+inline bool march_step(const CpuScene& S, const RenderParams& P, const uint8_t* valid, const uint8_t* dist,
+                       const uint8_t* block_dist, float margin, int K, MarchState& m) {
     if (m.k >= m.r.n || m.cnt >= K) return false;
     float x[3];
     kn::point_on_ray(m.r.o, m.r.d, kn::lattice_t(m.r.t0, m.k, P.step), x);
@@ -173,8 +144,16 @@ inline bool march_step(const CpuScene& S, const RenderParams& P, const uint8_t* 
     kn::cell_index(P, x, P.occ_res, g);
     const i64 flat = kn::flat_index(g, P.occ_res);
     const int dv = dist[flat];
+    if (dv >= S.distance_cap) {  // far from everything: whole blocks may be a longer jump
+        const int b[3] = {g[0] / S.block, g[1] / S.block, g[2] / S.block};
+        const int db = block_dist[kn::flat_index(b, S.block_res)];
+        if ((db - 1) * S.block > dv - 1) {
+            m.k = jump_target(m.r, S, P, b, db, m.k, margin, (float)S.block, m.r.block_face);
+            return true;
+        }
+    }
     if (dv >= 2) {
-        m.k = jump_target(m.r, S, P, g, dv, m.k, margin);
+        m.k = jump_target(m.r, S, P, g, dv, m.k, margin, 1.0f, m.r.face);
         return true;
     }
 #if !defined(KC_ISA_GENERIC)
@@ -215,7 +194,8 @@ void march_pass(const RenderParams* Pp, const CpuScene* Sp, i64 n_live, const in
             }
             while (active > 0) {
                 for (int a = 0; a < active;) {
-                    if (march_step(S, P, S.valid[ess], S.distance[ess], margin, K, st[order[a]])) ++a;
+                    if (march_step(S, P, S.valid[ess], S.distance[ess], S.block_distance[ess], margin, K, st[order[a]]))
+                        ++a;
                     else order[a] = order[--active];
                 }
             }
@@ -228,248 +208,6 @@ void march_pass(const RenderParams* Pp, const CpuScene* Sp, i64 n_live, const in
         }
     };
     parallel(n_live, 64, body);
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Step: evaluate_points (the networks). Samples of one network in blocks of Simd::kSamples: positional
-// encoding, then every layer as a register-blocked product of kSamples samples x (up to) 2 vectors of
-// outputs, accumulated in registers over the inputs.
-
-struct MlpScratch {
-    float* in0;   // [kSamples, ld0]: sin | cos | u
-    float* a1;    // [kSamples, H]
-    float* a2;    // [kSamples, H]
-    float* in3;   // [kSamples, ld3]: feature | sin | cos | d
-    float* a3;    // [kSamples, H]
-    float* args;  // encoding arguments
-    float* s;     // their sines
-    float* c;     // their cosines
-    float* out;   // raw density [kSamples] | rgb logits [3 kSamples], padded
-    int32_t* lane_coord;  // encoding argument lane i: coordinate i % 3 ...
-    float* lane_scale;    // ... times 2^(i / 3) (0 past 3L)
-    int ld0, ld3;
-};
-
-// Row length for an encoding of L octaves at column col: 6L + 3 inputs, plus the last vector's spill.
-inline int encoding_ld(int col, int L) {
-    const int n = 3 * L, spill = n + round_up(n, Simd::W) + Simd::W;
-    return round_up(col + (spill > 2 * n + 3 ? spill : 2 * n + 3), 16);
-}
-
-inline int encoding_floats(const RenderParams& P) {
-    const int L = P.pos_freqs > P.dir_freqs ? P.pos_freqs : P.dir_freqs;
-    return round_up(Simd::kSamples * 3 * L + 1, Simd::W) + 2 * Simd::W;
-}
-
-inline int scratch_floats(const RenderParams& P) {
-    const int S = Simd::kSamples, H = P.hidden, W = Simd::W;
-    const int ld0 = encoding_ld(0, P.pos_freqs), ld3 = encoding_ld(H, P.dir_freqs);
-    const int enc = encoding_floats(P);
-    return S * (ld0 + ld3 + 3 * H) + 5 * enc + round_up(4 * S, W) + 64;
-}
-
-inline MlpScratch make_scratch(float* base, const RenderParams& P) {
-    const int S = Simd::kSamples, H = P.hidden, W = Simd::W;
-    MlpScratch m;
-    m.ld0 = encoding_ld(0, P.pos_freqs);
-    m.ld3 = encoding_ld(H, P.dir_freqs);
-    const int enc = encoding_floats(P);
-    float* p = base;
-    m.in0 = p, p += S * m.ld0;
-    m.a1 = p, p += S * H;
-    m.a2 = p, p += S * H;
-    m.in3 = p, p += S * m.ld3;
-    m.a3 = p, p += S * H;
-    m.args = p, p += enc;
-    m.s = p, p += enc;
-    m.c = p, p += enc;
-    m.lane_coord = reinterpret_cast<int32_t*>(p), p += enc;
-    m.lane_scale = p, p += enc;
-    m.out = p;
-    const int L = P.pos_freqs > P.dir_freqs ? P.pos_freqs : P.dir_freqs;
-    for (int i = 0; i < round_up(3 * L, W); ++i)
-        m.lane_coord[i] = i % 3, m.lane_scale[i] = i < 3 * L ? ldexpf(1.0f, i / 3) : 0.0f;
-    return m;
-}
-
-// out[s, 0:H] = act(bias + in[s, 0:nin] @ W[nin, H]) for the kSamples rows.
-template <int H, bool RELU>
-inline void dense(const float* in, int ld_in, int nin, const float* Wt, const float* bias, float* out, int ld_out) {
-    constexpr int S = Simd::kSamples, WL = Simd::W;
-    constexpr int NV = (H / WL) >= 2 ? 2 : 1;
-    constexpr int CH = NV * WL;
-    static_assert(H % CH == 0, "hidden width must be a multiple of the output block");
-    for (int oc = 0; oc < H; oc += CH) {
-        Simd::V acc[S][NV];
-        for (int v = 0; v < NV; ++v) {
-            const Simd::V b = Simd::load(bias + oc + v * WL);
-            for (int s = 0; s < S; ++s) acc[s][v] = b;
-        }
-        const float* wr = Wt + oc;
-        for (int j = 0; j < nin; ++j, wr += H) {
-            Simd::V w[NV];
-            for (int v = 0; v < NV; ++v) w[v] = Simd::load(wr + v * WL);
-            for (int s = 0; s < S; ++s) {
-                const Simd::V x = Simd::set1(in[s * ld_in + j]);
-                for (int v = 0; v < NV; ++v) acc[s][v] = Simd::fmadd(x, w[v], acc[s][v]);
-            }
-        }
-        for (int s = 0; s < S; ++s)
-            for (int v = 0; v < NV; ++v)
-                Simd::store(out + s * ld_out + oc + v * WL, RELU ? Simd::max(acc[s][v], Simd::zero()) : acc[s][v]);
-    }
-}
-
-template <int H>
-inline float dot(const float* a, const float* b) {
-    Simd::V acc = Simd::zero();
-    for (int i = 0; i < H; i += Simd::W) acc = Simd::fmadd(Simd::load(a + i), Simd::load(b + i), acc);
-    return Simd::hsum(acc);
-}
-
-// gamma_L of kSamples 3-vectors v into rows of `dst` at column `col`: sin block (3L), cos block (3L), v.
-#if defined(KC_ISA_GENERIC)
-inline void encode_rows(const float (*v)[4], int L, MlpScratch& m, float* dst, int ld, int col) {
-    const int S = Simd::kSamples, n = 3 * L, padded = round_up(S * n, Simd::W);
-    for (int s = 0; s < S; ++s) {
-        float scale = 1.0f;
-        for (int l = 0; l < L; ++l, scale *= 2.0f)
-            for (int c = 0; c < 3; ++c) m.args[s * n + 3 * l + c] = v[s][c] * scale;  // exact: power of two
-    }
-    for (int i = S * n; i < padded; ++i) m.args[i] = 0.0f;
-    sincos_array(m.args, m.s, m.c, padded);
-    for (int s = 0; s < S; ++s) {
-        float* row = dst + s * ld + col;
-        memcpy(row, m.s + s * n, sizeof(float) * n);
-        memcpy(row + n, m.c + s * n, sizeof(float) * n);
-        row[2 * n] = v[s][0], row[2 * n + 1] = v[s][1], row[2 * n + 2] = v[s][2];
-    }
-}
-#else
-// Vector j of the arguments holds lanes i = W j + lane: v[i % 3] * 2^(i / 3) (exact: a power of two), made
-// by one permute and one multiply. Sines go to row[0, 3L), then cosines to row[3L, 6L) over the sines'
-// spill, then v over the cosines' spill (rows are padded to hold the last spill).
-inline void encode_rows(const float (*v)[4], int L, MlpScratch& m, float* dst, int ld, int col) {
-    constexpr int W = Simd::W;
-    const int n = 3 * L, nv = (n + W - 1) / W;
-    const int32_t* idx = m.lane_coord;
-    const float* scale = m.lane_scale;
-    for (int s = 0; s < Simd::kSamples; ++s) {
-        float* row = dst + s * ld + col;
-        const Simd::V vv = Simd::load(v[s]);  // lanes 0..2 (3 is padding; W >= 4)
-        for (int j = 0; j < nv; ++j) {
-            Simd::V sn, cs;
-            v_sincos(Simd::mul(Simd::permute(vv, Simd::iload(idx + W * j)), Simd::load(scale + W * j)), sn, cs);
-            Simd::store(row + W * j, sn);
-            Simd::store(m.c + W * j, cs);
-        }
-        for (int j = 0; j < nv; ++j) Simd::store(row + n + W * j, Simd::load(m.c + W * j));
-        row[2 * n] = v[s][0], row[2 * n + 1] = v[s][1], row[2 * n + 2] = v[s][2];
-    }
-}
-#endif
-
-inline void density_activation_array(const RenderParams& P, float* raw, int n) {
-    if (P.density_activation == kn::kSoftplus) softplus_array(raw, n);
-    else if (P.density_activation == kn::kExp) exp_array(raw, n);
-    else
-        for (int i = 0; i < n; ++i) raw[i] = raw[i] > 0.0f ? raw[i] : 0.0f;
-    if (P.density_scale != 1.0f)
-        for (int i = 0; i < n; ++i) raw[i] *= P.density_scale;
-}
-
-// kSamples samples of network w: local coordinates u, unit directions d -> sigma [kSamples], rgb [kSamples, 3].
-template <int H>
-inline void mlp_block(const RenderParams& P, const CpuScene& S, const float* w, const float (*u)[4],
-                      const float (*d)[4], MlpScratch& m, float* sigma, float* rgb) {
-    constexpr int NS = Simd::kSamples;
-    const kc::WeightOffsets& o = S.off;
-    const int P3 = 3 * P.pos_freqs, D3 = 3 * P.dir_freqs;
-    encode_rows(u, P.pos_freqs, m, m.in0, m.ld0, 0);
-    dense<H, true>(m.in0, m.ld0, 2 * P3 + 3, w + o.w0, w + o.b0, m.a1, H);
-    dense<H, true>(m.a1, H, H, w + o.w1, w + o.b1, m.a2, H);
-    dense<H, false>(m.a2, H, H, w + o.w2f, w + o.b2f, m.in3, m.ld3);
-    float* raw = m.out;
-    float* logits = m.out + round_up(NS, Simd::W);
-    for (int s = 0; s < NS; ++s) raw[s] = w[o.b2d] + dot<H>(m.a2 + s * H, w + o.w2d);
-    encode_rows(d, P.dir_freqs, m, m.in3, m.ld3, H);
-    dense<H, true>(m.in3, m.ld3, H + 2 * D3 + 3, w + o.w3, w + o.b3, m.a3, H);
-    for (int s = 0; s < NS; ++s)
-        for (int c = 0; c < 3; ++c) logits[3 * s + c] = w[o.b4 + c] + dot<H>(m.a3 + s * H, w + o.w4t + c * H);
-    const int nr = round_up(NS, Simd::W), nl = round_up(3 * NS, Simd::W);
-    for (int i = NS; i < nr; ++i) raw[i] = 0.0f;
-    for (int i = 3 * NS; i < nl; ++i) logits[i] = 0.0f;
-    density_activation_array(P, raw, nr);
-    sigmoid_array(logits, nl);
-    memcpy(sigma, raw, sizeof(float) * NS);
-    memcpy(rgb, logits, sizeof(float) * 3 * NS);
-}
-
-typedef void (*MlpFn)(const RenderParams&, const CpuScene&, const float*, const float (*)[4], const float (*)[4],
-                      MlpScratch&, float*, float*);
-
-inline MlpFn pick_mlp(int hidden) {
-    switch (hidden) {
-        case 16: return mlp_block<16>;
-        case 32: return mlp_block<32>;
-        case 64: return mlp_block<64>;
-        default: return nullptr;
-    }
-}
-
-// Local coordinates u [kSamples][4] of world points x [kSamples][4] in their network cells (kn::cell_index
-// and kn::local_coords, the torch renderer's rounding; vectorised over the samples where the ISA allows).
-#if defined(KC_ISA_GENERIC)
-inline void local_coords_block(const RenderParams& P, const float (*x)[4], float (*u)[4]) {
-    for (int s = 0; s < Simd::kSamples; ++s) {
-        int g[3];
-        kn::cell_index(P, x[s], P.grid_res, g);
-        kn::local_coords(P, x[s], g, u[s]);
-    }
-}
-#else
-inline void local_coords_block(const RenderParams& P, const float (*x)[4], float (*u)[4]) {
-    constexpr int NS = Simd::kSamples;
-    static_assert(NS <= Simd::W, "one vector per coordinate");
-    alignas(64) float col[Simd::W];
-    for (int c = 0; c < 3; ++c) {
-        for (int s = 0; s < Simd::W; ++s) col[s] = x[s < NS ? s : NS - 1][c];
-        const Simd::V xv = Simd::load(col);
-        const Simd::V lo = Simd::set1(P.bbox_min[c]);
-        const Simd::V ext = Simd::set1(P.bbox_max[c] - P.bbox_min[c]);
-        Simd::V f = Simd::floor(Simd::mul(Simd::div(Simd::sub(xv, lo), ext), Simd::set1((float)P.grid_res[c])));
-        f = Simd::min(Simd::max(f, Simd::zero()), Simd::set1((float)(P.grid_res[c] - 1)));  // NaN -> 0
-        const Simd::V cell = Simd::set1(P.cell_size[c]);
-        const Simd::V corner = Simd::add(lo, Simd::mul(f, cell));
-        const Simd::V uv = Simd::sub(Simd::div(Simd::mul(Simd::set1(2.0f), Simd::sub(xv, corner)), cell),
-                                     Simd::set1(1.0f));
-        Simd::store(col, uv);
-        for (int s = 0; s < NS; ++s) u[s][c] = col[s];
-    }
-}
-#endif
-
-// Evaluates samples [begin, end) of network `net`: sample(i, x, d) gives the i-th's world point and
-// direction; results go to index dst[i] (or i).
-template <typename Sample>
-inline void evaluate_run(const RenderParams& P, const CpuScene& S, MlpFn mlp, int net, i64 begin, i64 end,
-                         Sample& sample, MlpScratch& m, float* sigma_out, float* rgb_out, const i64* dst) {
-    constexpr int NS = Simd::kSamples;
-    const float* w = S.weights + (i64)net * S.off.stride;
-    alignas(64) float x[NS][4], u[NS][4], d[NS][4];
-    float sig[NS], col[3 * NS];
-    for (int s = 0; s < NS; ++s) x[s][3] = u[s][3] = d[s][3] = 0.0f;
-    for (i64 b = begin; b < end; b += NS) {
-        const int nb = end - b < NS ? (int)(end - b) : NS;
-        for (int s = 0; s < NS; ++s) sample(b + (s < nb ? s : nb - 1), x[s], d[s]);  // padding repeats the last
-        local_coords_block(P, x, u);
-        mlp(P, S, w, u, d, m, sig, col);
-        for (int s = 0; s < nb; ++s) {
-            const i64 j = dst ? dst[b + s] : b + s;
-            sigma_out[j] = sig[s];
-            rgb_out[3 * j] = col[3 * s], rgb_out[3 * j + 1] = col[3 * s + 1], rgb_out[3 * j + 2] = col[3 * s + 2];
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -644,53 +382,70 @@ inline i64 max_items(i64 n, int M) { return n / kTile + (M < n ? M : n) + 1; }
 // position pos; its results go to index runs.sorted[pos].
 template <typename Sample>
 inline int evaluate_runs(const RenderParams& P, const CpuScene& S, const NetworkRuns& runs, Sample& sample,
-                         float* scratch, float* sigma, float* rgb) {
+                         float* sigma, float* rgb) {
     MlpFn mlp = pick_mlp(P.hidden);
-    if (!mlp) return -1;
-    const int per = scratch_floats(P);
-    auto body = [&](i64 b, i64 e, int worker) {
-        MlpScratch m = make_scratch(scratch + (i64)worker * per, P);
+    if (!mlp || P.pos_freqs > kMaxFreqs || P.dir_freqs > kMaxFreqs) return -1;
+    auto body = [&](i64 b, i64 e, int) {
         for (i64 it = b; it < e; ++it)
-            evaluate_run(P, S, mlp, runs.item_net[it], runs.item_begin[it], runs.item_end[it], sample, m, sigma,
-                         rgb, runs.sorted);
+            evaluate_run(P, S, mlp, runs.item_net[it], runs.item_begin[it], runs.item_end[it], sample, sigma, rgb,
+                         runs.sorted);
     };
     parallel(runs.items, 1, body);
     return 0;
 }
 
 // Step: evaluate_points. sigma [n], rgb [n, 3] of network net[i] at world point x[i] with unit direction
-// d[i] (0 where net[i] < 0). Returns -1 for an unsupported hidden width, -2 out of memory.
+// d[i] (0 where net[i] < 0); buffers from `ws` (reused between calls) or, when null, for this call only.
+// Returns -1 for an unsupported hidden width or octave count, -2 out of memory.
 int evaluate_points(const RenderParams* Pp, const CpuScene* Sp, i64 n, const float* x, const float* d,
-                    const int32_t* net, float* sigma, float* rgb) {
+                    const int32_t* net, float* sigma, float* rgb, kc::Workspace* ws) {
     const RenderParams& P = *Pp;
     const int M = P.num_networks, T = kc_threads();
     if (!pick_mlp(P.hidden)) return -1;
+    kc::Workspace local = {};
+    kc::Workspace* w = ws ? ws : &local;
     const i64 ni = max_items(n, M);
-    Buffer<i64> sorted(n), ib(ni), ie(ni), hist((i64)T * M);
-    Buffer<int32_t> inet(ni);
-    Buffer<uint8_t> touched(M);
-    Buffer<float> scratch((i64)T * scratch_floats(P)), xs(4 * n), ds(4 * n);
-    if (!sorted.ok() || !ib.ok() || !ie.ok() || !hist.ok() || !inet.ok() || !touched.ok() || !scratch.ok() ||
-        !xs.ok() || !ds.ok())
-        return -2;
-    for (i64 i = 0; i < n; ++i) {
-        if (net[i] < 0) sigma[i] = 0.0f, rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = 0.0f;
-    }
     NetworkRuns runs;
-    runs.sorted = sorted.p, runs.item_begin = ib.p, runs.item_end = ie.p, runs.item_net = inet.p;
-    sort_by_network(net, n, M, hist.p, runs, touched.p);
-    // the inputs in sorted order first: one loop of independent loads, then contiguous reads
-    auto gather = [&](i64 b, i64 e, int) {
-        for (i64 pos = b; pos < e; ++pos) {
-            const i64 i = runs.sorted[pos];
-            for (int c = 0; c < 3; ++c) xs[4 * pos + c] = x[3 * i + c], ds[4 * pos + c] = d[3 * i + c];
-        }
-    };
-    parallel(runs.count, 4096, gather);
-    auto sample = [&](i64 pos, float* xo, float* dout) {
-        for (int c = 0; c < 3; ++c) xo[c] = xs[4 * pos + c], dout[c] = ds[4 * pos + c];
-    };
-    return evaluate_runs(P, *Sp, runs, sample, scratch.p, sigma, rgb);
+    runs.sorted = static_cast<i64*>(kc_workspace_get(w, 0, 8 * (n + 1)));
+    runs.item_begin = static_cast<i64*>(kc_workspace_get(w, 1, 8 * ni));
+    runs.item_end = static_cast<i64*>(kc_workspace_get(w, 2, 8 * ni));
+    runs.item_net = static_cast<int32_t*>(kc_workspace_get(w, 3, 4 * ni));
+    i64* hist = static_cast<i64*>(kc_workspace_get(w, 4, 8 * (i64)T * M));
+    uint8_t* touched = static_cast<uint8_t*>(kc_workspace_get(w, 5, M));
+    float* xs = static_cast<float*>(kc_workspace_get(w, 6, 16 * (n + 1)));
+    float* ds = static_cast<float*>(kc_workspace_get(w, 7, 16 * (n + 1)));
+    float* out = static_cast<float*>(kc_workspace_get(w, 8, 16 * (n + 1)));
+    int rc = -2;
+    if (runs.sorted && runs.item_begin && runs.item_end && runs.item_net && hist && touched && xs && ds && out) {
+        for (i64 i = 0; i < n; ++i)
+            if (net[i] < 0) sigma[i] = 0.0f, rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = 0.0f;
+        sort_by_network(net, n, M, hist, runs, touched);
+        // the inputs in sorted order first: one loop of independent loads, then contiguous reads
+        auto gather = [&](i64 b, i64 e, int) {
+            for (i64 pos = b; pos < e; ++pos) {
+                const i64 i = runs.sorted[pos];
+                for (int c = 0; c < 3; ++c) xs[4 * pos + c] = x[3 * i + c], ds[4 * pos + c] = d[3 * i + c];
+            }
+        };
+        parallel(runs.count, 4096, gather);
+        auto sample = [&](i64 pos, float* xo, float* dout) {
+            for (int c = 0; c < 3; ++c) xo[c] = xs[4 * pos + c], dout[c] = ds[4 * pos + c];
+        };
+        // results in sorted order (contiguous writes), then put back in one loop
+        NetworkRuns in_place = runs;
+        in_place.sorted = nullptr;
+        rc = evaluate_runs(P, *Sp, in_place, sample, out, out + n);
+        auto scatter = [&](i64 b, i64 e, int) {
+            for (i64 pos = b; pos < e; ++pos) {
+                const i64 i = runs.sorted[pos];
+                sigma[i] = out[pos];
+                for (int c = 0; c < 3; ++c) rgb[3 * i + c] = out[n + 3 * pos + c];
+            }
+        };
+        if (rc == 0) parallel(runs.count, 4096, scatter);
+    }
+    if (!ws) kc_workspace_free(&local);
+    return rc;
 }
 
 }  // namespace

@@ -207,9 +207,9 @@ KC_EXPORT int kc_march_pass(int isa, const kn::RenderParams* P, const kc::CpuSce
 }
 
 KC_EXPORT int kc_evaluate_points(int isa, const kn::RenderParams* P, const kc::CpuScene* S, i64 n, const float* x,
-                       const float* d, const int32_t* net, float* sigma, float* rgb) {
+                                 const float* d, const int32_t* net, float* sigma, float* rgb, kc::Workspace* ws) {
     const kc::KernelTable* t = table(isa);
-    return t ? t->evaluate_points(P, S, n, x, d, net, sigma, rgb) : -3;
+    return t ? t->evaluate_points(P, S, n, x, d, net, sigma, rgb, ws) : -3;
 }
 
 KC_EXPORT int kc_composite_pass(int isa, const kn::RenderParams* P, int has_ert, i64 n_live, const int32_t* live, int K,

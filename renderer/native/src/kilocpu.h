@@ -51,9 +51,12 @@ struct CpuScene {
     const int32_t* network_index;  // [rx*ry*rz] network per cell, -1 = none
     const uint8_t* valid[2];       // [voxels] 1 where a sample may contribute ([0]: ESS off, [1]: on)
     const uint8_t* distance[2];    // [voxels] empty-space distance in voxels (capped), same indexing
+    const uint8_t* block_distance[2];  // [blocks] the same over blocks of `block` voxels per axis, in blocks
     const float* weights;          // [M, stride]
     WeightOffsets off;
     float voxel_size[3];  // (max - min) / occ_res, float32
+    int block_res[3];     // ceil(occ_res / block)
+    int block;            // voxels per block edge
     int distance_cap;
 };
 
@@ -105,7 +108,7 @@ typedef void (*WritePixelsFn)(const kn::RenderParams* P, int output, i64 n, cons
                               const float* depth, const int32_t* best_net, float* rgb);
 typedef int (*RenderFn)(const kn::RenderParams* P, const CpuScene* S, const CpuFrame* F, FrameIO* io);
 typedef int (*EvaluateFn)(const kn::RenderParams* P, const CpuScene* S, i64 n, const float* x, const float* d,
-                          const int32_t* net, float* sigma, float* rgb);
+                          const int32_t* net, float* sigma, float* rgb, Workspace* ws);
 typedef void (*MarchFn)(const kn::RenderParams* P, const CpuScene* S, i64 n_live, const int32_t* live,
                         const float* origins, const float* dirs, const float* t0, const i64* n_steps, i64* k,
                         int K, PassSlots slots);

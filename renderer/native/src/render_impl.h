@@ -13,7 +13,7 @@ namespace {
 enum WsSlot {
     kWsO, kWsD, kWsT0, kWsN, kWsK, kWsTrans, kWsColor, kWsDepth, kWsBestW, kWsBestNet, kWsLive, kWsStopped,
     kWsSlotK, kWsSlotNet, kWsSlotCount, kWsSigma, kWsRgb, kWsSorted, kWsItemB, kWsItemE, kWsItemNet, kWsHist,
-    kWsScratch, kWsTouched, kWsCount
+    kWsTouched, kWsCount
 };
 static_assert(kWsCount <= kc::kWorkspaceSlots, "workspace slots");
 
@@ -59,7 +59,7 @@ struct Chunk {
 
 struct PassBuffers {
     PassSlots slots;
-    float *sigma, *rgb, *scratch;
+    float *sigma, *rgb;
     NetworkRuns runs;
     i64* hist;
 };
@@ -81,11 +81,10 @@ inline bool get_pass(kc::Workspace* ws, const RenderParams& P, i64 cap, PassBuff
     b.slots.k = ws_get<i64>(ws, kWsSlotK, cap), b.slots.net = ws_get<int32_t>(ws, kWsSlotNet, cap);
     b.slots.count = ws_get<int32_t>(ws, kWsSlotCount, kSubBatch);
     b.sigma = ws_get<float>(ws, kWsSigma, cap), b.rgb = ws_get<float>(ws, kWsRgb, 3 * cap);
-    b.scratch = ws_get<float>(ws, kWsScratch, (i64)T * scratch_floats(P));
     b.runs.sorted = ws_get<i64>(ws, kWsSorted, cap), b.runs.item_begin = ws_get<i64>(ws, kWsItemB, ni);
     b.runs.item_end = ws_get<i64>(ws, kWsItemE, ni), b.runs.item_net = ws_get<int32_t>(ws, kWsItemNet, ni);
     b.hist = ws_get<i64>(ws, kWsHist, (i64)T * M);
-    return b.slots.k && b.slots.net && b.slots.count && b.sigma && b.rgb && b.scratch && b.runs.sorted &&
+    return b.slots.k && b.slots.net && b.slots.count && b.sigma && b.rgb && b.runs.sorted &&
            b.runs.item_begin && b.runs.item_end && b.runs.item_net && b.hist;
 }
 
@@ -127,7 +126,7 @@ inline int pass_sub_batch(const RenderParams& P, const CpuScene& S, const CpuFra
         kn::point_on_ray(c.o + 3 * r, c.d + 3 * r, kn::lattice_t(c.t0[r], sk[slot], P.step), x);
         dir[0] = c.d[3 * r], dir[1] = c.d[3 * r + 1], dir[2] = c.d[3 * r + 2];
     };
-    if (evaluate_runs(P, S, b.runs, sample, b.scratch, b.sigma, b.rgb) != 0) return -1;
+    if (evaluate_runs(P, S, b.runs, sample, b.sigma, b.rgb) != 0) return -1;
     clock.lap(kc::kTimeEvaluate);
     composite_pass(&P, F.has_ert, L, live, K, c.t0, sk, b.slots.net, b.slots.count, b.sigma, b.rgb, c.trans, c.color,
                    c.depth, c.best_w, c.best_net, stopped);

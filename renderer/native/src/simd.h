@@ -126,15 +126,31 @@ struct Simd {
         for (int i = 0; i < 4; ++i) a.v[i] += b.v[i];
         return a;
     }
+    static inline V sub(V a, V b) {
+        for (int i = 0; i < 4; ++i) a.v[i] -= b.v[i];
+        return a;
+    }
     static inline V mul(V a, V b) {
         for (int i = 0; i < 4; ++i) a.v[i] *= b.v[i];
+        return a;
+    }
+    static inline V div(V a, V b) {
+        for (int i = 0; i < 4; ++i) a.v[i] /= b.v[i];
+        return a;
+    }
+    static inline V floor(V a) {
+        for (int i = 0; i < 4; ++i) a.v[i] = floorf(a.v[i]);
+        return a;
+    }
+    static inline V min(V a, V b) {  // b where a is NaN, as minps
+        for (int i = 0; i < 4; ++i) a.v[i] = a.v[i] < b.v[i] ? a.v[i] : b.v[i];
         return a;
     }
     static inline V fmadd(V a, V b, V c) {
         for (int i = 0; i < 4; ++i) c.v[i] = a.v[i] * b.v[i] + c.v[i];  // no fmaf: it is slow without FMA
         return c;
     }
-    static inline V max(V a, V b) {
+    static inline V max(V a, V b) {  // b where a is NaN, as maxps
         for (int i = 0; i < 4; ++i) a.v[i] = a.v[i] > b.v[i] ? a.v[i] : b.v[i];
         return a;
     }

@@ -118,6 +118,10 @@ inline void alpha_array(const float* sigma, float step, float* out, int n) {
     }
 }
 #else
+inline void v_sincos(Simd::V x, Simd::V& s, Simd::V& c) {
+    for (int i = 0; i < Simd::W; ++i) s.v[i] = sinf(x.v[i]), c.v[i] = cosf(x.v[i]);
+}
+
 inline void sincos_array(const float* x, float* out_sin, float* out_cos, int n) {
     for (int i = 0; i < n; ++i) {
         out_sin[i] = sinf(x[i]);
