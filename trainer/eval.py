@@ -39,28 +39,33 @@ def evaluate_scene(
     ``.kilo`` is read as a teacher (``W/teacher.pt``) and rendered by the teacher itself.
 
     Returns ``{"scene", "data", "split", "width", "height", "views", "psnr", "ssim", "lpips",
-    "ms_per_frame", "per_view": [{"name", "psnr", "ssim", "lpips", "ms"}]}`` (means over the views).
+    "ms_per_frame", "device", "backend", "per_view": [{"name", "psnr", "ssim", "lpips", "ms"}]}`` (means over
+    the views; "backend" is the renderer that drew them).
     """
     import torch
 
-    from renderer.render import RenderOptions, prepare_scene, render_image
+    from renderer.backends import get_backend
+    from renderer.render import RenderOptions
     from renderer.scene import load_scene
     from trainer.data import load_dataset
     from trainer.metrics import Lpips, psnr, ssim
 
     dev = torch.device(device)
     render_view: Callable[[Any, int], np.ndarray]
+    backend_name = "teacher"
     if scene_path.suffix != ".kilo" and (teacher := _try_teacher(scene_path, dev)) is not None:
         ds = load_dataset(data, split, downscale)
         render_view = _teacher_renderer(teacher, ds)
     else:
         scene = load_scene(scene_path)
         ds = load_dataset(data, split, downscale, background=scene.background)
-        rs = prepare_scene(scene, dev)
+        backend = get_backend("auto", dev)  # the native CPU kernels when they run here (same pictures)
+        backend_name = backend.name
+        rs = backend.prepare(scene)  # type: ignore[attr-defined]
         opts = RenderOptions()
 
         def render_view(ds: Any, i: int) -> np.ndarray:
-            return render_image(rs, _camera(ds, i), opts).image.clamp(0, 1).numpy()
+            return backend.render(rs, _camera(ds, i), opts).image.clamp(0, 1).numpy()
 
     idx = evenly_spaced(len(ds.images), limit)
     lp = Lpips.try_load()
@@ -104,6 +109,7 @@ def evaluate_scene(
         "lpips": float(np.mean([r["lpips"] for r in rows])) if lp is not None else None,
         "ms_per_frame": float(np.mean([r["ms"] for r in rows])),
         "device": str(dev),
+        "backend": backend_name,
         "per_view": rows,
     }
 
@@ -171,7 +177,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"{'PSNR':<8}{result['psnr']:.2f} dB",
         f"{'SSIM':<8}{result['ssim']:.4f}",
         f"{'LPIPS':<8}{lp}",
-        f"{'ms/frame':<8} {result['ms_per_frame']:.1f} ({result['device']})",
+        f"{'ms/frame':<8} {result['ms_per_frame']:.1f} ({result['device']}, {result.get('backend')})",
     ]
     return "\n".join(lines)
 

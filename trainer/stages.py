@@ -90,10 +90,12 @@ def teacher_psnr(ctx: Context, teacher: Any) -> dict[str, Any]:
 
 def student_psnr(ctx: Context, scene: Any) -> dict[str, Any]:
     """Student PSNR on the evaluation views, rendered by the renderer (ESS + ERT)."""
+    from renderer.backends import get_backend
     from renderer.camera import Camera
-    from renderer.render import RenderOptions, prepare_scene, render_image
+    from renderer.render import RenderOptions
 
-    rs = prepare_scene(scene, ctx.device)
+    backend = get_backend("auto", ctx.device)  # the native CPU kernels when they run here (same pictures)
+    rs = backend.prepare(scene)  # type: ignore[attr-defined]
 
     def render(ds: Any, i: int) -> torch.Tensor:
         cam = Camera(
@@ -101,7 +103,7 @@ def student_psnr(ctx: Context, scene: Any) -> dict[str, Any]:
         )
         if ds.cx is not None:
             cam.cx, cam.cy = float(ds.cx), float(ds.cy)
-        return render_image(rs, cam, RenderOptions()).image
+        return backend.render(rs, cam, RenderOptions()).image
 
     return score_views(ctx, render)
 
