@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from renderer import steps as twins
 from renderer.camera import Camera, look_at
@@ -159,6 +161,37 @@ def test_clip_to_box(isa: str) -> None:
     torch.testing.assert_close(n, n_ref, rtol=0, atol=0)
     hit = n_ref > 0
     torch.testing.assert_close(t0[hit], t0_ref[hit], rtol=0, atol=0)
+
+
+_HYP_SCENE = NativeScene(scene_for(seed=3))
+_coord = st.floats(-3.0, 3.0, allow_nan=False, width=32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    o=st.tuples(_coord, _coord, _coord),
+    aim=st.tuples(_coord, _coord, _coord),
+    axis=st.sampled_from([None, 0, 1, 2]),
+    step=st.floats(0.003, 0.3),
+)
+def test_clip_to_box_on_any_ray(
+    o: tuple[float, ...], aim: tuple[float, ...], axis: int | None, step: float
+) -> None:
+    """The slab test and lattice count agree exactly on arbitrary rays (axis-parallel ones too), every ISA."""
+    d = torch.tensor(aim) - torch.tensor(o)
+    if axis is not None:
+        d[axis] = 0.0
+    if float(d.norm()) < 1e-3:
+        return
+    origins, dirs = torch.tensor([o], dtype=torch.float32), torch.nn.functional.normalize(d[None], dim=1)
+    ns = _HYP_SCENE
+    fp = resolve_options(ns, RenderOptions(step_multiplier=step / ns.step_size))
+    t0_ref, n_ref = twins.clip_to_box(origins, dirs, ns.rs.bbox_min_t, ns.rs.bbox_max_t, fp.step)
+    for isa in ISAS:
+        t0, n = native.clip_to_box(ns, fp, origins, dirs, isa)
+        assert torch.equal(n, n_ref)
+        if int(n_ref[0]) > 0:
+            assert torch.equal(t0, t0_ref)
 
 
 @pytest.mark.parametrize("isa", ISAS)
