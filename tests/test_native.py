@@ -358,6 +358,17 @@ def test_bundled_scene_frames(isa: str) -> None:
         _compare(rs, cam, opts, isa)
 
 
+def test_octaves_whose_weights_are_all_zero_are_skipped() -> None:
+    lego = NativeScene(load_scene(ROOT / "assets" / "lego.kilo"))
+    assert (lego.pos_freqs, lego.dir_freqs) == (6, 4)  # distilled on its first 6 position octaves
+    scene = scene_for(seed=8)
+    scene.weights["l0.weight"][:, 3 + 6 * 2 :] = 0.0  # octaves 2 and 3 never trained
+    ns = NativeScene(scene)
+    assert (ns.pos_freqs, ns.dir_freqs) == (2, 2)
+    assert ns.weight_stride < weight_offsets(16, 4, 2)["stride"]
+    _compare(scene, outside(), RenderOptions(), ISAS[-1])
+
+
 def test_scene_without_a_kernel_width_falls_back_to_torch() -> None:
     scene = random_scene((2, 2, 2), (2, 2, 2), seed=1, hidden=8)
     res = CpuBackend().render(scene, outside())

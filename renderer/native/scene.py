@@ -42,6 +42,18 @@ def encoding_rows(num_freqs: int) -> list[int]:
     return [*sin, *(r + 3 for r in sin), 0, 1, 2]
 
 
+def active_octaves(weight: torch.Tensor, first_row: int, num_freqs: int) -> int:
+    """Octaves of an encoding whose rows of ``weight [M, rows, H]`` (from ``first_row``: v, then sin and cos
+    per octave) are not all zero in every network: 1 + the highest such octave. A scene trained on its
+    first K position octaves (the distillation's ``train_pos_freqs``) keeps the higher rows at exactly zero,
+    and their encodings contribute exactly nothing; the kernels skip them."""
+    for f in range(num_freqs - 1, -1, -1):
+        rows = weight[:, first_row + 3 + 6 * f : first_row + 9 + 6 * f]
+        if bool((rows != 0).any()):
+            return f + 1
+    return 0
+
+
 def pack_weights(weights: Mapping[str, Any], hidden: int, pos_freqs: int, dir_freqs: int) -> np.ndarray:
     """The ten ``l*`` tensors (``y = x @ W + b``) as ``[M, stride]`` float32 rows (``weight_offsets``).
 
@@ -95,7 +107,10 @@ class NativeScene:
         self.rs = rs
         self.bbox_min, self.bbox_max, self.grid_res = spec.bbox_min, spec.bbox_max, spec.grid_res
         self.occupancy_res = rs.occupancy_res
-        self.pos_freqs, self.dir_freqs, self.hidden = spec.pos_freqs, spec.dir_freqs, spec.hidden
+        self.hidden = spec.hidden
+        # octaves the kernels encode: the scene's, less trailing ones whose weights are all zero
+        self.pos_freqs = active_octaves(rs.params["l0.weight"], 0, spec.pos_freqs)
+        self.dir_freqs = active_octaves(rs.params["l3.weight"], spec.hidden, spec.dir_freqs)
         self.density_activation, self.density_scale = spec.density_activation, spec.density_scale
         self.step_size, self.ert_threshold, self.background = rs.step_size, rs.ert_threshold, rs.background
         self.num_networks = rs.num_networks
@@ -122,7 +137,9 @@ class NativeScene:
         """Make (once) the voxel table and distance field the marcher reads for ``ess``."""
         if ess not in self._tables:
             valid = self.rs.valid_flat(ess).to(torch.uint8).numpy()
-            dist = np.ascontiguousarray(self.rs.distance_field(ess).numpy())
+            field = self.rs.distance_field(ess).numpy()
+            dist = np.zeros(field.size + 4, np.uint8)  # 4 bytes of padding: the marcher gathers 32-bit words
+            dist[: field.size] = field
             blocks = block_distance(self.rs.valid_voxels(ess), BLOCK)
             self._tables[ess] = (valid, dist, blocks)
             self.struct.valid[int(ess)] = valid.ctypes.data

@@ -173,7 +173,57 @@ inline bool march_step(const CpuScene& S, const RenderParams& P, const uint8_t* 
     return true;
 }
 
-constexpr int kMarchGroup = 8;  // rays stepped round-robin, so that their (latency-bound) steps overlap
+constexpr int kMarchGroup = Simd::W >= 8 ? Simd::W : 8;  // rays stepped round-robin, so that their (latency-bound) steps overlap
+
+#if !defined(KC_ISA_GENERIC)
+// Jumps of up to W rays at once (one lane each) until every ray is next to voxels that may contribute
+// (distance < 2) or done; st[j].k advanced in place. Lattice indices must stay below 2^24 (exact floats).
+inline void jump_lanes(const CpuScene& S, const RenderParams& P, const uint8_t* dist, float margin, int K,
+                       MarchState* st, int G) {
+    constexpr int W = Simd::W;
+    alignas(64) float kf[W], nf[W], t0[W], o[3][W], d[3][W], inv[3][W], face[3][W], pos[3][W];
+    for (int j = 0; j < W; ++j) {
+        const MarchState& m = st[j < G ? j : 0];
+        const bool alive = j < G && m.k < m.r.n && m.cnt < K;
+        kf[j] = alive ? (float)m.k : 0.0f, nf[j] = alive ? (float)m.r.n : 0.0f, t0[j] = m.r.t0;
+        for (int c = 0; c < 3; ++c)
+            o[c][j] = m.r.o[c], d[c][j] = m.r.d[c], inv[c][j] = m.r.inv[c], face[c][j] = m.r.face[c],
+            pos[c][j] = m.r.d[c] > 0.0f ? 1.0f : -1.0f;
+    }
+    const Simd::V step = Simd::set1(P.step), vt0 = Simd::load(t0), n = Simd::load(nf);
+    Simd::V k = Simd::load(kf);
+    for (int it = 0; it < 1024; ++it) {
+        const Simd::V t = Simd::add(vt0, Simd::mul(Simd::add(k, Simd::set1(0.5f)), step));
+        Simd::V g[3];
+        Simd::VI flat = Simd::iset1(0);
+        for (int c = 0; c < 3; ++c) {
+            const Simd::V x = Simd::add(Simd::load(o[c]), Simd::mul(t, Simd::load(d[c])));
+            const Simd::V lo = Simd::set1(P.bbox_min[c]), ext = Simd::set1(P.bbox_max[c] - P.bbox_min[c]);
+            g[c] = Simd::floor(Simd::mul(Simd::div(Simd::sub(x, lo), ext), Simd::set1((float)P.occ_res[c])));
+            g[c] = Simd::min(Simd::max(g[c], Simd::zero()), Simd::set1((float)(P.occ_res[c] - 1)));
+            flat = Simd::iadd(Simd::imul(flat, Simd::iset1(P.occ_res[c])), Simd::trunc_int(g[c]));
+        }
+        const Simd::V dv = Simd::to_float(Simd::gather_u8(dist, flat));
+        const Simd::M far = Simd::mand(Simd::ge(dv, Simd::set1(2.0f)), Simd::lt(k, n));
+        if (!Simd::mbits(far)) break;
+        Simd::V te = Simd::set1(INFINITY);
+        for (int c = 0; c < 3; ++c) {
+            const Simd::V side = Simd::add(g[c], Simd::mul(Simd::load(pos[c]), dv));
+            const Simd::V vc = Simd::set1(S.voxel_size[c]);
+            Simd::V tc = Simd::mul(Simd::add(Simd::mul(side, vc), Simd::load(face[c])), Simd::load(inv[c]));
+            tc = Simd::select(Simd::eq(Simd::load(inv[c]), Simd::zero()), Simd::set1(INFINITY), tc);
+            te = Simd::min(te, tc);
+        }
+        Simd::V kj = Simd::ceil(Simd::sub(Simd::div(Simd::sub(Simd::sub(te, Simd::set1(margin)), vt0), step),
+                                          Simd::set1(0.5f)));
+        kj = Simd::min(Simd::max(kj, Simd::add(k, Simd::set1(1.0f))), n);
+        k = Simd::select(far, kj, k);
+    }
+    Simd::store(kf, k);
+    for (int j = 0; j < G; ++j)
+        if (st[j].k < st[j].r.n && st[j].cnt < K) st[j].k = (i64)kf[j];
+}
+#endif
 
 void march_pass(const RenderParams* Pp, const CpuScene* Sp, i64 n_live, const int32_t* live, const float* origins,
                 const float* dirs, const float* t0, const i64* n_steps, i64* k, int K, PassSlots slots) {
@@ -181,6 +231,10 @@ void march_pass(const RenderParams* Pp, const CpuScene* Sp, i64 n_live, const in
     const CpuScene& S = *Sp;
     const int ess = P.ess ? 1 : 0;
     const float margin = 0.01f * fminf(S.voxel_size[0], fminf(S.voxel_size[1], S.voxel_size[2]));
+    i64 n_max = 0;
+    for (i64 i = 0; i < n_live; ++i) n_max = n_steps[live[i]] > n_max ? n_steps[live[i]] : n_max;
+    const bool simd_jumps = n_max < (1 << 24) - 1024;  // lattice indices exact in float32
+    (void)simd_jumps;
     auto body = [&](i64 b, i64 e, int) {
         for (i64 g0 = b; g0 < e; g0 += kMarchGroup) {
             const int G = e - g0 < kMarchGroup ? (int)(e - g0) : kMarchGroup;
@@ -193,6 +247,9 @@ void march_pass(const RenderParams* Pp, const CpuScene* Sp, i64 n_live, const in
                 order[j] = j;
             }
             while (active > 0) {
+#if !defined(KC_ISA_GENERIC)
+                if (simd_jumps) jump_lanes(S, P, S.distance[ess], margin, K, st, G);
+#endif
                 for (int a = 0; a < active;) {
                     if (march_step(S, P, S.valid[ess], S.distance[ess], S.block_distance[ess], margin, K, st[order[a]]))
                         ++a;

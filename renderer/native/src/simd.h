@@ -38,6 +38,14 @@ struct Simd {
     static inline V permute(V a, VI idx) { return _mm512_permutexvar_ps(idx, a); }
     static inline VI iload(const int32_t* p) { return _mm512_loadu_si512(p); }
     static inline void istore(int32_t* p, VI a) { _mm512_storeu_si512(p, a); }
+    static inline V ceil(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC); }
+    static inline M ge(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
+    static inline M eq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+    static inline M mand(M a, M b) { return (M)(a & b); }
+    static inline int mbits(M m) { return (int)m; }
+    static inline VI gather_u8(const uint8_t* base, VI idx) {  // 3 readable bytes past the last index
+        return _mm512_and_si512(_mm512_i32gather_epi32(idx, base, 1), _mm512_set1_epi32(0xff));
+    }
     static inline VI trunc_int(V a) { return _mm512_cvttps_epi32(a); }
     static inline VI imul(VI a, VI b) { return _mm512_mullo_epi32(a, b); }
     static inline VI to_int(V a) { return _mm512_cvtps_epi32(a); }  // a already integral
@@ -83,6 +91,15 @@ struct Simd {
     static inline V permute(V a, VI idx) { return _mm256_permutevar8x32_ps(a, idx); }
     static inline VI iload(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
     static inline void istore(int32_t* p, VI a) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), a); }
+    static inline V ceil(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC); }
+    static inline M ge(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
+    static inline M eq(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+    static inline M mand(M a, M b) { return _mm256_and_ps(a, b); }
+    static inline int mbits(M m) { return _mm256_movemask_ps(m); }
+    static inline VI gather_u8(const uint8_t* base, VI idx) {  // 3 readable bytes past the last index
+        return _mm256_and_si256(_mm256_i32gather_epi32(reinterpret_cast<const int*>(base), idx, 1),
+                                _mm256_set1_epi32(0xff));
+    }
     static inline VI trunc_int(V a) { return _mm256_cvttps_epi32(a); }
     static inline VI imul(VI a, VI b) { return _mm256_mullo_epi32(a, b); }
     static inline VI to_int(V a) { return _mm256_cvtps_epi32(a); }
