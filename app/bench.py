@@ -1,5 +1,9 @@
-"""Viewer benchmark: frame rate while the camera keeps moving (dynamic resolution on), UI frame times,
-and the per-frame breakdown (render in the worker thread; upload, overlay drawing and UI on the UI thread).
+"""Viewer benchmark: frame rate and render size while the camera keeps moving (dynamic resolution on), the
+time to the refined full-size frame once it stops, UI frame times and stalls, the per-frame breakdown
+(render in the worker thread; upload, overlay drawing and UI on the UI thread) and peak RAM.
+
+Speed is reported beside the machine's 2048² float32 matmul rate measured in the same run
+(:func:`matmul_gflops`), never compared with a fixed threshold.
 """
 
 from __future__ import annotations
@@ -9,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+STALL_MS = 100.0
+"""A UI frame longer than this counts as a stall (the window visibly stops responding)."""
 
 
 @dataclass
@@ -26,6 +33,16 @@ class BenchResult:
     frame_ms: list[float] = field(default_factory=list)
     resolutions: list[tuple[int, int]] = field(default_factory=list)
     label: str = "camera moving"
+    backend: str = ""
+    refine_s: float | None = None
+    """Seconds from the camera's last motion to the complete full-size frame on screen (None: not seen)."""
+    refine_size: tuple[int, int] = (0, 0)
+    refine_render_ms: float = 0.0
+    """Render time of the refined frame (its bands together) in the worker."""
+    refine_frame_ms: list[float] = field(default_factory=list)
+    """UI frame times while the still frame refined."""
+    peak_ram_mb: dict[str, float] = field(default_factory=dict)
+    """Peak resident memory (VmHWM) of the viewer process and of its render processes, MiB."""
 
     @property
     def fps(self) -> float:
@@ -35,7 +52,20 @@ class BenchResult:
     @property
     def max_ui_ms(self) -> float:
         """Longest UI frame (what a user feels as a stall)."""
-        return max(self.frame_ms) if self.frame_ms else 0.0
+        return max(self.frame_ms + self.refine_frame_ms, default=0.0)
+
+    @property
+    def stalls(self) -> int:
+        """UI frames longer than STALL_MS, moving and refining."""
+        return _stalls(self.frame_ms + self.refine_frame_ms)
+
+    def median_size(self) -> tuple[int, int]:
+        """Median render width and height while moving (0, 0 without frames)."""
+        if not self.resolutions:
+            return 0, 0
+        return int(np.median([r[0] for r in self.resolutions])), int(
+            np.median([r[1] for r in self.resolutions])
+        )
 
     def report(self) -> str:
         """A short table of the figures."""
@@ -46,14 +76,21 @@ class BenchResult:
             a = np.asarray(xs)
             return f"mean {a.mean():7.1f}  p95 {np.percentile(a, 95):7.1f}  max {a.max():7.1f}"
 
-        res = "n/a"
-        if self.resolutions:
-            ws = np.array([r[0] for r in self.resolutions])
-            hs = np.array([r[1] for r in self.resolutions])
-            res = f"{int(np.median(ws))}x{int(np.median(hs))} median"
+        w, h = self.median_size()
+        lo = min(self.resolutions, key=lambda r: r[0] * r[1], default=(0, 0))
+        refine = "not reached" if self.refine_s is None else f"{self.refine_s:.2f} s"
+        ram = ", ".join(f"{k} {v:.0f} MiB" for k, v in self.peak_ram_mb.items()) or "n/a"
         lines = [
-            f"[{self.label}] {self.seconds:.1f} s: {self.fps:.1f} rendered FPS ({self.shown_frames} frames), "
-            f"{self.ui_frames / max(self.seconds, 1e-9):.0f} UI Hz, render resolution {res}",
+            f"[{self.label}{', ' + self.backend if self.backend else ''}] {self.seconds:.1f} s: "
+            f"{self.fps:.1f} rendered FPS ({self.shown_frames} frames), "
+            f"{self.ui_frames / max(self.seconds, 1e-9):.0f} UI Hz, render size {w}x{h} median "
+            f"(smallest {lo[0]}x{lo[1]})",
+            f"  refined {self.refine_size[0]}x{self.refine_size[1]} still frame on screen {refine} after the "
+            f"camera stopped (rendered in {self.refine_render_ms:.0f} ms)",
+            f"  UI stalls > {STALL_MS:.0f} ms: {_stalls(self.frame_ms)} moving, "
+            f"{_stalls(self.refine_frame_ms)} refining (longest UI frame "
+            f"{max(self.frame_ms, default=0):.0f} / {max(self.refine_frame_ms, default=0):.0f} ms)",
+            f"  peak RAM: {ram}",
             f"  render (worker) ms  {stat(self.render_ms)}",
             f"  upload ms           {stat(self.upload_ms)}",
             f"  overlays+quad ms    {stat(self.draw_ms)}",
@@ -63,32 +100,23 @@ class BenchResult:
         return "\n".join(lines)
 
 
-def run_bench(
-    viewer: Any,
-    seconds: float = 8.0,
-    deg_per_s: float = 30.0,
-    label: str = "camera moving",
-    warmup: float = 1.0,
-) -> BenchResult:
-    """Orbit the camera at ``deg_per_s`` for ``seconds`` and measure (after ``warmup`` seconds)."""
-    r = viewer.settings.render
-    r.dynamic_res = True
+def _stalls(frame_ms: list[float]) -> int:
+    return sum(ms > STALL_MS for ms in frame_ms)
+
+
+def _orbit(viewer: Any, seconds: float, deg_per_s: float, out: BenchResult | None) -> float:
+    """Orbit for ``seconds`` with the main loop's pacing, recording into ``out``; returns when the camera
+    last moved."""
     px_per_deg = 1.0 / viewer.camera.settings.rotate_deg_per_px
-    end_warm = time.perf_counter() + warmup
-    while time.perf_counter() < end_warm:
-        t = time.perf_counter()
-        viewer.step()
-        viewer.pace(t)
-        viewer.camera.orbit_rotate(deg_per_s * px_per_deg * (time.perf_counter() - t), 0.0)
-    out = BenchResult(label=label)
-    t0 = time.perf_counter()
-    last = t0
-    seen = None
+    t0 = last = time.perf_counter()
+    seen = viewer.frame
     while (now := time.perf_counter()) - t0 < seconds:
         viewer.camera.orbit_rotate(deg_per_s * px_per_deg * (now - last), 0.0)
         last = now
         viewer.step()
-        viewer.pace(now)  # the main loop's pacing
+        viewer.pace(now)
+        if out is None:
+            continue
         tm = viewer.timing
         out.ui_frames += 1
         out.upload_ms.append(tm.upload_ms)
@@ -101,5 +129,87 @@ def run_bench(
             out.shown_frames += 1
             out.render_ms.append(f.ms)
             out.resolutions.append(f.size)
-    out.seconds = time.perf_counter() - t0
+    if out is not None:
+        out.seconds = time.perf_counter() - t0
+    return last
+
+
+def measure_refine(viewer: Any, stopped: float, out: BenchResult, timeout: float = 20.0) -> None:
+    """Run the main loop (steps and pacing) until the full-size frame of the still view is on screen."""
+    end = stopped + timeout
+    while (now := time.perf_counter()) < end:
+        viewer.step()
+        out.refine_frame_ms.append(viewer.timing.frame_ms)
+        if viewer.full_frame_shown():
+            out.refine_s = time.perf_counter() - stopped
+            out.refine_size = viewer.frame.size
+            out.refine_render_ms = viewer.frame.ms
+            return
+        viewer.pace(now)
+
+
+def run_bench(
+    viewer: Any,
+    seconds: float = 8.0,
+    deg_per_s: float = 30.0,
+    label: str = "camera moving",
+    warmup: float = 1.0,
+    refine_timeout: float = 20.0,
+) -> BenchResult:
+    """Orbit the camera at ``deg_per_s`` for ``seconds`` (measured after ``warmup`` seconds of the same
+    motion), then stop and time the refine of the still frame (skipped when ``refine_timeout`` is 0)."""
+    viewer.settings.render.dynamic_res = True
+    out = BenchResult(label=label, backend=viewer.settings.render.backend)
+    _orbit(viewer, warmup, deg_per_s, None)
+    stopped = _orbit(viewer, seconds, deg_per_s, out)
+    if refine_timeout > 0:
+        measure_refine(viewer, stopped, out, refine_timeout)
+    out.peak_ram_mb = peak_ram_mb(getattr(viewer.worker.backend, "pids", []))
     return out
+
+
+def vm_hwm_mb(pid: int | str = "self") -> float | None:
+    """Peak resident memory (``VmHWM``) of process ``pid``, MiB (None where /proc cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def peak_ram_mb(child_pids: list[int]) -> dict[str, float]:
+    """Peak RAM of this process and of ``child_pids`` (render processes, summed), MiB."""
+    out: dict[str, float] = {}
+    me = vm_hwm_mb()
+    if me is not None:
+        out["viewer process"] = me
+    kids = [m for m in (vm_hwm_mb(p) for p in child_pids) if m is not None]
+    if kids:
+        out[f"{len(kids)} render process{'es' if len(kids) > 1 else ''}"] = sum(kids)
+        out["total"] = sum(out.values())
+    return out
+
+
+def matmul_gflops(n: int = 2048, seconds: float = 1.0, threads: int = 0) -> float:
+    """GFLOP/s of an ``n × n`` float32 matmul with torch on ``threads`` threads (0: every core): the best of
+    the repetitions that fit in ``seconds`` after a warm-up, the machine's speed right now."""
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads if threads > 0 else max(1, os.cpu_count() or 1))
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)
+        best, end = float("inf"), time.perf_counter() + seconds
+        while time.perf_counter() < end or best == float("inf"):
+            t = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(before)
+    return 2.0 * n**3 / best / 1e9

@@ -10,10 +10,10 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from app.scene_source import DEFAULT_SCENE, SceneLoadError, initial_scene
+from renderer.backends import BACKENDS
 
 
 class UserError(Exception):
@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="KiloNeRF viewer: orbit/fly a .kilo scene, train, export screenshots and turntables.",
     )
     p.add_argument("--scene", default=str(DEFAULT_SCENE), help="scene file (.kilo); default assets/lego.kilo")
-    p.add_argument("--backend", default="auto", choices=["auto", "cuda", "torch"], help="renderer backend")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="renderer backend (auto: cuda, else the native cpu renderer, else torch)",
+    )
     p.add_argument("--size", default=None, help="window or export size WxH (window default 1280x800)")
     p.add_argument("--headless", action="store_true", help="no window: export and exit")
     p.add_argument("--screenshot", metavar="OUT.png", help="headless: render one image (+ OUT.json camera)")
@@ -62,18 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def get_backend_once(name: str) -> Any:
-    """renderer.backends.get_backend; it logs its choice (auto → torch without GPU/pycuda) once. An explicit
-    ``cuda`` that cannot run falls back to torch with one line saying why."""
+    """renderer.backends.get_backend, ready for headless frames (every core for the native ``cpu``
+    backend); it logs once which backend ``auto`` passed over and why. A backend asked for by name that
+    cannot run here is a UserError (one line, exit code 2)."""
     import logging
 
+    from app.backend_profiles import profile_for, set_render_threads
     from renderer.backends import BackendError, get_backend
 
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     try:
-        return get_backend(name)
+        backend = get_backend(name)
     except BackendError as e:
-        print(f"run_viewer.py: {str(e).splitlines()[0]}; using the torch backend", file=sys.stderr)
-        return get_backend("torch")
+        raise UserError(str(e).splitlines()[0]) from None
+    set_render_threads(backend, profile_for(backend).still_threads)
+    return backend
 
 
 def default_camera(scene: Any, size: tuple[int, int] | None, fov_y_deg: float = 40.0) -> Any:
@@ -111,7 +119,9 @@ def _options(args: argparse.Namespace) -> Any:
     return RenderOptions(ess=not args.no_ess, ert=not args.no_ert)
 
 
-def headless_screenshot(args: argparse.Namespace, scene: Any, size: tuple[int, int] | None) -> str:
+def headless_screenshot(
+    args: argparse.Namespace, scene: Any, size: tuple[int, int] | None, backend: Any
+) -> str:
     """Render one image (and write its camera JSON beside it); returns the message."""
     from app.export import render_to_uint8, save_screenshot
     from renderer.camera import CameraFormatError, load_camera_json
@@ -125,7 +135,6 @@ def headless_screenshot(args: argparse.Namespace, scene: Any, size: tuple[int, i
             cam = resize_camera(cam, size)
     else:
         cam = default_camera(scene, size)
-    backend = get_backend_once(args.backend)
     from app.render_worker import prepare_for_backend
 
     t0 = time.perf_counter()
@@ -145,15 +154,17 @@ def _check_turntable_args(args: argparse.Namespace, size: tuple[int, int] | None
         raise UserError(f"--frames must be >= 1 and --fps > 0, got {args.frames} and {args.fps}")
 
 
-def headless_turntable(args: argparse.Namespace, scene: Any, size: tuple[int, int] | None) -> str:
-    """Render and encode a turntable; returns the message."""
+def headless_turntable(
+    args: argparse.Namespace, scene: Any, size: tuple[int, int] | None, backend: Any
+) -> str:
+    """Render and encode a turntable on this thread with ``backend`` (the viewer's own fast path for the
+    native ``cpu`` backend: one GIL-free call per frame on every core); returns the message."""
     from app.export import render_to_uint8, turntable_cameras, write_video
     from app.render_worker import prepare_for_backend
 
     size = size or (400, 400)
     _check_turntable_args(args, size)
     cams = turntable_cameras(scene, args.frames, size, args.elevation, args.radius or None)
-    backend = get_backend_once(args.backend)
     prepared = prepare_for_backend(backend, scene)
     opts = _options(args)
     t0 = time.perf_counter()
@@ -199,14 +210,12 @@ def _main(args: argparse.Namespace) -> int:
         scene, name, notice = initial_scene(args.scene)
     except SceneLoadError as e:
         raise UserError(str(e)) from None
+    backend = get_backend_once(args.backend)
     if notice and args.headless:  # the window shows (and prints) it itself
         print(f"run_viewer.py: {notice}", file=sys.stderr)
     if args.headless:
-        msg = (
-            headless_screenshot(args, scene, size)
-            if args.screenshot
-            else headless_turntable(args, scene, size)
-        )
+        shot = args.screenshot
+        msg = (headless_screenshot if shot else headless_turntable)(args, scene, size, backend)
         print(msg)
         return 0
     from app.window import NoDisplayError
@@ -214,7 +223,7 @@ def _main(args: argparse.Namespace) -> int:
     try:
         from app.viewer import Viewer
 
-        viewer = Viewer(scene, name, get_backend_once(args.backend), size or (1280, 800), notice=notice)
+        viewer = Viewer(scene, name, backend, size or (1280, 800), notice=notice)
     except NoDisplayError as e:
         raise UserError(str(e)) from None
     r = viewer.settings.render
@@ -238,13 +247,10 @@ def _main(args: argparse.Namespace) -> int:
 
 def capture_window(viewer: Any, out: str) -> int:
     """Let the view refine, then save the whole window (panels included) as PNG."""
-    from app.export import png_bytes
-    from renderer.atomic import atomic_write_bytes
+    from app.export import save_png
 
     viewer.wait_full_frame(timeout=120)
     for _ in range(3):
         viewer.step()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, png_bytes(viewer.read_frame()))
-    print(f"wrote {out}")
+    print(f"wrote {save_png(viewer.read_frame(), out)}")
     return 0

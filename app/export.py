@@ -56,6 +56,23 @@ def save_screenshot(image: np.ndarray, camera: Any, png_path: str | Path) -> tup
     return png, cam_path
 
 
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 [H, W, 3] image as PNG (atomic), making its folder."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(p, png_bytes(image))
+    return p
+
+
+def window_capture_path(folder: str | Path = "exports") -> Path:
+    """A fresh ``folder/window-YYYYmmdd-HHMMSS[-n].png`` for a capture of the window."""
+    base = Path(folder) / time.strftime("window-%Y%m%d-%H%M%S")
+    png, n = base.with_suffix(".png"), 1
+    while png.exists():
+        png, n = Path(f"{base}-{n}.png"), n + 1
+    return png
+
+
 def screenshot_paths(folder: str | Path = "exports") -> tuple[Path, Path]:
     """A fresh ``folder/screenshot-YYYYmmdd-HHMMSS[-n].png`` and its ``.json`` (not yet existing)."""
     base = Path(folder) / time.strftime("screenshot-%Y%m%d-%H%M%S")

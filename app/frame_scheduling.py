@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from app.backend_profiles import BackendProfile
 from app.camera_control import CameraController
 from app.dynres import DynamicResolution
 from app.overlays import OverlayRenderer
@@ -23,8 +24,6 @@ from app.settings import ViewerSettings
 
 STILL_DELAY_S = 0.2
 """The camera counts as still after this long without change (then the full-resolution refine starts)."""
-BAND_MS = 80.0
-"""Target duration of one refine band: the longest a newer moving frame waits for the worker."""
 
 
 class FrameSchedulingMixin:
@@ -32,6 +31,8 @@ class FrameSchedulingMixin:
 
     ctx: Any
     settings: ViewerSettings
+    profile: BackendProfile
+    """How the current backend is driven (app/backend_profiles.py)."""
     camera: CameraController
     dynres: DynamicResolution
     worker: RenderWorker
@@ -45,6 +46,8 @@ class FrameSchedulingMixin:
     _pixel_buffer: Any
     _pbo_failed: bool
     _shown_frames: deque[float]
+    _base: tuple[int, np.ndarray] | None = None
+    """(refine serial, the frame shown before it at the refine's size), see ``_refine_base``."""
 
     # provided by Viewer
     def notify(self, text: str, level: str = "info", echo: bool = True) -> None:
@@ -57,6 +60,10 @@ class FrameSchedulingMixin:
 
     def render_options(self) -> Any:
         """RenderOptions of the render panel (Viewer)."""
+        raise NotImplementedError
+
+    def step(self, dt: float | None = None) -> None:
+        """One UI frame (Viewer)."""
         raise NotImplementedError
 
     def note_view(self, now: float, fbw: int, fbh: int) -> tuple[Any, ...]:
@@ -77,25 +84,28 @@ class FrameSchedulingMixin:
         return key
 
     def schedule_render(self, now: float, fbw: int, fbh: int) -> None:
-        """Submit a render when the view changed: reduced scale while moving, full (banded) when still."""
-        r = self.settings.render
+        """Submit a render when the view changed: reduced scale while moving, full (banded) when still.
+
+        The backend's profile gives the refine band length and the CPU threads of moving and still frames.
+        """
+        r, p = self.settings.render, self.profile
         key = self.note_view(now, fbw, fbh)
         moving = now - self._last_change < STILL_DELAY_S
         self.dynres.target_fps = r.target_fps
         if moving and r.dynamic_res:
             scale = r.res_scale * self.dynres.moving_scale(round(fbw * r.res_scale), round(fbh * r.res_scale))
-            band = 0.0
+            band, threads = 0.0, p.moving_threads
         else:
-            scale, band = r.res_scale, BAND_MS
+            scale, band, threads = r.res_scale, p.band_ms, p.still_threads
         want = (key, scale)
         if want == self._submitted:
             return
         self._submitted = want
-        self.worker.submit(
-            FrameRequest(
-                self.render_camera(scale, (fbw, fbh)), self.render_options(), band_ms=band, threads=r.threads
-            )
+        cam = self.render_camera(scale, (fbw, fbh))
+        req = FrameRequest(
+            cam, self.render_options(), band_ms=band, publish_bands=p.publish_bands, threads=threads
         )
+        self.worker.submit(req)
 
     def pbo_path_active(self) -> bool:
         """Whether frames go straight from the renderer into a GL pixel buffer (the CUDA backend's
@@ -153,17 +163,55 @@ class FrameSchedulingMixin:
         assert image is not None
         if not res.complete and self.frame is not None and self.frame.image is not None:
             image = image.copy()
-            prev = self.frame.image
-            h, w = image.shape[:2]
-            ys = np.minimum((np.arange(h) + 0.5) * prev.shape[0] / h, prev.shape[0] - 1).astype(np.int64)
-            xs = np.minimum((np.arange(w) + 0.5) * prev.shape[1] / w, prev.shape[1] - 1).astype(np.int64)
-            image[res.rows_done :] = prev[ys[res.rows_done :]][:, xs]
+            base = self._refine_base(res.request.serial, self.frame.image, image.shape[:2])
+            image[res.rows_done :] = base[res.rows_done :]
             res = FrameResult(image, res.depth, res.stats, res.ms, res.request, False, res.rows_done)
+        elif res.complete:
+            self._base = None
         self.presenter.upload_image(image)
         if res.complete:
-            self.dynres.observe(res.ms, image.shape[0] * image.shape[1])
+            # the cost model is that of moving frames (rendered beside the busy UI thread, with the moving
+            # thread count); a refined still frame only seeds it
+            if res.request.band_ms <= 0 or self.dynres.ms_per_px is None:
+                self.dynres.observe(res.ms, image.shape[0] * image.shape[1])
             self._shown_frames.append(time.perf_counter())
         self.frame = res
         depth_ok = res.depth is not None and self.settings.overlays.depth_aware and res.complete
         self.overlays.set_depth(res.depth if depth_ok else None)
         return True
+
+    def _refine_base(self, serial: int, prev: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+        """The frame shown when refine ``serial`` began, resampled (nearest) to ``size``: what its rows not
+        yet rendered show. Made once per refine, not per band (a 1280×800 resample costs the UI thread
+        ~25 ms)."""
+        if self._base is None or self._base[0] != serial or self._base[1].shape[:2] != size[:2]:
+            h, w = size[0], size[1]
+            ys = np.minimum((np.arange(h) + 0.5) * prev.shape[0] / h, prev.shape[0] - 1).astype(np.int64)
+            xs = np.minimum((np.arange(w) + 0.5) * prev.shape[1] / w, prev.shape[1] - 1).astype(np.int64)
+            self._base = (serial, prev[ys][:, xs])
+        return self._base[1]
+
+    def full_frame_shown(self) -> bool:
+        """Whether the shown frame is the complete, full-resolution render of the current view."""
+        f = self.frame
+        return (
+            f is not None
+            and f.complete
+            and self._submitted is not None
+            and self._submitted[1] == self.settings.render.res_scale
+            and f.request.serial >= self.worker._serial
+            and self.worker.idle()
+        )
+
+    def wait_full_frame(self, timeout: float = 60.0, max_steps: int | None = None) -> bool:
+        """Step until a complete full-resolution frame for the current view is shown (tests, capture)."""
+        end = time.monotonic() + timeout
+        steps = 0
+        while time.monotonic() < end and (max_steps is None or steps < max_steps):
+            self.step()
+            steps += 1
+            if self.full_frame_shown():
+                self.step()
+                return True
+            time.sleep(0.005)
+        return False

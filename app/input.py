@@ -37,6 +37,10 @@ class InputMixin:
         """Export the current view (Viewer)."""
         raise NotImplementedError
 
+    def save_window(self) -> None:
+        """Save the window as drawn (Viewer)."""
+        raise NotImplementedError
+
     def reset_view(self) -> None:
         """Reset the camera (Viewer)."""
         raise NotImplementedError
@@ -71,6 +75,8 @@ class InputMixin:
                 self.camera.mode = "fly" if self.camera.mode == "orbit" else "orbit"
             elif key == glfw.KEY_F12:
                 self.screenshot()
+            elif key == glfw.KEY_F11:
+                self.save_window()
             elif key == glfw.KEY_H:
                 self.settings.show_ui = not self.settings.show_ui
             elif key == glfw.KEY_R and not ctrl:

@@ -13,7 +13,8 @@ import imgui
 import numpy as np
 
 from app.jobs import PRESETS, STAGES, JobHistory
-from app.settings import BACKENDS, VIEWS
+from app.settings import VIEWS
+from renderer.backends import BACKENDS
 
 if TYPE_CHECKING:
     from app.viewer import Viewer
@@ -159,7 +160,8 @@ def _stats_panel(v: Viewer) -> None:
     w, h = f.size
     state = "" if f.complete else f" (refining {100 * f.rows_done // max(h, 1)}%)"
     path = " (CUDA -> GL buffer)" if v.pbo_path_active() else ""
-    imgui.text(f"{f.ms:.0f} ms/frame, {tm.fps:.1f} FPS, {w}x{h}{state}{path}")
+    rate = "still" if v.is_idle() and f.complete else f"{tm.fps:.1f} FPS"  # FPS of the frames while moving
+    imgui.text(f"{f.ms:.0f} ms/frame, {rate}, {w}x{h}{state}{path}")
     imgui.text(f"samples/ray marched {d['marched_per_ray']:.1f}, evaluated {d['evaluated_per_ray']:.1f}")
     imgui.text(f"ESS skipped {d['ess_skipped_pct']:.1f}%, stopped early {d['early_pct']:.1f}%")
     imgui.text(f"networks touched {int(st.get('networks_touched', 0))}, passes {int(st.get('passes', 0))}")

@@ -81,7 +81,7 @@ class FramePresenter:
         dtype = "f1" if arr.dtype == np.uint8 else "f4"  # f1: normalised bytes (u1 is integer)
         tex = self._texture(w, h, 3, dtype)
         # rows of 3 float32 or 3 bytes: GL's default 4-byte row alignment breaks odd widths of uint8
-        tex.write(arr.tobytes(), alignment=1)
+        tex.write(arr, alignment=1)  # the array itself (buffer protocol): no bytes copy of the frame
         self.size = (w, h)
 
     def pixel_buffer(self, width: int, height: int) -> moderngl.Buffer:

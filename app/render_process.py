@@ -83,6 +83,8 @@ class ProcessBackend:
     """The torch backend running in a spawned child process (thread-safe: calls are serialised)."""
 
     name = "torch"
+    threads_fixed = True
+    """The child keeps the torch thread count it was started with."""
 
     def __init__(self, device: str = "cpu", threads: int = 1) -> None:
         ctx = mp.get_context("spawn")  # never fork a process holding GL contexts and threads
@@ -96,6 +98,11 @@ class ProcessBackend:
         self._lock = threading.Lock()
         self._keys = itertools.count(1)
         self._current: RemoteScene | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        """Process id of the child (for its peak RAM)."""
+        return [self._proc.pid] if self._proc.pid is not None else []
 
     def _call(self, msg: tuple[Any, ...]) -> Any:
         with self._lock:
@@ -150,6 +157,7 @@ class ProcessPoolBackend:
     process renders with one torch thread, so two processes use both cores of a 2-core machine)."""
 
     name = "torch"
+    threads_fixed = True
 
     def __init__(self, device: str = "cpu", threads: int = 1, processes: int = 2) -> None:
         self.device = device
@@ -157,6 +165,11 @@ class ProcessPoolBackend:
         self._free: queue.Queue[ProcessBackend] = queue.Queue()
         for c in self.children:
             self._free.put(c)
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the children (for their peak RAM)."""
+        return [p for c in self.children for p in c.pids]
 
     def prepare(self, scene: Any) -> Any:
         """Send ``scene`` to every process (in parallel); returns the scene (each process caches it)."""

@@ -1,10 +1,14 @@
-"""Background rendering: a thread that renders the newest requested frame so the UI never waits on torch.
+"""Background rendering: a thread that renders the newest requested frame so the UI never waits for it.
+
+Backends that render in this process (the native ``cpu`` renderer, whose frame is one ctypes call that
+releases the GIL and runs on its own thread pool) are called right here; the torch renderer is called
+through a child process (app/render_process.py), and the thread only waits for its answer.
 
 The UI thread :meth:`RenderWorker.submit`\\ s a :class:`FrameRequest` (camera, options) whenever the view
 changes; only the newest pending request is kept. Large frames are rendered in bands of rows (each band
 is the same camera with its principal point shifted, so the pixels are exactly those of a full render),
-published after every band, and abandoned as soon as a newer request arrives — that keeps a full
-resolution refine from blocking the next moving frame.
+published after every band (or once complete, ``FrameRequest.publish_bands``), and abandoned as soon as a
+newer request arrives — that keeps a full resolution refine from blocking the next moving frame.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.backend_profiles import set_render_threads
 from app.presenter import image_to_numpy
 
 MAX_STATS = ("networks_touched", "passes")
@@ -46,9 +51,14 @@ class FrameRequest:
     """Render in bands of about this many ms (0: one piece)."""
     scene_version: int = 0
     """Scene generation the request was made for."""
-    threads: int = 0
-    """torch intra-op threads for this frame (0: leave as is). Small frames run far faster on one thread
-    (measured 5-8x at 64x48-400x300 on a busy 2-core machine: tiny matmuls drown in thread hand-offs)."""
+    publish_bands: bool = True
+    """Publish each band as it is done (a slow refine shows progress); False: bands only let a newer
+    request cut the refine short, and the frame is published once, complete (a fast backend's refine
+    then costs the UI thread one upload, not one per band)."""
+    threads: int | None = None
+    """CPU threads for this frame (None: leave as is, 0: every core), set through
+    ``app.backend_profiles.set_render_threads`` on the worker thread: the native pool for the ``cpu``
+    backend, torch's for an in-process torch backend."""
 
 
 @dataclass
@@ -220,6 +230,20 @@ class RenderWorker:
             t.join(timeout=30)
 
     # ---- worker side ---------------------------------------------------------------------------------
+    def _publish(self, result: FrameResult) -> bool:
+        """Make ``result`` the newest frame for :meth:`poll`; False when a newer request's frame is already
+        out (parallel threads), and then nothing is published."""
+        with self._cv:
+            serial = result.request.serial
+            if serial < self._published:
+                return False
+            if self._latest is None or result.complete or not self._latest.complete:
+                self._latest = result
+                self._published = serial
+        if self.on_publish is not None:
+            self.on_publish()
+        return True
+
     def _newer_pending(self, serial: int) -> bool:
         with self._cv:
             return (
@@ -255,11 +279,8 @@ class RenderWorker:
                     self._busy -= 1
 
     def _render(self, req: FrameRequest, scene: Any, backend: Backend) -> None:
-        if req.threads > 0:
-            import torch
-
-            if torch.get_num_threads() != req.threads:
-                torch.set_num_threads(req.threads)
+        if req.threads is not None:
+            set_render_threads(backend, req.threads)
         cam = req.camera
         w, h = int(cam.width), int(cam.height)
         t0 = time.perf_counter()
@@ -284,19 +305,13 @@ class RenderWorker:
             ms = (time.perf_counter() - t0) * 1000
             self.timing.ms_per_px = ms / (w * y)
             done = y >= h
-            result = FrameResult(image, depth, combine_stats(parts), ms, req, done, y)
-            with self._cv:
-                stale = req.serial < self._published  # a newer frame is already out (parallel threads)
-                if not stale and (self._latest is None or done or not self._latest.complete):
-                    self._latest = result
-                    self._published = req.serial
-            if stale:
+            if (done or req.publish_bands) and not self._publish(
+                FrameResult(image, depth, combine_stats(parts), ms, req, done, y)
+            ):
                 return
-            if self.on_publish is not None:
-                self.on_publish()
             if not done and self._newer_pending(req.serial):
                 return
-            if not done:  # later bands render into a fresh buffer so the published one stays intact
+            if not done and req.publish_bands:  # later bands go to a fresh buffer: the published one stays
                 image = image.copy()
                 depth = depth.copy() if depth is not None else None
         self.timing.frames += 1

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 VIEWS = ("rgb", "depth", "network")
-BACKENDS = ("auto", "torch", "cuda")
 
 
 @dataclass
@@ -14,13 +13,13 @@ class RenderSettings:
     """The render panel."""
 
     backend: str = "auto"
-    """auto, torch or cuda."""
+    """One of ``renderer.backends.BACKENDS``; the name of the backend in use once the viewer runs."""
     res_scale: float = 1.0
     """Resolution of the still frame relative to the window."""
     dynamic_res: bool = True
     """Render small while the camera moves to hold target_fps."""
     target_fps: float = 12.0
-    """Frame rate to hold while moving."""
+    """Frame rate to hold while moving (set from the backend's profile when the backend changes)."""
     ess: bool = True
     """Empty space skipping through the occupancy grid."""
     ert: bool = True
@@ -33,8 +32,6 @@ class RenderSettings:
     """Background colour."""
     view: str = "rgb"
     """rgb, depth (debug) or network (debug: colour by network id)."""
-    threads: int = 1
-    """torch threads per render process (1 is fastest for the viewer's small frames; 0: torch's default)."""
     processes: int = 1
     """Render processes working on consecutive frames at once (torch backend; 2 measured slower than 1
     on a shared, busy 2-core machine, so 1 by default)."""

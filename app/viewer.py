@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -24,10 +25,18 @@ import numpy as np
 from imgui.integrations.glfw import GlfwRenderer
 
 from app import overlay_geometry as og
+from app.backend_control import BackendMixin, wrap_backend
 from app.camera_control import CameraController
 from app.dynres import DynamicResolution
-from app.export import ExportTask, screenshot_paths, start_screenshot, start_turntable
-from app.frame_scheduling import BAND_MS, STILL_DELAY_S, FrameSchedulingMixin  # noqa: F401 - BAND_MS re-exported
+from app.export import (
+    ExportTask,
+    save_png,
+    screenshot_paths,
+    start_screenshot,
+    start_turntable,
+    window_capture_path,
+)
+from app.frame_scheduling import STILL_DELAY_S, FrameSchedulingMixin
 from app.input import InputMixin
 from app.jobs import JobConfig, TrainingJob
 from app.overlays import OverlayRenderer
@@ -39,10 +48,8 @@ from app.window import create_window, destroy_window
 
 _NO_WINDOW: Any = None
 """glfw's clipboard functions take no window any more (passing one is deprecated)."""
-ORBIT_KEY_DEG_PER_S = 90.0
 MAX_UI_HZ = 30.0
 """UI frame rate cap while the camera moves."""
-"""Arrow keys in orbit mode turn by this many degrees per second."""
 
 
 @dataclass
@@ -59,7 +66,7 @@ class FrameTiming:
     ui_fps: float = 0.0
 
 
-class Viewer(InputMixin, FrameSchedulingMixin):
+class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
     """The viewer window. ``scene`` is a renderer Scene; ``backend`` a renderer backend."""
 
     def __init__(
@@ -87,14 +94,14 @@ class Viewer(InputMixin, FrameSchedulingMixin):
         self.presenter = FramePresenter(self.ctx)
         self.overlays = OverlayRenderer(self.ctx)
         self.fbo: moderngl.Framebuffer | None = None
-        backend = self._in_process(backend) if render_process else backend
+        backend = wrap_backend(backend, self.settings, render_process)
         self.render_process = render_process
-        self.settings.render.backend = getattr(backend, "name", "torch")
         parallel = len(getattr(backend, "children", [])) or 1
         self.worker = RenderWorker(backend, on_publish=glfw.post_empty_event, threads=parallel)
         self.loader = SceneLoader(prepare=lambda s: prepare_for_backend(self.worker.backend, s))
         self.camera = CameraController()
-        self.dynres = DynamicResolution(target_fps=self.settings.render.target_fps)
+        self.dynres = DynamicResolution()
+        self.apply_profile(backend)
         self.messages: deque[tuple[float, str, str]] = deque(maxlen=8)
         self.job: TrainingJob | None = None
         self.export: ExportTask | None = None
@@ -145,47 +152,6 @@ class Viewer(InputMixin, FrameSchedulingMixin):
         r.ert_threshold = float(getattr(scene, "ert_threshold", r.ert_threshold))
         r.background = tuple(float(c) for c in getattr(scene, "background", r.background))  # type: ignore[assignment]
         self._overlay_key = None
-
-    def switch_backend(self, name: str) -> None:
-        """Render with backend ``name`` (auto, torch, cuda) from now on; a failure keeps the current one."""
-        from renderer.backends import get_backend
-
-        try:
-            backend = get_backend(name)
-            if self.render_process:
-                backend = self._in_process(backend)
-            prepared = prepare_for_backend(backend, self.scene)
-        except Exception as e:
-            self.notify(f"backend {name} unavailable: {e}".splitlines()[0], "error")
-            return
-        old = self.worker.backend
-        self.worker.set_backend(backend, prepared)
-        if old is not backend and hasattr(old, "close"):
-            old.close()
-        self._release_pixel_buffer()
-        self._submitted = None
-        self.settings.render.backend = getattr(backend, "name", name)
-        self.scene_version += 1
-        self.notify(f"rendering with the {self.settings.render.backend} backend")
-
-    def _in_process(self, backend: Any) -> Any:
-        """The torch backend moves to a child process (app/render_process.py: no GIL contention)."""
-        if getattr(backend, "name", "") != "torch":
-            return backend
-        from app.render_process import ProcessPoolBackend
-
-        return ProcessPoolBackend(
-            str(getattr(backend, "device", "cpu")),
-            threads=self.settings.render.threads,
-            processes=self.settings.render.processes,
-        )
-
-    def _release_pixel_buffer(self) -> None:
-        if self._pixel_buffer is not None:
-            self._pixel_buffer.release()
-            self._pixel_buffer.buffer.release()
-            self._pixel_buffer = None
-        self._pbo_failed = False
 
     def open_scene(self, path: str) -> None:
         """Load ``path`` in the background; on failure the current scene stays and the error is shown."""
@@ -468,29 +434,13 @@ class Viewer(InputMixin, FrameSchedulingMixin):
         data = np.frombuffer(self.fbo.read(components=3, alignment=1), np.uint8).reshape(h, w, 3)
         return np.ascontiguousarray(data[::-1])
 
-    def wait_full_frame(self, timeout: float = 60.0, max_steps: int | None = None) -> bool:
-        """Step until a complete full-resolution frame for the current view is shown (tests, capture)."""
-        end = time.monotonic() + timeout
-        steps = 0
-        while time.monotonic() < end and (max_steps is None or steps < max_steps):
-            self.step()
-            steps += 1
-            f = self.frame
-            if (
-                f is not None
-                and f.complete
-                and self._submitted is not None
-                and self._submitted[1] == self.settings.render.res_scale
-                and f.request.serial >= self._last_serial_submitted()
-                and self.worker.idle()
-            ):
-                self.step()
-                return True
-            time.sleep(0.005)
-        return False
-
-    def _last_serial_submitted(self) -> int:
-        return self.worker._serial
+    def save_window(self) -> None:
+        """Save the window as last drawn (panels included) as ``exports/window-YYYYmmdd-HHMMSS.png`` (F11);
+        the PNG is encoded off the UI thread."""
+        png = window_capture_path(self.settings.export.folder)
+        image = self.read_frame()
+        threading.Thread(target=save_png, args=(image, png), name="save-window").start()  # exit waits for it
+        self.notify(f"saving the window as {png}")
 
     def is_idle(self) -> bool:
         """No input in progress and the view settled (the renderer may still be refining)."""
@@ -534,7 +484,7 @@ class Viewer(InputMixin, FrameSchedulingMixin):
         self.worker.stop()
         if hasattr(self.worker.backend, "close"):
             self.worker.backend.close()
-        self._release_pixel_buffer()
+        self.release_pixel_buffer()
         try:
             _ = self.ctx.error
             self.imgui.shutdown()

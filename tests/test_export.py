@@ -41,7 +41,9 @@ def test_headless_screenshot_writes_png_and_camera_that_rerenders_it(
     assert (cam.width, cam.height) == (40, 30)
     from renderer.scene import load_scene
 
-    again = render_to_uint8(get_backend("torch"), load_scene(scene_file), cam, RenderOptions())
+    again = render_to_uint8(
+        get_backend("auto"), load_scene(scene_file), cam, RenderOptions()
+    )  # --backend's default
     np.testing.assert_array_equal(png, again)
     assert png.std() > 0  # the scene is visible, not a flat background
     # the camera JSON fed back through --camera reproduces the PNG byte for byte

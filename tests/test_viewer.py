@@ -38,10 +38,12 @@ from renderer.synthetic import random_scene  # noqa: E402
 W, H = 64, 48
 
 
-def _scene_with_cameras(seed: int) -> object:
+def _scene_with_cameras(seed: int, hidden: int = 8) -> object:
     from renderer.camera import orbit_pose
 
-    s = random_scene(grid_res=(3, 2, 4), seed=seed, background=(1.0, 1.0, 1.0), density_bias=10.0)
+    s = random_scene(
+        grid_res=(3, 2, 4), seed=seed, background=(1.0, 1.0, 1.0), density_bias=10.0, hidden=hidden
+    )
     poses = np.stack([orbit_pose((0.0, 0.0, 0.0), 3.0, az, 20.0) for az in (-90.0, 0.0, 120.0)])
     s.cameras = SceneCameras(width=80, height=60, focal=70.0, c2w=poses.astype(np.float32))
     return s
@@ -50,9 +52,11 @@ def _scene_with_cameras(seed: int) -> object:
 @pytest.fixture(scope="module")
 def scene_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("scenes")
-    paths = {"a": d / "a.kilo", "b": d / "b.kilo"}
+    paths = {"a": d / "a.kilo", "b": d / "b.kilo", "c16": d / "c16.kilo", "d16": d / "d16.kilo"}
     save_scene(_scene_with_cameras(3), paths["a"])
     save_scene(_scene_with_cameras(5), paths["b"])
+    save_scene(_scene_with_cameras(6, hidden=16), paths["c16"])  # hidden widths the native kernels have
+    save_scene(_scene_with_cameras(7, hidden=16), paths["d16"])
     return paths
 
 
@@ -289,10 +293,26 @@ def test_f12_screenshot_matches_a_headless_render_of_its_camera(v: object, tmp_p
     assert (
         main(
             ["--scene", str(scene_file), "--headless", "--screenshot", str(again), "--camera", str(cam_json)]
+            + ["--backend", v.settings.render.backend]  # type: ignore[attr-defined]  # the viewer's renderer
         )
         == 0
     )
     np.testing.assert_array_equal(np.asarray(Image.open(again).convert("RGB")), shot)
+
+
+def test_f11_saves_the_window_as_drawn(v: object, tmp_path: Path) -> None:
+    from PIL import Image
+
+    v.settings.export.folder = str(tmp_path / "exports")  # type: ignore[attr-defined]
+    assert v.wait_full_frame(60)  # type: ignore[attr-defined]
+    v.handle_key(v.window, glfw.KEY_F11, 0, glfw.PRESS, 0)  # type: ignore[attr-defined]
+    v.handle_key(v.window, glfw.KEY_F11, 0, glfw.RELEASE, 0)  # type: ignore[attr-defined]
+    end = time.monotonic() + 10
+    while not list((tmp_path / "exports").glob("window-*.png")) and time.monotonic() < end:
+        time.sleep(0.02)
+    time.sleep(0.2)  # renamed into place when complete
+    (png,) = (tmp_path / "exports").glob("window-*.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(png).convert("RGB")), v.read_frame())  # type: ignore[attr-defined]
 
 
 def test_pbo_upload_path_shows_the_buffer(v: object) -> None:
@@ -439,5 +459,46 @@ def test_pixel_buffer_backend_frames_reach_the_window(v: object) -> None:
         assert backend.calls == 2
     finally:
         v.worker.set_backend(old, old.prepare(v.scene))  # type: ignore[attr-defined]
-        v._release_pixel_buffer()  # type: ignore[attr-defined]
+        v.release_pixel_buffer()  # type: ignore[attr-defined]
         v._submitted = None  # type: ignore[attr-defined]
+
+
+def test_switching_backends_cpu_and_torch_with_hot_reload(
+    v: object, scene_paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The native cpu backend renders on the worker thread (no child process) with its own profile; a hot
+    reload prepares the new scene for it; switching back to torch restores the render process."""
+    import renderer.backends as B
+    from app.backend_profiles import PROFILES
+    from app.render_process import ProcessPoolBackend
+
+    ok, why = B.cpu_backend_status()
+    if not ok:
+        pytest.skip(f"native cpu backend unavailable: {why}")
+    from renderer.native.scene import NativeScene
+
+    v.set_scene(load_scene(scene_paths["c16"]), str(scene_paths["c16"]))  # type: ignore[attr-defined]
+    try:
+        v.switch_backend("cpu")  # type: ignore[attr-defined]
+        backend = v.worker.backend  # type: ignore[attr-defined]
+        assert backend.name == "cpu" and not isinstance(backend, ProcessPoolBackend)
+        assert isinstance(v.worker._scene, NativeScene)  # type: ignore[attr-defined]
+        assert v.settings.render.backend == "cpu"  # type: ignore[attr-defined]
+        assert v.settings.render.target_fps == PROFILES["cpu"].target_fps  # type: ignore[attr-defined]
+        assert v.dynres.min_pixels == PROFILES["cpu"].min_pixels  # type: ignore[attr-defined]
+        assert v.wait_full_frame(60)  # type: ignore[attr-defined]
+        ref = B.get_backend("cpu").render(v.scene, v.render_camera(), v.render_options())  # type: ignore[attr-defined]
+        assert np.abs(v.read_frame().astype(int) - to_uint8(ref.image).astype(int)).max() <= 1  # type: ignore[attr-defined]
+        v.open_scene(str(scene_paths["d16"]))  # type: ignore[attr-defined]
+        v.loader.wait(30)  # type: ignore[attr-defined]
+        v.step()  # type: ignore[attr-defined]
+        assert v.scene_name == str(scene_paths["d16"]) and isinstance(v.worker._scene, NativeScene)  # type: ignore[attr-defined]
+        assert v.wait_full_frame(60)  # type: ignore[attr-defined]
+        monkeypatch.setattr(B, "cuda_backend_status", lambda: (False, "no GPU (test)"))
+        v.switch_backend("cuda")  # type: ignore[attr-defined]
+        assert v.worker.backend is backend and v.messages[-1][2] == "error"  # type: ignore[attr-defined]
+    finally:
+        v.switch_backend("torch")  # type: ignore[attr-defined]
+    assert isinstance(v.worker.backend, ProcessPoolBackend)  # type: ignore[attr-defined]
+    assert v.settings.render.target_fps == PROFILES["torch"].target_fps  # type: ignore[attr-defined]
+    assert v.wait_full_frame(60)  # type: ignore[attr-defined]
