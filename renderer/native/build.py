@@ -44,10 +44,10 @@ def sources() -> list[Path]:
 
 
 def compiler() -> str | None:
-    """``$CXX``, else the first of g++, clang++, c++ on ``PATH``."""
+    """``$CXX`` (None when it does not run), else the first of g++, clang++, c++ on ``PATH``."""
     env = os.environ.get("CXX")
     if env:
-        return shutil.which(env) or env
+        return shutil.which(env)
     for name in ("g++", "clang++", "c++"):
         found = shutil.which(name)
         if found:
@@ -110,7 +110,10 @@ def build(output: Path | None = None, force: bool = False) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:
-        proc = subprocess.run(command(cxx, Path(tmp)), capture_output=True, text=True)
+        try:
+            proc = subprocess.run(command(cxx, Path(tmp)), capture_output=True, text=True)
+        except OSError as e:
+            raise BuildError(f"{SOURCE_DIR}: cannot run {cxx} ({e.strerror or e})") from None
         if proc.returncode != 0:
             lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "error" in ln.lower()]
             raise BuildError(f"{SOURCE_DIR}: {Path(cxx).name} failed: " + " | ".join(lines[:5]))
