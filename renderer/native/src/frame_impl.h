@@ -25,7 +25,7 @@ namespace {
 inline i64 lattice_count(float t0, float t1, float step) {
     if (!(t1 > t0) || !(t1 < INFINITY)) return 0;
     const double span = (double)(t1 - t0);
-    double est = ceil(span / (double)step - 0.5);
+    double est = ceil(span * (1.0 / (double)step) - 0.5);  // an estimate: the float32 checks below decide
     i64 n = est > 0.0 ? (i64)est : 0;
     for (int it = 0; it < 2; ++it) {
         if (kn::lattice_t(t0, n, step) < t1) ++n;
