@@ -138,12 +138,15 @@ def cpu_steps(scene: Any, backend: Any, gflops: float) -> None:
         "\nnative kernels, 800x800 ESS+ERT, median ms per step: "
         + ", ".join(f"{k} {v:.1f}" for k, v in med.items())
     )
-    spec = p.rs.spec
+    full = p.rs.spec
+    # FLOPs as executed: octaves whose weights are all zero are not encoded (NativeScene.pos_freqs)
+    spec = NetworkSpec(full.bbox_min, full.bbox_max, full.grid_res, p.pos_freqs, p.dir_freqs, full.hidden)
     rate = res.stats.samples_evaluated * flops_per_sample(spec) / (med["evaluate"] / 1e3) / 1e9
     n, ms = res.stats.samples_evaluated, med["evaluate"]
     print(
         f"network part: {n} samples in {ms:.1f} ms = {n / ms / 1e3:.2f} M samples/s, {rate:.1f} GFLOP/s "
-        f"effective = {100 * rate / gflops:.0f}% of the matmul rate ({flops_per_sample(spec)} FLOP/sample)"
+        f"effective = {100 * rate / gflops:.0f}% of the matmul rate ({flops_per_sample(spec)} FLOP/sample as "
+        f"executed: {p.pos_freqs}/{full.pos_freqs} pos. octaves; full layout {flops_per_sample(full)})"
     )
 
 
