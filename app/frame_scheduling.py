@@ -199,7 +199,7 @@ class FrameSchedulingMixin:
             and f.complete
             and self._submitted is not None
             and self._submitted[1] == self.settings.render.res_scale
-            and f.request.serial >= self.worker._serial
+            and f.request.serial >= self.worker.last_serial
             and self.worker.idle()
         )
 

@@ -174,6 +174,16 @@ class RenderWorker:
         """Whether a frame is being rendered."""
         return self._busy > 0
 
+    @property
+    def scene(self) -> Any:
+        """The scene frames are rendered with (the backend's prepared form)."""
+        return self._scene
+
+    @property
+    def last_serial(self) -> int:
+        """Serial of the newest request submitted."""
+        return self._serial
+
     # ---- UI thread side ------------------------------------------------------------------------------
     def set_scene(self, prepared: Any) -> int:
         """Render with ``prepared`` (a Scene or the backend's prepared form); returns the scene version."""

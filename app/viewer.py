@@ -293,7 +293,7 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
         )
 
     def _prepared_scene(self) -> Any:
-        return self.worker._scene
+        return self.worker.scene
 
     def render_options(self) -> Any:
         """RenderOptions of the render panel."""
