@@ -98,10 +98,10 @@ def cuda_backend_status() -> tuple[bool, str]:
 _announced: set[str] = set()
 
 
-def _announce(key: str, message: str) -> None:
+def _announce(key: str, message: str, level: int = logging.INFO) -> None:
     """Log ``message`` once per process."""
     if key not in _announced:
-        log.info(message)
+        log.log(level, message)
         _announced.add(key)
 
 
@@ -166,5 +166,5 @@ def get_backend(name: str = "auto", device: str | torch.device | None = None) ->
         backend, why = _cpu()
         if backend is not None:
             return backend
-        _announce("cpu", f"native CPU backend unavailable ({why}); using the torch renderer")
+        _announce("cpu", f"native CPU backend unavailable ({why}); using the torch renderer", logging.WARNING)
     return TorchBackend(device)

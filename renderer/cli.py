@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -217,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     from renderer.scene import SceneFormatError
 
     args = build_parser().parse_args(argv)
+    # a backend passed over for a slower one says why on stderr, once (renderer.backends logs it)
+    logging.basicConfig(level=logging.WARNING, format="python -m renderer: %(message)s")
     try:
         if getattr(args, "device", None):
             import torch

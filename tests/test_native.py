@@ -402,3 +402,5 @@ def test_cli_backend_cpu_without_the_library_exits_2(tmp_path: Path) -> None:
     assert len(lines) == 1 and "cpu backend unavailable" in lines[0] and "missing.so" in lines[0]
     proc = subprocess.run([*cmd[:-1], "auto"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode == 0 and (tmp_path / "x.png").is_file()
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "native CPU backend unavailable" in lines[0] and "torch renderer" in lines[0]
