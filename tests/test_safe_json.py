@@ -43,4 +43,4 @@ def test_accepts_ordinary_documents_and_limits_size() -> None:
 
 
 def test_depth_of() -> None:
-    assert depth_of(3) == 0 and depth_of([]) == 1 and depth_of({"a": [1, {"b": []}]}) == 3
+    assert depth_of(3) == 0 and depth_of([]) == 1 and depth_of({"a": [1, {"b": []}]}) == 4
