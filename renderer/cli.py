@@ -112,9 +112,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def scene_info(path: str) -> dict[str, Any]:
     """Summary of a .kilo file: grid, networks, occupancy, step, size on disk, dtype, provenance."""
-    from renderer.scene import load_scene
+    from renderer.scene import load_scene_summary
 
-    scene = load_scene(path)
+    scene, occupied = load_scene_summary(path)  # the occupancy stays packed: memory ~ 2x the file
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in scene.weights.values()})
     info: dict[str, Any] = {
         "file": str(path),
@@ -125,7 +125,7 @@ def scene_info(path: str) -> dict[str, Any]:
         "networks": scene.num_networks,
         "cells": int(np.prod(scene.grid_res)),
         "occupancy_res": list(scene.occupancy_res),
-        "occupancy_percent": 100.0 * float(np.count_nonzero(scene.occupancy)) / max(1, scene.occupancy.size),
+        "occupancy_percent": 100.0 * occupied / max(1, int(np.prod(scene.occupancy_res))),
         "step_size": scene.step_size,
         "weights_dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
         "hidden": scene.hidden,

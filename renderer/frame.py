@@ -18,6 +18,7 @@ import torch
 
 from renderer.distance_field import contributing_voxels, empty_space_distance
 from renderer.networks import NetworkSpec
+from renderer.scene_checks import MAX_LATTICE_STEPS, min_step
 
 OUTPUTS: tuple[str, ...] = ("rgb", "depth", "network")
 """What a frame can show: colour, shaded expected depth, or the dominant network's id colour."""
@@ -120,8 +121,15 @@ def resolve_options(scene: Any, options: RenderOptions | None = None) -> FramePa
     if not opts.ert:
         k = max(NO_ERT_SAMPLES_PER_PASS, k)
     bg = scene.background if opts.background is None else opts.background
+    step = _f32(float(scene.step_size) * float(opts.step_multiplier))
+    box = scene.spec if hasattr(scene, "spec") else scene
+    if step < min_step(box.bbox_min, box.bbox_max):
+        raise ValueError(
+            f"step {step:g} (step multiplier {opts.step_multiplier:g}) is below the box diagonal / "
+            f"{MAX_LATTICE_STEPS}: a ray would take too many lattice steps"
+        )
     return FrameParams(
-        step=_f32(float(scene.step_size) * float(opts.step_multiplier)),
+        step=step,
         ert_threshold=eps,
         background=tuple(float(v) for v in bg),  # type: ignore[arg-type]
         ess=bool(opts.ess),
@@ -285,7 +293,7 @@ def prepare_scene(scene: Any, device: str | torch.device = "cpu", networks: Any 
     else:
         params = {k: v.detach().to(dev, torch.float32).contiguous() for k, v in scene.weights.items()}
     index = torch.as_tensor(np.ascontiguousarray(scene.network_index).astype(np.int64)).reshape(-1).to(dev)
-    occ = torch.as_tensor(np.ascontiguousarray(scene.occupancy).astype(bool)).reshape(-1).to(dev)
+    occ = torch.as_tensor(np.ascontiguousarray(scene.occupancy, dtype=bool)).reshape(-1).to(dev)  # no copy
     return RenderScene(
         device=dev,
         spec=spec,

@@ -26,13 +26,17 @@ from renderer.scene_checks import (  # re-exported: every name stays importable 
     FORMAT_NAME,
     FORMAT_VERSION,
     MAX_CAMERAS,
+    MAX_COORDINATE,
+    MAX_DENSITY_SCALE,
     MAX_FREQS,
     MAX_GRID_RES,
     MAX_HEADER_BYTES,
     MAX_HIDDEN,
     MAX_IMAGE_SIDE,
+    MAX_LATTICE_STEPS,
     MAX_NETWORKS,
     MAX_OCCUPANCY_VOXELS,
+    MAX_WEIGHT,
     METADATA_KEY,
     WEIGHT_KEYS,
     SceneFormatError,
@@ -42,6 +46,8 @@ from renderer.scene_checks import (  # re-exported: every name stays importable 
     _check_network_index,
     _check_settings,
     _error,
+    check_step,
+    min_step,
     weight_shapes,
 )
 from renderer.scene_file import _read_file
@@ -59,13 +65,19 @@ __all__ = [
     "MAX_HIDDEN",
     "MAX_IMAGE_SIDE",
     "MAX_NETWORKS",
+    "MAX_COORDINATE",
+    "MAX_DENSITY_SCALE",
+    "MAX_LATTICE_STEPS",
     "MAX_OCCUPANCY_VOXELS",
+    "MAX_WEIGHT",
+    "min_step",
     "METADATA_KEY",
     "WEIGHT_KEYS",
     "Scene",
     "SceneCameras",
     "SceneFormatError",
     "load_scene",
+    "load_scene_summary",
     "save_scene",
     "scene_metadata",
     "validate_scene",
@@ -156,13 +168,14 @@ class Scene:
 
 def validate_scene(scene: Scene, name: str = "<scene>") -> None:
     """Check every field of an in-memory scene against the .kilo v1 rules; raise SceneFormatError."""
-    _check_box(name, scene.bbox_min, scene.bbox_max)
+    lo, hi = _check_box(name, scene.bbox_min, scene.bbox_max)
     grid, occ_res = _check_grids(name, scene.grid_res, scene.occupancy_res)
     s = _check_settings(
         name,
         {k: getattr(scene, k) for k in ("pos_freqs", "dir_freqs", "hidden", "step_size", "background")}
         | {k: getattr(scene, k) for k in ("density_activation", "density_scale", "ert_threshold")},
     )
+    check_step(name, lo, hi, s["step_size"])
 
     if not isinstance(scene.weights, dict):
         raise _error(name, "weights must be a dict of tensors")
@@ -192,8 +205,12 @@ def validate_scene(scene: Scene, name: str = "<scene>") -> None:
         if got != shape:
             raise _error(name, f"{k} has shape {list(got)}, expected {list(shape)}")
     for k in WEIGHT_KEYS:
-        if not bool(torch.isfinite(scene.weights[k]).all()):
+        w = scene.weights[k]
+        if not bool(torch.isfinite(w).all()):
             raise _error(name, f"{k} contains non-finite values (NaN or Inf)")
+        big = float(w.abs().max()) if w.numel() else 0.0
+        if big > MAX_WEIGHT:
+            raise _error(name, f"{k} has a value of magnitude {big:g}, more than the limit {MAX_WEIGHT:g}")
 
     index = scene.network_index
     if not isinstance(index, np.ndarray) or index.dtype != np.int32:
@@ -303,41 +320,34 @@ def save_scene(scene: Scene, path: str | os.PathLike[str], dtype: str | None = N
     atomic_write_bytes(path, data)
 
 
-def load_scene(path: str | os.PathLike[str]) -> Scene:
-    """Load and fully validate a .kilo v1 file; any problem raises SceneFormatError("<path>: <problem>")."""
-    import safetensors.numpy
-
+def _load_tensors(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """The checked metadata and tensors of a .kilo file (occupancy still packed, its padding bits checked)."""
     name = str(path)
-    meta, data = _read_file(name, Path(path))
-    try:
-        arrays = safetensors.numpy.load(data)
-    except Exception as e:  # the header was checked; this is a last line of defence
-        raise _error(name, f"safetensors could not read the tensors: {e}") from None
-
+    meta, arrays = _read_file(name, Path(path))
     occ_res = meta["occupancy_res"]
-    n_vox = occ_res[0] * occ_res[1] * occ_res[2]
     packed = arrays["occupancy"]
-    tail_bits = packed.size * 8 - n_vox
+    tail_bits = packed.size * 8 - occ_res[0] * occ_res[1] * occ_res[2]
     if tail_bits and int(packed[-1]) >> (8 - tail_bits):
         raise _error(name, "occupancy has set padding bits after the last voxel")
-    occupancy = np.unpackbits(packed, count=n_vox, bitorder="little").astype(bool).reshape(occ_res)
+    return name, meta, arrays
 
+
+def _scene_from(meta: dict[str, Any], arrays: dict[str, np.ndarray], occupancy: np.ndarray) -> Scene:
+    """A Scene of checked metadata, tensors and an occupancy array (not validated yet)."""
     cameras = None
     if meta["cameras"] is not None:
         w, h, focal = meta["cameras"]
         cameras = SceneCameras(
             width=w, height=h, focal=focal, c2w=np.ascontiguousarray(arrays[CAMERA_TENSOR])
         )
-
-    weights = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in WEIGHT_KEYS}
-    scene = Scene(
+    return Scene(
         bbox_min=meta["bbox_min"],
         bbox_max=meta["bbox_max"],
         grid_res=meta["grid_res"],
-        occupancy_res=occ_res,
+        occupancy_res=meta["occupancy_res"],
         network_index=np.ascontiguousarray(arrays["network_index"], dtype=np.int32),
         occupancy=occupancy,
-        weights=weights,
+        weights={k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in WEIGHT_KEYS},
         pos_freqs=meta["pos_freqs"],
         dir_freqs=meta["dir_freqs"],
         hidden=meta["hidden"],
@@ -349,5 +359,30 @@ def load_scene(path: str | os.PathLike[str]) -> Scene:
         cameras=cameras,
         provenance=meta["provenance"],
     )
+
+
+def load_scene(path: str | os.PathLike[str]) -> Scene:
+    """Load and fully validate a .kilo v1 file; any problem raises SceneFormatError("<path>: <problem>")."""
+    name, meta, arrays = _load_tensors(path)
+    occ_res = meta["occupancy_res"]
+    n_vox = occ_res[0] * occ_res[1] * occ_res[2]
+    # one array of a byte per voxel, viewed as bool (no second copy)
+    occupancy = np.unpackbits(arrays.pop("occupancy"), count=n_vox, bitorder="little").view(np.bool_)
+    scene = _scene_from(meta, arrays, occupancy.reshape(occ_res))
     validate_scene(scene, name)
     return scene
+
+
+def load_scene_summary(path: str | os.PathLike[str]) -> tuple[Scene, int]:
+    """Check a .kilo file as ``load_scene`` does without unpacking its occupancy (memory stays within about
+    twice the file size): the Scene, whose ``occupancy`` is a read-only all-False placeholder of the right
+    shape, and the number of occupied voxels, counted on the packed bits."""
+    name, meta, arrays = _load_tensors(path)
+    packed = arrays.pop("occupancy")
+    occupied = sum(
+        int(np.bitwise_count(packed[i : i + (1 << 20)]).sum()) for i in range(0, packed.size, 1 << 20)
+    )
+    placeholder = np.broadcast_to(np.False_, tuple(meta["occupancy_res"]))
+    scene = _scene_from(meta, arrays, placeholder)  # type: ignore[arg-type]
+    validate_scene(scene, name)
+    return scene, occupied

@@ -21,8 +21,10 @@ CAMERA_TENSOR = "cameras.c2w"
 
 MAX_GRID_RES = 4096
 """Largest network-grid resolution accepted per axis."""
-MAX_OCCUPANCY_VOXELS = 2**31
-"""Largest number of occupancy voxels (ox·oy·oz) accepted."""
+MAX_OCCUPANCY_VOXELS = 2**27
+"""Largest number of occupancy voxels (ox·oy·oz) accepted (512³; lego's is 160×256×176). A renderer keeps
+a few bytes per voxel (the occupancy, the voxel table and the empty-space distance field), so this bounds
+what a file may ask of its memory: about 0.7 GB at the limit."""
 MAX_NETWORKS = 2**20
 """Largest number of networks M accepted."""
 MAX_HIDDEN = 1024
@@ -33,6 +35,17 @@ MAX_HEADER_BYTES = 64 * 2**20
 """Largest safetensors JSON header accepted."""
 F16_MAX = 65504.0
 """Largest finite float16 value."""
+MAX_COORDINATE = 1.0e6
+"""Largest |coordinate| of the box corners (world units)."""
+MAX_WEIGHT = 1.0e4
+"""Largest |value| of a network weight or bias accepted. Every network input is in [-1, 1] and every layer
+has at most 1024 + 195 inputs, so activations stay far inside float32 (trained weights are O(1)): no file can
+make a renderer produce NaN."""
+MAX_DENSITY_SCALE = 1.0e4
+"""Largest density_scale accepted (σ = scale · act(raw))."""
+MAX_LATTICE_STEPS = 1 << 14
+"""Most lattice steps a ray may take across the box: step_size ≥ box diagonal / this (lego: ~260), so a
+frame costs a bounded number of steps per ray."""
 MAX_CAMERAS = 2**20
 """Largest number of stored camera poses K accepted."""
 MAX_IMAGE_SIDE = 2**16
@@ -132,6 +145,8 @@ def _triple(name: str, key: str, v: Any) -> tuple[Any, Any, Any]:
 def _check_box(name: str, bbox_min: Any, bbox_max: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
     lo = tuple(_finite(name, "bbox_min", x) for x in _triple(name, "bbox_min", bbox_min))
     hi = tuple(_finite(name, "bbox_max", x) for x in _triple(name, "bbox_max", bbox_max))
+    if max(abs(v) for v in (*lo, *hi)) > MAX_COORDINATE:
+        raise _error(name, f"box corners must be within ±{MAX_COORDINATE:g}, got {list(lo)} .. {list(hi)}")
     for axis, a, b in zip("xyz", lo, hi):
         if not a < b:
             raise _error(name, f"bbox_min must be < bbox_max on every axis, but on {axis}: {a} >= {b}")
@@ -178,14 +193,30 @@ def _check_settings(name: str, values: dict[str, Any]) -> dict[str, Any]:
         )
     out["density_activation"] = act
     scale = _finite(name, "density_scale", values["density_scale"])
-    if scale <= 0:
-        raise _error(name, f"density_scale must be > 0, got {scale}")
+    if not 0 < scale <= MAX_DENSITY_SCALE:
+        raise _error(name, f"density_scale must be in (0, {MAX_DENSITY_SCALE:g}], got {scale}")
     out["density_scale"] = scale
     eps = _finite(name, "ert_threshold", values["ert_threshold"])
     if not 0.0 <= eps <= 1.0:
         raise _error(name, f"ert_threshold must be in [0, 1], got {eps}")
     out["ert_threshold"] = eps
     return out
+
+
+def min_step(bbox_min: Any, bbox_max: Any) -> float:
+    """Smallest marching step of a box: its diagonal / ``MAX_LATTICE_STEPS``."""
+    return math.dist(tuple(float(v) for v in bbox_min), tuple(float(v) for v in bbox_max)) / MAX_LATTICE_STEPS
+
+
+def check_step(name: str, bbox_min: Any, bbox_max: Any, step: float) -> None:
+    """``SceneFormatError`` when ``step`` is below ``min_step`` of the box."""
+    low = min_step(bbox_min, bbox_max)
+    if step < low:
+        raise _error(
+            name,
+            f"step_size {step:g} is below the box diagonal / {MAX_LATTICE_STEPS} = {low:g} "
+            f"(a ray would take more than {MAX_LATTICE_STEPS} lattice steps)",
+        )
 
 
 def _check_camera_intrinsics(name: str, width: Any, height: Any, focal: Any) -> tuple[int, int, float]:

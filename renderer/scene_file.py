@@ -6,7 +6,6 @@ offsets and ``kilonerf`` metadata are checked against the limits and the actual 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import stat
@@ -15,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from renderer.safe_json import parse_json
 from renderer.scene_checks import (
     _DTYPES,
     _OPTIONAL_META,
@@ -28,12 +30,14 @@ from renderer.scene_checks import (
     MAX_NETWORKS,
     METADATA_KEY,
     WEIGHT_KEYS,
+    SceneFormatError,
     _check_box,
     _check_camera_intrinsics,
     _check_grids,
     _check_settings,
     _error,
     _is_int,
+    check_step,
     weight_shapes,
 )
 
@@ -50,19 +54,6 @@ class _TensorInfo:
     """Start byte offset within the data buffer."""
     end: int
     """End byte offset (exclusive) within the data buffer."""
-
-
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def _parse_json(text: bytes | str) -> Any:
-    return json.loads(text, object_pairs_hook=_reject_duplicate_keys)
 
 
 def _sniff_foreign(head: bytes) -> str | None:
@@ -130,10 +121,7 @@ def _parse_kilonerf_metadata(name: str, header: dict[str, Any]) -> dict[str, Any
         raise _error(name, "__metadata__ must map names to strings")
     if METADATA_KEY not in md:
         raise _error(name, f'__metadata__ has no "{METADATA_KEY}" entry (not a KiloNeRF .kilo scene)')
-    try:
-        meta = _parse_json(md[METADATA_KEY])
-    except ValueError as e:
-        raise _error(name, f'__metadata__["{METADATA_KEY}"] is not valid JSON: {e}') from None
+    meta = parse_json(md[METADATA_KEY], name, error=SceneFormatError, what=f'__metadata__["{METADATA_KEY}"]')
     if not isinstance(meta, dict):
         raise _error(name, f'__metadata__["{METADATA_KEY}"] must be a JSON object')
     if meta.get("format") != FORMAT_NAME:
@@ -157,6 +145,7 @@ def _parse_kilonerf_metadata(name: str, header: dict[str, Any]) -> dict[str, Any
     values["density_scale"] = meta.get("density_scale", 1.0)
     values["ert_threshold"] = meta.get("ert_threshold", 0.01)
     out = _check_settings(name, values)
+    check_step(name, bbox_min, bbox_max, out["step_size"])
     out.update(bbox_min=bbox_min, bbox_max=bbox_max, grid_res=grid, occupancy_res=occ)
 
     cams = meta.get("cameras")
@@ -227,8 +216,10 @@ def _check_tensor_layout(name: str, entries: dict[str, _TensorInfo], meta: dict[
     return m, dt
 
 
-def _read_file(name: str, path: Path) -> tuple[dict[str, Any], bytes]:
-    """Read and check a .kilo file's header before reading its data; return (typed metadata, file bytes)."""
+def _read_file(name: str, path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read and check a .kilo file's header before reading its data; return the typed metadata and the
+    tensors, as numpy arrays over one buffer of the file's bytes (read once, never copied: memory stays
+    at the file's size)."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -267,10 +258,8 @@ def _read_file(name: str, path: Path) -> tuple[dict[str, Any], bytes]:
             raise _error(name, "file changed size while being read")
         if not raw_header.startswith(b"{"):
             raise _error(name, "safetensors header does not start with '{' (not a .kilo scene)")
-        try:
-            header = _parse_json(raw_header.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise _error(name, f"safetensors header is not valid JSON: {e}") from None
+        header = parse_json(raw_header, name, error=SceneFormatError, what="safetensors header",
+                            max_bytes=MAX_HEADER_BYTES)  # fmt: skip
         if not isinstance(header, dict):
             raise _error(name, "safetensors header must be a JSON object")
         data_len = size - 8 - header_len
@@ -278,8 +267,18 @@ def _read_file(name: str, path: Path) -> tuple[dict[str, Any], bytes]:
         meta = _parse_kilonerf_metadata(name, header)
         _check_tensor_layout(name, entries, meta)
         # Everything the header claims is now bounded by the limits and by the actual file size.
-        f.seek(0)
-        data = f.read()
-    if len(data) != size:
-        raise _error(name, "file changed size while being read")
-    return meta, data
+        data = bytearray(data_len)
+        if f.readinto(data) != data_len or f.read(1):
+            raise _error(name, "file changed size while being read")
+    return meta, _views(data, entries)
+
+
+def _views(data: bytearray, entries: dict[str, _TensorInfo]) -> dict[str, np.ndarray]:
+    """Each checked tensor entry as an array over ``data`` (copied only if its offset is misaligned)."""
+    out = {}
+    for key, e in entries.items():
+        dtype = _DTYPES[e.dtype][0]
+        count = (e.end - e.begin) // dtype.itemsize
+        a = np.frombuffer(data, dtype=dtype, count=count, offset=e.begin).reshape(e.shape)
+        out[key] = a if a.flags.aligned else a.copy()
+    return out

@@ -360,6 +360,28 @@ def _del(key: str) -> Callable[[dict[str, Any]], None]:
     return lambda h: h.pop(key)
 
 
+def _nested(depth: int) -> Any:
+    """[[[...[1]...]]] nested ``depth`` lists deep."""
+    v: Any = 1
+    for _ in range(depth):
+        v = [v]
+    return v
+
+
+def _deep_header(depth: int) -> Callable[[Path], Path]:
+    """A valid file whose safetensors header gains a key nested ``depth`` lists deep (raw JSON text)."""
+
+    def build(path: Path) -> Path:
+        save_scene(make_scene(), path)
+        header, buf = split_file(path.read_bytes())
+        raw = (json.dumps(header)[:-1] + ', "zz": ' + "[" * depth + "]" * depth + "}").encode()
+        raw += b" " * (-len(raw) % 8)
+        path.write_bytes(struct.pack("<Q", len(raw)) + raw + buf)
+        return path
+
+    return build
+
+
 def _metadata_text(text: str) -> Callable[[dict[str, Any]], None]:
     return lambda h: h["__metadata__"].update(kilonerf=text)
 
@@ -405,8 +427,9 @@ MALFORMED: dict[str, tuple[Callable[[Path], Path], str]] = {
     "version as a string": (_meta(version="1"), "unsupported .kilo version"),
     "missing required key": (_meta(step_size=None), "missing required key 'step_size'"),
     "unknown key": (_meta(density_activaton="exp"), "unknown metadata key 'density_activaton'"),
-    "non-finite bbox": (_meta(bbox_max=[0.67, float("inf"), 1.03]), "bbox_max must be finite"),
-    "NaN bbox": (_meta(bbox_min=[float("nan"), 0, 0]), "bbox_min must be finite"),
+    "non-finite bbox": (_meta(bbox_max=[0.67, float("inf"), 1.03]), "Infinity is not a number JSON allows"),
+    "NaN bbox": (_meta(bbox_min=[float("nan"), 0, 0]), "NaN is not a number JSON allows"),
+    "huge bbox": (_meta(bbox_max=[1e7, 1.2, 1.03]), "box corners must be within"),
     "bbox_min >= bbox_max": (_meta(bbox_min=[-0.67, 1.2, -0.37]), "bbox_min must be < bbox_max.* on y"),
     "bbox of 2 values": (_meta(bbox_min=[0, 0]), "list of 3"),
     "zero grid": (_meta(grid_res=[3, 0, 2]), r"grid_res = 0 is out of range"),
@@ -424,13 +447,21 @@ MALFORMED: dict[str, tuple[Callable[[Path], Path], str]] = {
     "absurd hidden": (_meta(hidden=4096), "hidden = 4096 is out of range"),
     "absurd freqs": (_meta(pos_freqs=64), "pos_freqs = 64 is out of range"),
     "zero step": (_meta(step_size=0.0), "step_size must be > 0"),
-    "NaN step": (_meta(step_size=float("nan")), "step_size must be finite"),
+    "NaN step": (_meta(step_size=float("nan")), "NaN is not a number JSON allows"),
+    "tiny step": (_meta(step_size=1e-7), r"step_size 1e-07 is below the box diagonal / 16384"),
+    "deep metadata": (_meta(provenance={"a": _nested(80)}), "nested deeper than 64"),
+    "metadata nested 1000 deep": (_header(_metadata_text("[" * 1000 + "]" * 1000)), "nested deeper than 64"),
+    "header nested 1000 deep": (_deep_header(1000), "safetensors header is nested deeper than 64"),
+    "huge weights": (
+        _tensors(lambda t: _set(t, "l0.weight", np.full_like(t["l0.weight"], 3.4e38))),
+        r"l0.weight has a value of magnitude 3.4e\+38, more than the limit 10000",
+    ),
     "background out of range": (
         _meta(background=[1.0, -0.1, 0.0]),
         r"background channels must be in \[0, 1\]",
     ),
     "unknown activation": (_meta(density_activation="tanh"), "unknown density_activation 'tanh'"),
-    "non-positive density scale": (_meta(density_scale=0), "density_scale must be > 0"),
+    "non-positive density scale": (_meta(density_scale=0), r"density_scale must be in \(0, 10000\]"),
     "bad ert threshold": (_meta(ert_threshold=-0.5), "ert_threshold"),
     "provenance not an object": (_meta(provenance=[1, 2]), "provenance"),
     "camera without width": (_meta(cameras={"height": 30, "focal": 33.25}), "cameras"),

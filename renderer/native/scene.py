@@ -136,7 +136,7 @@ class NativeScene:
     def ensure_tables(self, ess: bool) -> None:
         """Make (once) the voxel table and distance field the marcher reads for ``ess``."""
         if ess not in self._tables:
-            valid = self.rs.valid_flat(ess).to(torch.uint8).numpy()
+            valid = self.rs.valid_flat(ess).view(torch.uint8).numpy()  # the torch table's memory, no copy
             field = self.rs.distance_field(ess).numpy()
             dist = np.zeros(field.size + 4, np.uint8)  # 4 bytes of padding: the marcher gathers 32-bit words
             dist[: field.size] = field
