@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,20 @@ import numpy as np
 import torch
 
 from renderer.atomic import atomic_write_text
+from renderer.safe_json import parse_json
+
+MAX_IMAGE_SIDE = 1 << 15
+"""Largest camera width or height accepted from a camera JSON (pixels)."""
+MAX_POSE_ABS = 1e6
+"""Largest |entry| of a camera JSON's ``c2w`` (rotation and translation alike)."""
+MIN_FOCAL_RATIO = 1e-3
+"""Smallest focal length accepted, as a multiple of the larger image side (a field of view of ~179.9°)."""
+MAX_FOCAL_RATIO = 1e4
+"""Largest focal length, and largest |cx| and |cy|, as a multiple of the larger image side."""
+MIN_ROTATION_DET = 1e-8
+"""Smallest |det| of ``c2w``'s 3×3 rotation block (below it the camera is singular)."""
+MAX_CAMERA_BYTES = 1 << 20
+"""Largest camera JSON document accepted (bytes)."""
 
 
 class CameraFormatError(ValueError):
@@ -63,7 +78,21 @@ class Camera:
 
     @classmethod
     def from_dict(cls, d: Any, name: str = "<camera>") -> Camera:
-        """Parse and check a camera JSON object; raises ``CameraFormatError`` naming ``name``."""
+        """Parse and check a camera JSON object; raises ``CameraFormatError`` (one line naming ``name``).
+
+        ``d`` is the parsed object, or the JSON text itself (``str``/``bytes``, parsed by
+        ``safe_json.parse_json``: bounded size, depth and numbers). Limits: width and height integers in
+        1..32768; focal in [1e-3, 1e4] × max(W, H); |cx|, |cy| ≤ 1e4 × max(W, H); ``c2w`` a 4×4 array of
+        finite numbers with |v| ≤ 1e6 whose rotation block has |det| ≥ 1e-8.
+        """
+        if isinstance(d, str | bytes | bytearray):
+            d = parse_json(
+                bytes(d) if isinstance(d, bytearray) else d,
+                name,
+                error=CameraFormatError,
+                what="camera JSON",
+                max_bytes=MAX_CAMERA_BYTES,
+            )
         if not isinstance(d, dict):
             raise CameraFormatError(f"{name}: camera must be a JSON object, got {type(d).__name__}")
         for key in ("width", "height", "focal", "c2w"):
@@ -71,24 +100,34 @@ class Camera:
                 raise CameraFormatError(f"{name}: missing key {key!r}")
         w, h = d["width"], d["height"]
         for key, v in (("width", w), ("height", h)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v > 1 << 15:
-                raise CameraFormatError(f"{name}: {key} must be an integer in 1..32768, got {v!r}")
+            if not _is_int(v) or not 1 <= int(v) <= MAX_IMAGE_SIDE:
+                raise CameraFormatError(
+                    f"{name}: {key} must be an integer in 1..{MAX_IMAGE_SIDE}, got {_show(v)}"
+                )
+        w, h = int(w), int(h)
+        side = max(w, h)
         focal = _finite_float(d["focal"], "focal", name)
-        if focal <= 0:
-            raise CameraFormatError(f"{name}: focal must be > 0, got {focal}")
-        try:
-            c2w = np.asarray(d["c2w"], dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise CameraFormatError(f"{name}: c2w must be a 4x4 array of numbers ({e})") from None
-        if c2w.shape != (4, 4):
-            raise CameraFormatError(f"{name}: c2w must be 4x4, got shape {list(c2w.shape)}")
-        if not np.all(np.isfinite(c2w)):
-            raise CameraFormatError(f"{name}: c2w has non-finite values")
-        if abs(np.linalg.det(c2w[:3, :3])) < 1e-8:
-            raise CameraFormatError(f"{name}: c2w rotation is singular")
-        cx = _finite_float(d["cx"], "cx", name) if d.get("cx") is not None else None
-        cy = _finite_float(d["cy"], "cy", name) if d.get("cy") is not None else None
-        return cls(width=w, height=h, focal=focal, c2w=c2w, cx=cx, cy=cy)
+        lo, hi = MIN_FOCAL_RATIO * side, MAX_FOCAL_RATIO * side
+        if not lo <= focal <= hi:
+            raise CameraFormatError(
+                f"{name}: focal must be in [{lo:g}, {hi:g}] pixels ({MIN_FOCAL_RATIO:g}..{MAX_FOCAL_RATIO:g} "
+                f"times the larger image side {side}), got {focal:g}"
+            )
+        c2w = _c2w_matrix(d["c2w"], name)
+        centre: list[float | None] = []
+        for key in ("cx", "cy"):
+            v = d.get(key)
+            if v is None:
+                centre.append(None)
+                continue
+            c = _finite_float(v, key, name)
+            if abs(c) > hi:
+                raise CameraFormatError(
+                    f"{name}: {key} must be within ±{hi:g} pixels ({MAX_FOCAL_RATIO:g} times the larger "
+                    f"image side {side}), got {c:g}"
+                )
+            centre.append(c)
+        return cls(width=w, height=h, focal=focal, c2w=c2w, cx=centre[0], cy=centre[1])
 
     def scaled(self, factor: float) -> Camera:
         """Same pose and field of view at ``factor`` times the resolution (W, H rounded, at least 1)."""
@@ -123,11 +162,68 @@ class Camera:
         )
 
 
+def _show(v: Any) -> str:
+    """A short repr of a rejected value for a one-line message."""
+    text = (
+        repr(v) if not isinstance(v, int) or abs(v) < 10**30 else f"an integer of {len(str(abs(v)))} digits"
+    )
+    text = " ".join(text.split())
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(v: Any) -> bool:
+    """An integer, not a bool."""
+    return isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)
+
+
+def _is_number(v: Any) -> bool:
+    """A real number, not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
+
+
 def _finite_float(v: Any, key: str, name: str) -> float:
     """``v`` as a finite float or ``CameraFormatError``."""
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise CameraFormatError(f"{name}: {key} must be a finite number, got {v!r}")
-    return float(v)
+    if _is_number(v):
+        try:
+            f = float(v)
+        except (OverflowError, ValueError, TypeError):
+            f = math.inf
+        if math.isfinite(f):
+            return f
+    raise CameraFormatError(f"{name}: {key} must be a finite number, got {_show(v)}")
+
+
+def _c2w_matrix(value: Any, name: str) -> np.ndarray:
+    """A camera JSON's ``c2w``: 4 rows of 4 finite numbers, |v| ≤ MAX_POSE_ABS, non-singular rotation."""
+    bad = f"{name}: c2w must be a 4x4 array of numbers"
+    if isinstance(value, np.ndarray):
+        if value.shape != (4, 4) or value.dtype.kind not in "iuf":
+            raise CameraFormatError(f"{bad}, got an array of {value.dtype} with shape {list(value.shape)}")
+        c2w = value.astype(np.float64)
+    else:
+        if not isinstance(value, list | tuple) or len(value) != 4:
+            got = f"{len(value)} rows" if isinstance(value, list | tuple) else type(value).__name__
+            raise CameraFormatError(f"{bad}, got {got}")
+        c2w = np.empty((4, 4), dtype=np.float64)
+        for i, row in enumerate(value):
+            if not isinstance(row, list | tuple) or len(row) != 4:
+                got = f"{len(row)} entries" if isinstance(row, list | tuple) else type(row).__name__
+                raise CameraFormatError(f"{bad}, got row {i} with {got}")
+            for j, v in enumerate(row):
+                if not _is_number(v):
+                    raise CameraFormatError(f"{bad}, got {_show(v)} at row {i} column {j}")
+                try:
+                    c2w[i, j] = float(v)
+                except (OverflowError, ValueError, TypeError):
+                    c2w[i, j] = math.inf
+    if not np.all(np.isfinite(c2w)):
+        raise CameraFormatError(f"{name}: c2w has non-finite values")
+    big = float(np.abs(c2w).max())
+    if big > MAX_POSE_ABS:
+        raise CameraFormatError(f"{name}: c2w entries must be within ±{MAX_POSE_ABS:g}, got {big:g}")
+    if not abs(np.linalg.det(c2w[:3, :3])) >= MIN_ROTATION_DET:
+        raise CameraFormatError(f"{name}: c2w rotation is singular")
+    return c2w
 
 
 def pixel_rays(
@@ -190,21 +286,26 @@ def generate_rays(camera: Camera, device: str | torch.device = "cpu") -> tuple[t
 
 
 def load_camera_json(path: str | os.PathLike[str]) -> Camera:
-    """Read a camera JSON file; ``CameraFormatError`` (naming the file) when missing or malformed."""
+    """Read a camera JSON file; ``CameraFormatError`` (one line naming the file) when missing or malformed.
+
+    At most ``MAX_CAMERA_BYTES`` are read; the text is parsed by ``safe_json.parse_json`` and checked by
+    :meth:`Camera.from_dict`.
+    """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, "rb") as f:
+            data = f.read(MAX_CAMERA_BYTES + 1)
     except FileNotFoundError:
         raise CameraFormatError(f"{p}: camera file not found") from None
     except IsADirectoryError:
         raise CameraFormatError(f"{p}: is a directory, not a camera JSON file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CameraFormatError(f"{p}: cannot read camera file ({e.__class__.__name__}: {e})") from None
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CameraFormatError(f"{p}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    return Camera.from_dict(d, name=str(p))
+    except OSError as e:
+        raise CameraFormatError(
+            f"{p}: cannot read camera file ({e.strerror or e.__class__.__name__})"
+        ) from None
+    if len(data) > MAX_CAMERA_BYTES:
+        raise CameraFormatError(f"{p}: camera file is larger than the limit of {MAX_CAMERA_BYTES} bytes")
+    return Camera.from_dict(data, name=str(p))
 
 
 def save_camera_json(camera: Camera, path: str | os.PathLike[str]) -> None:

@@ -139,7 +139,7 @@ def test_json_roundtrip_and_scaled(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "content, fragment",
     [
-        ("{", "invalid JSON"),
+        ("{", "not valid JSON"),
         ("[1, 2]", "JSON object"),
         ('{"width": 4, "height": 4, "focal": 2}', "missing key 'c2w'"),
         ('{"width": 0, "height": 4, "focal": 2, "c2w": [[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]]}', "width"),
@@ -159,6 +159,101 @@ def test_bad_camera_json(tmp_path: Path, content: str, fragment: str) -> None:
         load_camera_json(p)
     msg = str(e.value)
     assert str(p) in msg and fragment in msg and "\n" not in msg
+
+
+EYE = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]
+
+
+def _cam_text(**fields: object) -> str:
+    """A camera JSON (8x6, focal 10, EYE) with ``fields`` replaced; a str value is pasted in verbatim."""
+    base: dict[str, object] = {"width": 8, "height": 6, "focal": 10, "c2w": EYE}
+    base.update(fields)
+    return (
+        "{" + ", ".join(f'"{k}": {v if isinstance(v, str) else json.dumps(v)}' for k, v in base.items()) + "}"
+    )
+
+
+UNTRUSTED_CAMERAS: dict[str, tuple[str | bytes, str]] = {
+    # name: (file content, fragment the one-line message must hold)
+    "400-digit integer focal": (_cam_text(focal="1" + "0" * 400), "integer with 401 digits"),
+    "focal 1e400": (_cam_text(focal="1e400"), "out of range"),
+    "focal NaN": (_cam_text(focal="NaN"), "NaN is not a number"),
+    "focal Infinity": (_cam_text(focal="Infinity"), "Infinity is not a number"),
+    "focal 1e300": (_cam_text(focal=1e300), "focal must be in [0.008, 80000]"),
+    "focal 1e-300": (_cam_text(focal=1e-300), "focal must be in"),
+    "focal a string": (_cam_text(focal='"10"'), "focal must be a finite number"),
+    "focal true": (_cam_text(focal="true"), "focal must be a finite number"),
+    "cx 1e300": (_cam_text(cx=1e300), "cx must be within"),
+    "cy -1e9": (_cam_text(cy=-1e9), "cy must be within"),
+    "width 40000": (_cam_text(width=40000), "width must be an integer in 1..32768"),
+    "width 8.0": (_cam_text(width=8.0), "width must be an integer"),
+    "height true": (_cam_text(height="true"), "height must be an integer"),
+    "translation 1e30": (
+        _cam_text(c2w=[[1, 0, 0, 1e30], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]),
+        "c2w entries must be within ±1e+06",
+    ),
+    "rotation 1e300": (
+        _cam_text(c2w=[[1e300, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]),
+        "c2w entries must be within",
+    ),
+    "c2w of strings": (_cam_text(c2w=[["1", 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]), "c2w"),
+    "c2w of bools": (_cam_text(c2w=[[True, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]), "c2w"),
+    "c2w nested deeper": (_cam_text(c2w=[[[1]] * 4] * 4), "c2w must be a 4x4 array"),
+    "c2w ragged": (_cam_text(c2w=[[1, 0, 0, 0], [0, 1, 0], [0, 0, 1, 4], [0, 0, 0, 1]]), "row 1 with 3"),
+    "deep JSON": ("[" * 100_000 + "]" * 100_000, "nested deeper than 64 levels"),
+    "deep JSON under an unused key": (_cam_text(x="[" * 70 + "]" * 70), "nested deeper than 64 levels"),
+    "duplicate key": ('{"focal": 1, ' + _cam_text()[1:], "duplicate key 'focal'"),
+    "not UTF-8": (b'{"width": 8, "height": 6, "focal": 10, "c2w": "\xff"}', "not UTF-8"),
+    "larger than 1 MiB": (
+        _cam_text(note='"' + "x" * (1 << 20) + '"'),
+        "larger than the limit of 1048576 bytes",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNTRUSTED_CAMERAS))
+def test_untrusted_camera_json_is_one_line(tmp_path: Path, case: str) -> None:
+    content, fragment = UNTRUSTED_CAMERAS[case]
+    p = tmp_path / "cam.json"
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(CameraFormatError) as e:
+        load_camera_json(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: ") and fragment in msg and "\n" not in msg, msg
+    assert len(msg) < 300, msg
+
+
+def test_from_dict_takes_text_and_bounds_python_values() -> None:
+    # the clipboard hands the JSON text itself: parsed with the same limits
+    cam = Camera.from_dict(_cam_text(cx=3.5), name="clipboard")
+    assert (cam.width, cam.height, cam.focal, cam.cx, cam.cy) == (8, 6, 10.0, 3.5, None)
+    with pytest.raises(CameraFormatError, match=r"^clipboard: camera JSON is nested deeper"):
+        Camera.from_dict("[" * 5000 + "]" * 5000, name="clipboard")
+    # a dict built in Python may hold what JSON cannot: huge integers, NaN, numpy values
+    good = {"width": 8, "height": 6, "focal": 10, "c2w": EYE}
+    for key, value, fragment in [
+        ("focal", 10**400, "focal must be a finite number, got an integer of 401 digits"),
+        ("focal", float("nan"), "focal must be a finite number"),
+        ("width", 10**400, "width must be an integer in 1..32768, got an integer of 401 digits"),
+        ("c2w", [[10**400, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "non-finite"),
+        ("c2w", np.full((4, 4), np.nan), "non-finite"),
+        ("c2w", np.eye(3), "shape [3, 3]"),
+    ]:
+        with pytest.raises(CameraFormatError) as e:
+            Camera.from_dict({**good, key: value}, name="cam")
+        assert str(e.value).startswith("cam: ") and fragment in str(e.value), str(e.value)
+    cam = Camera.from_dict({**good, "width": np.int64(8), "focal": np.float32(10), "c2w": np.eye(4)})
+    assert cam.width == 8 and isinstance(cam.width, int) and cam.focal == 10.0
+
+
+def test_cameras_at_the_limits_give_finite_rays() -> None:
+    # the widest, narrowest and farthest cameras a camera JSON may hold: every ray finite and unit
+    pose = [[1e6, 0, 0, -1e6], [0, 1e6, 0, 1e6], [0, 0, 1e-2, 1e6], [0, 0, 0, 1]]
+    for focal, cx in [(0.0091, 8.99e4), (8.99e4, -8.99e4), (0.0091, -8.99e4)]:
+        cam = Camera.from_dict({"width": 9, "height": 5, "focal": focal, "c2w": pose, "cx": cx, "cy": cx})
+        o, d = generate_rays(cam)
+        assert torch.isfinite(o).all() and torch.isfinite(d).all()
+        torch.testing.assert_close(d.norm(dim=1), torch.ones(45), atol=1e-5, rtol=0)
 
 
 def test_missing_camera_file(tmp_path: Path) -> None:

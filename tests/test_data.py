@@ -416,3 +416,266 @@ def test_no_recognised_layout(tmp_path: Path) -> None:
 def test_dataset_error_is_a_value_error() -> None:
     err = DatasetError("/x/y.json", "bad\njson")
     assert isinstance(err, ValueError) and str(err) == "/x/y.json: bad json"
+
+
+# ------------------------------------------------------------------------------------ untrusted input
+
+
+def patched(edit: Callable[[dict], object], raw: str) -> Callable[[Path], None]:
+    """A breakage that edits transforms_train.json, then pastes ``raw`` where ``edit`` put "@RAW@"."""
+
+    def apply(root: Path) -> None:
+        path = root / TJ
+        meta = json.loads(path.read_text())
+        edit(meta)
+        path.write_text(json.dumps(meta).replace('"@RAW@"', raw))
+
+    return apply
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG holding only its signature, an IHDR chunk claiming ``width`` x ``height`` RGBA, and IEND."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def setting(key: str, value: object) -> Callable[[dict], object]:
+    return lambda m: m.update({key: value})
+
+
+def frame_setting(i: int, key: str, value: object) -> Callable[[dict], object]:
+    return lambda m: m["frames"][i].update({key: value})
+
+
+def translated(tz: float) -> list[list[float]]:
+    return [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, tz], [0.0, 0.0, 0.0, 1.0]]
+
+
+UNTRUSTED_BLENDER: dict[str, tuple[Callable[[Path], object], str, str]] = {
+    # name: (how to break the dataset, file the message must name, fragment it must hold)
+    "deep json": (writes(TJ, "[" * 100_000 + "]" * 100_000), TJ, "nested deeper than 64 levels"),
+    "deep json inside a frame": (
+        patched(frame_setting(0, "extra", "@RAW@"), "[" * 70 + "]" * 70),
+        TJ,
+        "nested deeper than 64 levels",
+    ),
+    "400-digit camera_angle_x": (
+        patched(setting("camera_angle_x", "@RAW@"), "1" + "0" * 400),
+        TJ,
+        "integer with 401 digits",
+    ),
+    "camera_angle_x 1e400": (patched(setting("camera_angle_x", "@RAW@"), "1e400"), TJ, "out of range"),
+    "camera_angle_x NaN": (patched(setting("camera_angle_x", "@RAW@"), "NaN"), TJ, "NaN is not a number"),
+    "Infinity in a transform": (
+        patched(lambda m: m["frames"][1]["transform_matrix"][0].__setitem__(3, "@RAW@"), "Infinity"),
+        TJ,
+        "Infinity is not a number",
+    ),
+    "duplicate key": (writes(TJ, '{"frames": [], "frames": [1]}'), TJ, "duplicate key 'frames'"),
+    "not UTF-8": (writes(TJ, b'{"frames": "\xff"}'), TJ, "not UTF-8"),
+    "camera_angle_x 1e-300": (edits(setting("camera_angle_x", 1e-300)), TJ, "focal length"),
+    "camera_angle_x above pi": (edits(setting("camera_angle_x", 3.5)), TJ, "below pi"),
+    "camera_angle_x a string": (edits(setting("camera_angle_x", "0.69")), TJ, "is not a number: '0.69'"),
+    "camera_angle_x true": (edits(setting("camera_angle_x", True)), TJ, "is not a number: True"),
+    "fl_x 1e300": (edits(setting("fl_x", 1e300)), TJ, "focal length 1e+300 pixels is outside"),
+    "cx 1e300": (edits(setting("cx", 1e300)), TJ, "principal point cx"),
+    "w 0.5": (edits(lambda m: m.update(w=0.5, h=4)), TJ, "'w' must be an integer in 1..32768"),
+    "w 40000": (edits(lambda m: m.update(w=40000, h=4)), TJ, "'w' must be an integer in 1..32768"),
+    "w, h 20000": (
+        edits(lambda m: m.update(w=20000, h=20000)),
+        TJ,
+        "image size 'w' x 'h' is 20000x20000, more than the limit of 67108864 pixels",
+    ),
+    "near negative": (edits(setting("near", -1.0)), TJ, "'near' must be a finite number > 0"),
+    "far 1e300": (edits(setting("far", 1e300)), TJ, "'far' must be at most 1e+06"),
+    "frame not an object": (
+        edits(lambda m: m["frames"].__setitem__(1, 5)),
+        TJ,
+        "frame 1 is not a json object",
+    ),
+    "too many frames": (
+        edits(lambda m: m.update(frames=m["frames"][:1] * 100_001)),
+        TJ,
+        "100001 frames, more than the limit of 100000",
+    ),
+    "file_path absolute": (edits(frame_setting(0, "file_path", "/etc/passwd")), TJ, "must be relative"),
+    "file_path home": (edits(frame_setting(0, "file_path", "~/r_0")), TJ, "must be relative"),
+    "file_path climbing out": (
+        edits(frame_setting(2, "file_path", "../../../etc/passwd")),
+        TJ,
+        "frame 2 'file_path' '../../../etc/passwd' leaves the dataset folder",
+    ),
+    "file_path climbing out later": (
+        edits(frame_setting(0, "file_path", "train/../../lego/train/r_0")),
+        TJ,
+        "leaves the dataset folder",
+    ),
+    "file_path a number": (edits(frame_setting(0, "file_path", 5)), TJ, "frame 0 has no 'file_path' string"),
+    "file_path with a NUL": (edits(frame_setting(0, "file_path", "train/r_0\x00")), TJ, "control characters"),
+    "file_path too long": (edits(frame_setting(0, "file_path", "a/" * 3000)), TJ, "longer than 4096"),
+    "transform translated 1e30": (
+        edits(frame_setting(1, "transform_matrix", translated(1e30))),
+        TJ,
+        "frame 1 transform_matrix has an entry of magnitude 1e+30, more than 1e+06",
+    ),
+    "transform of bools": (
+        edits(frame_setting(0, "transform_matrix", [[True] * 4] * 4)),
+        TJ,
+        "not a matrix of numbers",
+    ),
+    "transform of strings": (
+        edits(frame_setting(0, "transform_matrix", [["1"] * 4] * 4)),
+        TJ,
+        "not a matrix of numbers",
+    ),
+    "transform nested deeper": (
+        edits(frame_setting(0, "transform_matrix", [[[[1.0]]] * 4] * 4)),
+        TJ,
+        "not a matrix of numbers",
+    ),
+    "image claiming 40000x40000": (writes("train/r_1.png", png_header(40000, 40000)), "r_1.png", "limit"),
+    "image claiming 10000x10000": (
+        writes("train/r_0.png", png_header(10000, 10000)),
+        "r_0.png",
+        "10000x10000, more than the limit of 67108864 pixels",
+    ),
+    "image claiming 9000x9000": (
+        writes("train/r_2.png", png_header(9000, 9000)),
+        "r_2.png",
+        "9000x9000, more than the limit of 67108864 pixels",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNTRUSTED_BLENDER))
+def test_untrusted_blender_is_one_line(tmp_path: Path, case: str) -> None:
+    import warnings
+
+    breakage, name, fragment = UNTRUSTED_BLENDER[case]
+    root = make_blender(tmp_path / "lego")
+    breakage(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's decompression-bomb warning would be a second line
+        with pytest.raises(DatasetError) as excinfo:
+            load_dataset(root, "train")
+    assert_one_line_error(excinfo, name)
+    message = str(excinfo.value)
+    assert fragment in message and len(message) < 400, message
+
+
+def test_file_path_that_stays_inside_loads(tmp_path: Path) -> None:
+    root = make_blender(tmp_path, n=2)
+    edits(frame_setting(1, "file_path", "./train/../train/./r_1.png"))(root)
+    ds = load_dataset(root)
+    assert len(ds) == 2 and ds.names[1] == "train/../train/r_1"
+
+
+def test_integral_float_size_and_counting_frames(tmp_path: Path) -> None:
+    from trainer.data import count_frames
+
+    root = make_blender(tmp_path, n=2)
+    edits(lambda m: m.update(w=4.0, h=4.0))(root)
+    assert load_dataset(root).width == 4
+    assert count_frames(root, "train") == 2
+    writes(TJ, "[" * 100_000 + "]" * 100_000)(root)
+    with pytest.raises(DatasetError, match="nested deeper"):
+        count_frames(root, "train")
+
+
+def test_json_size_limit(tmp_path: Path) -> None:
+    from trainer.data.fields import read_json
+
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"frames": ["x" * 200]}))
+    with pytest.raises(DatasetError) as excinfo:
+        read_json(path, "transforms json", max_bytes=100)
+    assert str(excinfo.value) == f"{path}: transforms json file is larger than the limit of 100 bytes"
+    assert read_json(path, max_bytes=1000) == {"frames": ["x" * 200]}
+
+
+@pytest.mark.parametrize("layout", ["blender", "nsvf"])
+def test_dataset_larger_than_memory_is_refused_before_allocating(
+    tmp_path: Path, layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trainer.data.common as common
+
+    root = make_blender(tmp_path, n=3) if layout == "blender" else make_nsvf(tmp_path, n=3)
+    monkeypatch.setattr(common, "physical_memory", lambda: 500)  # 3 images of 4x4 need 768 bytes
+    with pytest.raises(DatasetError) as excinfo:
+        load_dataset(root)
+    assert_one_line_error(excinfo, str(tmp_path))
+    assert "more than this machine's" in str(excinfo.value)
+
+
+INTRINSICS = "intrinsics.txt"
+POSE = "pose/0_0000.txt"
+UNTRUSTED_NSVF: dict[str, tuple[Callable[[Path], object], str, str]] = {
+    "size infinite": (
+        writes(INTRINSICS, "5.5 1.5 2.5 0\ninf 4\n"),
+        INTRINSICS,
+        "line 2 has a non-finite number",
+    ),
+    "size NaN": (writes(INTRINSICS, "5.5 1.5 2.5 0\nnan 4\n"), INTRINSICS, "non-finite"),
+    "size fractional": (
+        writes(INTRINSICS, "5.5 1.5 2.5 0\n4.5 4\n"),
+        INTRINSICS,
+        "image width must be an integer",
+    ),
+    "size 40000": (
+        writes(INTRINSICS, "5.5 1.5 2.5 0\n4 40000\n"),
+        INTRINSICS,
+        "image height must be an integer",
+    ),
+    "size 10000x10000": (
+        writes(INTRINSICS, "5.5 1.5 2.5 0\n10000 10000\n"),
+        INTRINSICS,
+        "image size is 10000x10000, more than the limit of 67108864 pixels",
+    ),
+    "focal 1e300": (writes(INTRINSICS, "1e300 1.5 2.5 0\n4 4\n"), INTRINSICS, "focal length"),
+    "focal 1e-300": (writes(INTRINSICS, "1e-300 1.5 2.5 0\n4 4\n"), INTRINSICS, "focal length"),
+    "focal 1e400": (writes(INTRINSICS, "1e400 1.5 2.5 0\n4 4\n"), INTRINSICS, "non-finite"),
+    "cx 1e300": (writes(INTRINSICS, "5.5 1e300 2.5 0\n4 4\n"), INTRINSICS, "principal point cx"),
+    "K matrix fx 1e300": (
+        writes(INTRINSICS, "1e300 0 2 0\n0 1e300 2 0\n0 0 1 0\n0 0 0 1\n"),
+        INTRINSICS,
+        "focal length",
+    ),
+    "intrinsics not UTF-8": (writes(INTRINSICS, b"5.5 1.5 \xff 0\n"), INTRINSICS, "not UTF-8"),
+    "intrinsics over 1 MiB": (
+        writes(INTRINSICS, "5.5 1.5 2.5 0\n" + "0 " * 600_000 + "\n4 4\n"),
+        INTRINSICS,
+        "larger than the limit of 1048576 bytes",
+    ),
+    "number with underscores": (
+        writes(POSE, "1_0 0 0 0\n0 1 0 0\n0 0 1 0\n0 0 0 1\n"),
+        "0_0000.txt",
+        "not numbers",
+    ),
+    "pose translated 1e30": (
+        writes(POSE, "1 0 0 1e30\n0 1 0 0\n0 0 1 0\n0 0 0 1\n"),
+        "0_0000.txt",
+        "magnitude 1e+30",
+    ),
+    "pose 1e400": (writes(POSE, "1 0 0 1e400\n0 1 0 0\n0 0 1 0\n0 0 0 1\n"), "0_0000.txt", "non-finite"),
+    "bbox 1e30": (writes("bbox.txt", "-1e30 0 0 1 1 1\n"), "bbox.txt", "magnitude 1e+30"),
+    "bbox flat": (writes("bbox.txt", "0 0 0 1e-9 1 1\n"), "bbox.txt", "not below max"),
+    "rgb claiming 40000x40000": (writes("rgb/0_0001.png", png_header(40000, 40000)), "0_0001.png", "limit"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNTRUSTED_NSVF))
+def test_untrusted_nsvf_is_one_line(tmp_path: Path, case: str) -> None:
+    breakage, name, fragment = UNTRUSTED_NSVF[case]
+    root = make_nsvf(tmp_path / "lego")
+    breakage(root)
+    with pytest.raises(DatasetError) as excinfo:
+        load_dataset(root, "train")
+    assert_one_line_error(excinfo, name)
+    message = str(excinfo.value)
+    assert fragment in message and len(message) < 400, message

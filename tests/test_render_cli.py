@@ -77,6 +77,32 @@ def test_subprocess_user_error_exits_2_without_traceback(files: dict[str, Path])
     assert "missing.kilo" in p.stderr
 
 
+EYE_C2W = "[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]"
+#: Untrusted camera files: name -> (content, fragment of the one error line).
+BAD_CAMERAS: dict[str, tuple[str, str]] = {
+    "bigint_focal.json": (
+        '{"width": 8, "height": 6, "focal": 1' + "0" * 400 + ', "c2w": ' + EYE_C2W + "}",
+        "integer with 401 digits",
+    ),
+    "deep.json": ("[" * 100_000 + "]" * 100_000, "nested deeper than 64 levels"),
+}
+
+
+def test_subprocess_untrusted_camera_exits_2_with_one_line(files: dict[str, Path]) -> None:
+    # python -m renderer render --camera CAM.json used to die with an OverflowError (400-digit focal) or a
+    # RecursionError (deep JSON) traceback
+    for name in ("bigint_focal.json", "deep.json"):
+        content, fragment = BAD_CAMERAS[name]
+        cam = files["dir"] / name
+        cam.write_text(content)
+        out = files["dir"] / "bad_cam.png"
+        p = _run("render", str(files["scene"]), "--camera", str(cam), "--out", str(out), "--backend", "torch")
+        assert p.returncode == 2, (name, p.stderr)
+        assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, (name, p.stderr)
+        assert name in p.stderr and fragment in p.stderr, (name, p.stderr)
+        assert not out.exists()
+
+
 def test_png_output_size_and_modes(files: dict[str, Path]) -> None:
     import imageio.v3 as iio
 
@@ -175,6 +201,11 @@ def _bad_cases(files: dict[str, Path]) -> list[tuple[list[str], str]]:
     (d / "garbage.kilo").write_bytes(b"\x00\x01not a kilo file at all")
     (d / "bad.json").write_text('{"width": 4, "height": 4}')
     (d / "notjson.json").write_text("{nope")
+    (d / "huge_focal.json").write_text('{"width": 8, "height": 6, "focal": 1e300, "c2w": ' + EYE_C2W + "}")
+    far = "[[1, 0, 0, 1e30], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]"
+    (d / "far_camera.json").write_text('{"width": 8, "height": 6, "focal": 9, "c2w": ' + far + "}")
+    for name, (content, _) in BAD_CAMERAS.items():
+        (d / name).write_text(content)
     s, c = str(files["scene"]), str(files["cam"])
     return [
         (["render", str(d / "nope.kilo"), "--camera", c, "--out", str(d / "o.png")], "nope.kilo"),
@@ -183,6 +214,10 @@ def _bad_cases(files: dict[str, Path]) -> list[tuple[list[str], str]]:
         (["render", s, "--camera", str(d / "bad.json"), "--out", str(d / "o.png")], "bad.json"),
         (["render", s, "--camera", str(d / "notjson.json"), "--out", str(d / "o.png")], "notjson.json"),
         (["render", s, "--camera", str(d / "none.json"), "--out", str(d / "o.png")], "none.json"),
+        *(
+            (["render", s, "--camera", str(d / name), "--out", str(d / "o.png")], name)
+            for name in ("huge_focal.json", "far_camera.json", *BAD_CAMERAS)
+        ),
         (["render", s, "--camera", c, "--out", str(d / "no_dir" / "o.png")], "no_dir"),
         (["render", s, "--camera", c, "--out", str(d / "o.jpg")], "o.jpg"),
         (["render", s, "--camera", c, "--out", str(d / "o.png"), "--size", "12by9"], "--size"),

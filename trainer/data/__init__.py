@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from trainer.data.blender import is_blender_layout, load_blender, read_transforms
-from trainer.data.common import SYNTHETIC_NEAR_FAR, Dataset, DatasetError, default_near_far
+from trainer.data.common import SYNTHETIC_NEAR_FAR, Dataset, default_near_far
+from trainer.data.fields import DatasetError
 from trainer.data.nsvf import is_nsvf_layout, list_frames, load_nsvf
 
 __all__ = [

@@ -9,24 +9,36 @@ Optional keys written by other tools are honoured: ``fl_x`` (focal in pixels), `
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from trainer.data.common import (
     Dataset,
+    image_header_size,
+    load_images,
+)
+from trainer.data.fields import (
     DatasetError,
     as_c2w,
     check_every,
+    check_frame_count,
+    check_image_size,
+    check_intrinsics,
     check_options,
+    distance,
     finite_float,
     finite_positive,
-    load_images,
+    image_side,
+    read_json,
+    short_repr,
 )
+
+#: Longest ``file_path`` accepted (characters).
+MAX_FILE_PATH = 4096
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr", ".webp")
 
@@ -42,21 +54,44 @@ def focal_from_fov(width: int, camera_angle_x: float) -> float:
 
 
 def read_transforms(path: Path) -> dict[str, Any]:
-    """Parse a transforms json; DatasetError when missing, not json, or without frames."""
+    """Parse a transforms json (``renderer.safe_json.parse_json``: bounded size, depth and numbers);
+    DatasetError when missing, not json, not an object, or without a list of 1..MAX_FRAMES frames."""
     if not path.is_file():
         raise DatasetError(path, "file not found")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DatasetError(path, f"bad json ({e.msg} at line {e.lineno} column {e.colno})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(path, f"cannot read ({e})") from None
+    meta = read_json(path, "transforms json")
     if not isinstance(meta, dict):
         raise DatasetError(path, "top level must be a json object")
     frames = meta.get("frames")
     if not isinstance(frames, list) or not frames:
         raise DatasetError(path, "json has no frames (expected a non-empty list under 'frames')")
+    check_frame_count(len(frames), path)
     return meta
+
+
+def check_file_path(file_path: object, json_path: Path, where: str) -> str:
+    """A frame's ``file_path``: a non-empty relative path that stays inside the dataset folder.
+
+    Refused: not a string, empty, longer than MAX_FILE_PATH, control characters, absolute (``/x``, ``~``,
+    ``C:``), or with ``..`` parts that climb out of the folder.
+    """
+    if not isinstance(file_path, str) or not file_path.strip():
+        raise DatasetError(json_path, f"{where} has no 'file_path' string")
+    if len(file_path) > MAX_FILE_PATH:
+        raise DatasetError(json_path, f"{where} 'file_path' is longer than {MAX_FILE_PATH} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in file_path):
+        raise DatasetError(json_path, f"{where} 'file_path' {short_repr(file_path)} has control characters")
+    posix = PurePosixPath(file_path.replace("\\", "/"))
+    drive = len(file_path) > 1 and file_path[0].isalpha() and file_path[1] == ":"
+    if posix.is_absolute() or file_path.startswith("~") or drive:
+        problem = f"{where} 'file_path' {short_repr(file_path)} must be relative to the dataset folder"
+        raise DatasetError(json_path, problem)
+    depth = 0
+    for part in posix.parts:
+        depth += -1 if part == ".." else 0 if part == "." else 1
+        if depth < 0:
+            problem = f"{where} 'file_path' {short_repr(file_path)} leaves the dataset folder"
+            raise DatasetError(json_path, problem)
+    return file_path
 
 
 def resolve_image_path(root: Path, file_path: str) -> Path:
@@ -80,16 +115,8 @@ def frame_name(file_path: str) -> str:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from an image header, without decoding it."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise DatasetError(path, "image file not found")
-    try:
-        with Image.open(path) as im:
-            return int(im.size[0]), int(im.size[1])
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DatasetError(path, f"cannot read image ({e})") from None
+    """(width, height) from an image header, without decoding it (DatasetError past the size limits)."""
+    return image_header_size(path)
 
 
 def load_blender(
@@ -120,9 +147,7 @@ def load_blender(
         where = f"frame {i}"
         if not isinstance(frame, dict):
             raise DatasetError(json_path, f"{where} is not a json object")
-        file_path = frame.get("file_path")
-        if not isinstance(file_path, str) or not file_path.strip():
-            raise DatasetError(json_path, f"{where} has no 'file_path' string")
+        file_path = check_file_path(frame.get("file_path"), json_path, where)
         if "transform_matrix" not in frame:
             raise DatasetError(json_path, f"{where} has no 'transform_matrix'")
         poses[i] = as_c2w(frame["transform_matrix"], json_path, f"{where} transform_matrix")
@@ -130,8 +155,9 @@ def load_blender(
         names.append(frame_name(file_path))
 
     if "w" in meta and "h" in meta:
-        width = int(finite_positive(meta["w"], json_path, "'w'"))
-        height = int(finite_positive(meta["h"], json_path, "'h'"))
+        width = image_side(meta["w"], json_path, "'w'")
+        height = image_side(meta["h"], json_path, "'h'")
+        check_image_size(width, height, json_path, "image size 'w' x 'h'")
         size_source = f"'w'/'h' in {json_path.name}"
     else:
         width, height = image_size(paths[0])
@@ -148,8 +174,9 @@ def load_blender(
         raise DatasetError(json_path, "json has neither 'camera_angle_x' nor 'fl_x'")
     cx = finite_float(meta["cx"], json_path, "'cx'") if "cx" in meta else None
     cy = finite_float(meta["cy"], json_path, "'cy'") if "cy" in meta else None
-    near = finite_positive(meta["near"], json_path, "'near'") if "near" in meta else None
-    far = finite_positive(meta["far"], json_path, "'far'") if "far" in meta else None
+    check_intrinsics(focal, cx, cy, width, height, json_path)
+    near = distance(meta["near"], json_path, "'near'") if "near" in meta else None
+    far = distance(meta["far"], json_path, "'far'") if "far" in meta else None
     if near is not None and far is not None and far <= near:
         raise DatasetError(json_path, f"'far' ({far}) must exceed 'near' ({near})")
 

@@ -10,8 +10,8 @@ resolution and area-averaged right away, so peak memory is the downscaled datase
 
 from __future__ import annotations
 
-import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,17 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from trainer.data.fields import (
+    MAX_IMAGE_PIXELS,
+    DatasetError,
+    check_image_size,
+)
+
 #: Near and far planes of the NeRF synthetic (Blender) scenes: the dataset's convention, not stored in it.
 SYNTHETIC_NEAR_FAR: tuple[float, float] = (2.0, 6.0)
-
-
-class DatasetError(ValueError):
-    """A missing or malformed dataset file; the message is one line naming the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = str(path)
-        self.problem = " ".join(str(problem).split())
-        super().__init__(f"{self.path}: {self.problem}")
 
 
 @dataclass
@@ -130,26 +127,32 @@ def default_near_far(dataset: Dataset) -> tuple[float, float]:
     )
 
 
-def check_background(background: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Validate a background colour: 3 finite floats in [0, 1] -> [3] float32."""
-    bg = np.asarray(background, dtype=np.float32).reshape(-1)
-    if bg.shape != (3,) or not np.all(np.isfinite(bg)) or bg.min() < 0.0 or bg.max() > 1.0:
-        raise ValueError(f"background must be 3 floats in [0, 1], got {background!r}")
-    return bg
+def image_header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from an image file's header, without decoding it; DatasetError when unreadable or
+    past MAX_IMAGE_SIDE / MAX_IMAGE_PIXELS (PIL's own decompression-bomb warning is not printed)."""
+    from PIL import Image, UnidentifiedImageError
 
-
-def check_downscale(downscale: int) -> int:
-    """Validate the integer downscale factor N >= 1."""
-    if isinstance(downscale, bool) or not isinstance(downscale, int | np.integer) or downscale < 1:
-        raise ValueError(f"downscale must be an integer >= 1, got {downscale!r}")
-    return int(downscale)
+    if not path.is_file():
+        raise DatasetError(path, "image file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = int(im.size[0]), int(im.size[1])
+    except Image.DecompressionBombError:
+        raise DatasetError(path, f"image is larger than the limit of {MAX_IMAGE_PIXELS} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DatasetError(path, f"cannot read image ({e})") from None
+    check_image_size(width, height, path)
+    return width, height
 
 
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file to integer RGBA [H, W, 4], uint8 or uint16 (alpha at full scale when absent).
 
     8- and 16-bit grey, grey+alpha, RGB, RGBA and palette images are accepted. Divide by 255 (uint8) or
-    65535 (uint16) for values in [0, 1].
+    65535 (uint16) for values in [0, 1]. Images past MAX_IMAGE_SIDE / MAX_IMAGE_PIXELS are refused before
+    they are decoded.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -157,6 +160,7 @@ def read_image(path: Path) -> np.ndarray:
         raise DatasetError(path, "image file not found")
     try:
         with Image.open(path) as im:
+            check_image_size(int(im.size[0]), int(im.size[1]), path)
             im.load()
             if im.mode.startswith("I"):  # 16-bit (or 32-bit integer) grey
                 grey = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
@@ -167,6 +171,8 @@ def read_image(path: Path) -> np.ndarray:
             else:
                 has_alpha = "A" in im.mode or "transparency" in im.info
                 arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+    except Image.DecompressionBombError:
+        raise DatasetError(path, f"image is larger than the limit of {MAX_IMAGE_PIXELS} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DatasetError(path, f"cannot read image ({e})") from None
     if arr.dtype != np.uint8 or arr.ndim != 3:
@@ -277,9 +283,22 @@ def load_images(
     Every image must be ``width`` x ``height`` at full resolution (``size_source`` names where that size came
     from, for the error message). Returns (images [N, H/N, W/N, 3], alphas [N, H/N, W/N]) float32.
     """
+    check_image_size(width, height, paths[0], f"image size ({size_source})" if size_source else "image size")
     w, h = downscaled_size(width, height, downscale)
     if w < 1 or h < 1:
         raise DatasetError(paths[0], f"downscale {downscale} leaves no pixels of a {width}x{height} image")
+    need, have = len(paths) * h * w * 16, physical_memory()  # 3 colour + 1 alpha float32 per pixel
+    if have is not None and need > have:
+        raise DatasetError(
+            paths[0].parent,
+            f"{len(paths)} images of {w}x{h} need {need / 2**30:.1f} GiB decoded, more than this machine's "
+            f"{have / 2**30:.1f} GiB of memory (downscale more or keep fewer frames)",
+        )
+    for path in paths:  # every header before any decoding: a wrong or huge image fails fast, in this thread
+        size = image_header_size(path)
+        if size != (width, height):
+            expected = f"{width}x{height}" + (f" ({size_source})" if size_source else "")
+            raise DatasetError(path, f"image is {size[0]}x{size[1]}, expected {expected}")
     images = np.empty((len(paths), h, w, 3), dtype=np.float32)
     alphas = np.empty((len(paths), h, w), dtype=np.float32)
 
@@ -311,69 +330,10 @@ def run_parallel(fn: Callable[[int], None], n: int, num_workers: int | None = No
             raise
 
 
-def as_c2w(values: object, source: Path, what: str = "pose") -> np.ndarray:
-    """Parse a 4x4 (or 3x4, completed with [0, 0, 0, 1]) finite matrix -> [4, 4] float64."""
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine, or None when unknown."""
     try:
-        m = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DatasetError(source, f"{what} is not a matrix of numbers") from None
-    if m.shape == (16,):
-        m = m.reshape(4, 4)
-    elif m.shape == (12,):
-        m = m.reshape(3, 4)
-    if m.shape == (3, 4):
-        m = np.concatenate([m, np.array([[0.0, 0.0, 0.0, 1.0]])], axis=0)
-    if m.shape != (4, 4):
-        raise DatasetError(source, f"{what} must be a 4x4 matrix, got shape {list(m.shape)}")
-    if not np.all(np.isfinite(m)):
-        raise DatasetError(source, f"{what} has non-finite values")
-    if not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
-        raise DatasetError(source, f"{what} bottom row is {m[3].tolist()}, expected [0, 0, 0, 1]")
-    if abs(np.linalg.det(m[:3, :3])) < 1e-12:
-        raise DatasetError(source, f"{what} rotation is singular")
-    return m
-
-
-def check_options(
-    root: Path, downscale: int, background: Sequence[float] | np.ndarray, limit: int | None
-) -> tuple[int, np.ndarray, int | None]:
-    """Validate loader options -> (downscale, background [3] float32, limit); DatasetError naming ``root``."""
-    try:
-        return check_downscale(downscale), check_background(background), check_limit(limit)
-    except ValueError as e:
-        raise DatasetError(root, str(e)) from None
-
-
-def check_every(every: int) -> int:
-    """Validate ``every`` (keep every k-th frame): an integer >= 1."""
-    if isinstance(every, bool) or not isinstance(every, int | np.integer) or every < 1:
-        raise ValueError(f"every must be an integer >= 1, got {every!r}")
-    return int(every)
-
-
-def check_limit(limit: int | None) -> int | None:
-    """Validate ``limit`` (first K frames): None or an integer >= 1."""
-    if limit is None:
+        pages, page = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
         return None
-    if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
-        raise ValueError(f"limit must be None or an integer >= 1, got {limit!r}")
-    return int(limit)
-
-
-def finite_float(value: object, source: Path, what: str) -> float:
-    """``value`` as a finite float, or a DatasetError naming ``source``."""
-    try:
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise DatasetError(source, f"{what} is not a number: {value!r}") from None
-    if not math.isfinite(v):
-        raise DatasetError(source, f"{what} must be finite, got {value!r}")
-    return v
-
-
-def finite_positive(value: object, source: Path, what: str) -> float:
-    """``value`` as a finite float > 0, or a DatasetError naming ``source``."""
-    v = finite_float(value, source, what)
-    if v <= 0:
-        raise DatasetError(source, f"{what} must be a finite number > 0, got {value!r}")
-    return v
+    return pages * page if pages > 0 and page > 0 else None

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,12 +18,21 @@ import numpy as np
 
 from trainer.data.common import (
     Dataset,
+    load_images,
+)
+from trainer.data.fields import (
+    MAX_DISTANCE,
+    MAX_TEXT_BYTES,
     DatasetError,
     as_c2w,
     check_every,
+    check_frame_count,
+    check_image_size,
+    check_intrinsics,
     check_options,
     finite_positive,
-    load_images,
+    image_side,
+    read_bounded,
 )
 
 SPLIT_PREFIX = {"train": "0", "val": "1", "test": "2"}
@@ -37,22 +47,33 @@ def is_nsvf_layout(root: Path) -> bool:
 
 
 def read_numbers(path: Path, what: str) -> list[list[float]]:
-    """Whitespace-separated numbers, one list per non-empty line; DatasetError when missing or not numeric."""
+    """Whitespace-separated finite numbers, one list per non-empty line; DatasetError when missing, larger
+    than MAX_TEXT_BYTES, not UTF-8, or not finite numbers."""
     if not path.is_file():
         raise DatasetError(path, f"{what} file not found")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(path, f"cannot read {what} ({e})") from None
+        text = read_bounded(path, MAX_TEXT_BYTES, what).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(
+            path, f"cannot read {what} (not UTF-8 text: {e.reason} at byte {e.start})"
+        ) from None
     rows: list[list[float]] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append([float(tok) for tok in line.replace(",", " ").split()])
+            tokens = line.replace(",", " ").split()
+            if any("_" in tok for tok in tokens):  # float() reads "1_000"; a number file does not
+                raise ValueError(line)
+            row = [float(tok) for tok in tokens]
         except ValueError:
-            problem = f"malformed {what}: line {lineno} is not numbers: {line.strip()!r}"
+            shown = " ".join(line.split())
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            problem = f"malformed {what}: line {lineno} is not numbers: {shown!r}"
             raise DatasetError(path, problem) from None
+        if not all(math.isfinite(v) for v in row):
+            raise DatasetError(path, f"malformed {what}: line {lineno} has a non-finite number")
+        rows.append(row)
     if not rows:
         raise DatasetError(path, f"{what} file is empty")
     return rows
@@ -68,8 +89,11 @@ def read_bbox(path: Path) -> tuple[np.ndarray, np.ndarray, float | None]:
     arr = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise DatasetError(path, "malformed bbox: non-finite values")
+    if np.abs(arr).max() > MAX_DISTANCE:
+        big = float(np.abs(arr).max())
+        raise DatasetError(path, f"malformed bbox: a value of magnitude {big:g}, more than {MAX_DISTANCE:g}")
     lo, hi = arr[:3], arr[3:6]
-    if np.any(lo >= hi):
+    if np.any(hi - lo < 1e-6 * max(1.0, float(np.abs(arr[:6]).max()))):
         problem = f"malformed bbox: min {lo.tolist()} is not below max {hi.tolist()} on every axis"
         raise DatasetError(path, problem)
     voxel = float(arr[6]) if len(arr) == 7 else None
@@ -104,11 +128,9 @@ def read_intrinsics(path: Path) -> tuple[float, float, float, int | None, int | 
         if len(last) != 2:
             problem = f"malformed intrinsics: last line must be 'width height', got {len(last)} numbers"
             raise DatasetError(path, problem)
-        w, h = last
-        if w != int(w) or h != int(h) or w < 1 or h < 1:
-            problem = f"malformed intrinsics: image size {w} x {h} is not two positive integers"
-            raise DatasetError(path, problem)
-        width, height = int(w), int(h)
+        width = image_side(last[0], path, "malformed intrinsics: image width")
+        height = image_side(last[1], path, "malformed intrinsics: image height")
+        check_image_size(width, height, path, "malformed intrinsics: image size")
     return focal, cx, cy, width, height
 
 
@@ -126,10 +148,13 @@ def list_frames(root: Path, split: str) -> list[str]:
     if split not in SPLIT_PREFIX:
         raise DatasetError(root, f"unknown split {split!r} (NSVF has {', '.join(SPLIT_PREFIX)})")
     prefix = SPLIT_PREFIX[split] + "_"
-    stems = sorted(p.stem for p in (root / "pose").glob(f"{prefix}*.txt"))
+    stems: list[str] = []
+    for p in (root / "pose").glob(f"{prefix}*.txt"):
+        stems.append(p.stem)
+        check_frame_count(len(stems), root / "pose")
     if not stems:
         raise DatasetError(root / "pose", f"no '{prefix}*.txt' poses for split {split!r}")
-    return stems
+    return sorted(stems)
 
 
 def image_for(root: Path, stem: str) -> Path:
@@ -177,6 +202,7 @@ def load_nsvf(
         size_source = f"size of {paths[0].name}"
     else:
         size_source = "intrinsics.txt"
+    check_intrinsics(focal, cx, cy, width, height, root / "intrinsics.txt")
     images, alphas = load_images(paths, width, height, bg, factor, size_source, num_workers)
     return Dataset(
         images=images,
