@@ -229,8 +229,11 @@ def test_set_overrides_parse_and_are_recorded(tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
     rec = json.loads((w / "run.json").read_text())
     assert rec["preset_config"]["distill"]["steps"] == 33
+    # no stage has run: a change is accepted and recorded (a stage that finished would refuse it)
     assert main([*args, "--set", "distill.steps=34"]) == 2
-    _one_line_error(capsys, "--set")
+    _one_line_error(capsys, "teacher", "has not finished")
+    rec = json.loads((w / "run.json").read_text())
+    assert rec["preset_config"]["distill"]["steps"] == 34
     assert main([*args, "--set", "distill=3"]) == 2
     _one_line_error(capsys, "distill")
     fresh = ["occupancy", "--data", str(data), "--workdir", str(tmp_path / "w2"), "--preset", "tiny"]
@@ -239,11 +242,11 @@ def test_set_overrides_parse_and_are_recorded(tmp_path: Path, capsys: pytest.Cap
     assert main([*fresh, "--set", "distill.visibility_floor=0"]) == 2
     _one_line_error(capsys, "visibility_floor")
     for bad, word in [
-        ("finetune.steps=-3", ">= 0"),
+        ("finetune.steps=-3", "an integer in [1, "),
         ("distill.steps=1.5", "integer"),
         ("finetune.jitter=1", "true or false"),
         ("finetune.lr=abc", "number"),
-        ("finetune.max_samples_per_ray=-5", ">= 0"),  # a field declared `int | None`
+        ("finetune.max_samples_per_ray=-5", "or null"),  # a field declared `int | None`
     ]:
         assert main([*fresh, "--set", bad]) == 2  # refused before any stage starts
         _one_line_error(capsys, bad.split("=")[0].split(".")[1], word)
@@ -255,4 +258,4 @@ def test_set_overrides_parse_and_are_recorded(tmp_path: Path, capsys: pytest.Cap
     rec["preset_config"]["finetune"]["steps"] = -3  # the record is checked like --set
     (w / "run.json").write_text(json.dumps(rec))
     assert main(args) == 2
-    _one_line_error(capsys, "run.json", "steps", ">= 0")
+    _one_line_error(capsys, "run.json", "steps", "repair it with --set finetune.steps=")

@@ -1,13 +1,14 @@
 """`python -m trainer`: run the whole pipeline, one stage, or evaluate a scene.
 
-User errors (missing folder, bad dataset file, unwritable output, mismatched work folder) exit with code 2
-and one line on stderr; SIGINT / SIGTERM checkpoint and exit with 130 / 143.
+User errors (missing folder, bad dataset file, unwritable output, mismatched work folder, invalid setting,
+malformed teacher or checkpoint, full disk) exit with code 2 and one line on stderr, never a traceback;
+SIGINT / SIGTERM checkpoint and exit with 130 / 143.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import errno
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,20 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["distill.steps=3000", "teacher.grid_res=[64,128]"]`` -> nested dict (values parsed as JSON)."""
+    """``["distill.steps=3000", "teacher.grid_res=[64,128]"]`` -> nested dict (values parsed as JSON by
+    `renderer.safe_json.parse_json`; a value that is not JSON is taken as a string)."""
+    from renderer.safe_json import JsonLimitError, parse_json
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        parts = key.strip().split(".")
+        if not sep or not all(p.strip() for p in parts):
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE (KEY like distill.steps)")
         try:
-            value = json.loads(raw)
-        except ValueError:
+            value = parse_json(raw, f"--set {key}", max_bytes=2**16)
+        except JsonLimitError:
             value = raw
         node = out
-        parts = key.strip().split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ValueError(f"--set {item!r}: {part} was given a value and fields")
+            node = nxt
+        if isinstance(node.get(parts[-1]), dict):
+            raise ValueError(f"--set {item!r}: {parts[-1]} was given a value and fields")
         node[parts[-1]] = value
     return out
 
@@ -96,9 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         set_cpu_threads(args.threads)
     from renderer.scene import SceneFormatError
     from trainer.data import DatasetError
+    from trainer.errors import PipelineError
+    from trainer.settings import PresetError
 
-    user_errors: tuple[type[Exception], ...] = (DatasetError, SceneFormatError, FileNotFoundError)
+    user_errors: tuple[type[Exception], ...] = (DatasetError, SceneFormatError, PipelineError, PresetError)
     try:
+        from trainer.workdir import resolve_device
+
+        resolve_device(args.device)  # before anything is read or written
         if args.command == "eval":
             from trainer.eval import EvalError, run_eval
 
@@ -116,10 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             except EvalError as e:
                 return _fail(str(e))
             return 0
-        from trainer.pipeline import PipelineError, RunConfig, open_context, run_pipeline, run_stages
-        from trainer.presets import PresetError
+        from trainer.pipeline import RunConfig, open_context, run_pipeline, run_stages
 
-        user_errors += (PipelineError, PresetError)
         if args.workdir is None:
             if args.out is None:
                 return _fail(f"{args.command}: give --workdir W or --out SCENE.kilo")
@@ -165,3 +177,25 @@ def main(argv: list[str] | None = None) -> int:
         return stdout_closed()
     except user_errors as e:
         return _fail(str(e))
+    except OSError as e:  # the disk or the file system (a write the trainer did not expect to fail)
+        where = e.filename or "a file"
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _fail(f"no space left writing {where}")
+        return _fail(f"{where}: {e.strerror or e}")
+    except MemoryError:
+        return _fail(f"{args.command}: out of memory; lower the batch sizes or resolutions (--set ...)")
+    except RuntimeError as e:
+        if _out_of_memory(e):
+            reason = (str(e).splitlines() or [""])[0][:120]
+            return _fail(
+                f"{args.command}: out of memory ({reason}); lower the batch sizes or resolutions (--set ...)"
+            )
+        raise
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether torch failed to allocate memory (CPU or GPU)."""
+    import torch
+
+    text = str(e)
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text

@@ -20,48 +20,54 @@ import numpy as np
 import torch
 
 from renderer.networks import NetworkSpec, evaluate_networks_batched
-from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.checkpoint import (
+    CheckpointError,
+    check_optimizer_state,
+    checkpoint_history,
+    checkpoint_number,
+    checkpoint_step,
+    checkpoint_tensors,
+    load_checkpoint,
+    save_checkpoint,
+)
+from trainer.errors import check_finite_loss
 from trainer.optim import adam
+from trainer.settings import MAX_LR, MAX_SECONDS, MAX_SEED, MAX_STEPS, MAX_WEIGHT, setting
 
 
 @dataclass
 class DistillConfig:
     """Stage 2: every network regresses the teacher's alpha and colour on points of its own cell."""
 
-    steps: int = 1500
+    steps: int = setting(1500, ge=1, le=MAX_STEPS)
     """Optimiser steps (all networks step together)."""
-    points_per_network: int = 128
+    points_per_network: int = setting(128, ge=1, le=2**16)
     """Points B drawn per network per step (generated on the fly)."""
-    occupied_fraction: float = 0.9
+    occupied_fraction: float = setting(0.9, ge=0, le=1)
     """Share of each network's points drawn inside its occupied voxels; the rest are uniform in the cell."""
-    lr: float = 1e-3
+    lr: float = setting(1e-3, gt=0, le=MAX_LR)
     """Adam learning rate at the start."""
-    lr_final_factor: float = 0.1
+    lr_final_factor: float = setting(0.1, gt=0, le=1)
     """The learning rate decays exponentially to lr * this at the last step."""
-    rgb_weight: float = 1.0
+    rgb_weight: float = setting(1.0, ge=0, le=MAX_WEIGHT)
     """Weight of the colour L2 term relative to the alpha L2 term."""
-    rgb_by_alpha: bool = False
+    rgb_by_alpha: bool = setting(False)
     """Weight each point's colour error by the teacher's alpha there (colour shows only where there is
     density), normalised by the mean alpha of the draw so the term keeps its scale."""
-    visibility_floor: float | None = None
+    visibility_floor: float | None = setting(None, gt=0, le=1)
     """Pick each network's occupied voxels with probability proportional to max(the teacher's largest
     rendering weight along training rays in the voxel, this floor) (grid teacher); None: uniformly."""
-    camera_directions: bool = False
+    camera_directions: bool = setting(False)
     """True: view directions from a random training camera to each point (the directions rendering asks
     for); False: uniform on the sphere, as the paper (on lego 0.08 dB better after fine-tuning)."""
-    checkpoint_seconds: float = 60.0
+    checkpoint_seconds: float = setting(60.0, gt=0, le=MAX_SECONDS, anytime=True)
     """Write a checkpoint at least this often (seconds)."""
-    checkpoint_every: int = 500
+    checkpoint_every: int = setting(500, ge=1, le=10**12, anytime=True)
     """... and at least every this many steps."""
-    error_ema: float = 0.95
+    error_ema: float = setting(0.95, ge=0, lt=1)
     """Smoothing of the per-network error that is reported at the end."""
-    seed: int = 0
+    seed: int = setting(0, ge=0, le=MAX_SEED)
     """Seed of the point sampler and the student initialisation."""
-
-    def __post_init__(self) -> None:
-        floor = self.visibility_floor
-        if floor is not None and not 0.0 < floor <= 1.0:
-            raise ValueError(f"distill.visibility_floor must be in (0, 1] or null, got {floor}")
 
 
 class DensityColourField(Protocol):
@@ -246,15 +252,21 @@ class DistillState:
 
     @staticmethod
     def load(path: str | Path, device: torch.device | str) -> DistillState:
-        """Load a state saved by `save`."""
+        """Load a state saved by `save`; `trainer.checkpoint.CheckpointError` (one line) when malformed."""
         blob = load_checkpoint(path, device)
+        params = checkpoint_tensors(path, blob, "params", device)
+        assert params is not None
+        check_optimizer_state(path, blob.get("optimizer"), params)
+        error = blob.get("error")
+        if error is not None and (not isinstance(error, torch.Tensor) or error.ndim != 1):
+            raise CheckpointError(path, "error must be a 1-D tensor or null")
         return DistillState(
-            step=int(blob["step"]),
-            params={k: v.to(device) for k, v in blob["params"].items()},
-            optimizer=blob["optimizer"],
-            error=None if blob["error"] is None else blob["error"].to(device),
-            elapsed=float(blob.get("elapsed", 0.0)),
-            history=[tuple(h) for h in blob.get("history", [])],  # type: ignore[misc]
+            step=checkpoint_step(path, blob),
+            params=params,
+            optimizer=blob.get("optimizer"),
+            error=None if error is None else error.to(device),
+            elapsed=checkpoint_number(path, blob, "elapsed"),
+            history=checkpoint_history(path, blob, 2),  # type: ignore[arg-type]
         )
 
 
@@ -380,12 +392,13 @@ def distill(
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        loss_v = float(loss.detach())
+        check_finite_loss("distill", step + 1, loss_v, "distill.lr")
         opt.step()
         with torch.no_grad():
             pn = per_net.detach()
             error = torch.where(torch.isnan(error), pn, cfg.error_ema * error + (1 - cfg.error_ema) * pn)
         step += 1
-        loss_v = float(loss.detach())
         if step % 50 == 0 or step == cfg.steps:
             state.history.append((step, loss_v))
         if on_step is not None:

@@ -25,9 +25,20 @@ from renderer.camera import pixel_rays
 from renderer.composite import composite_front_to_back, exclusive_optical_depth
 from renderer.march import RayBatch, contributing, lattice_samples, next_samples
 from renderer.networks import NetworkSpec, evaluate_density_first, evaluate_networks
-from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.checkpoint import (
+    CheckpointError,
+    check_optimizer_state,
+    checkpoint_history,
+    checkpoint_number,
+    checkpoint_step,
+    checkpoint_tensors,
+    load_checkpoint,
+    save_checkpoint,
+)
 from trainer.distill import exponential_lr, freeze_rows
+from trainer.errors import check_finite_loss
 from trainer.optim import adam
+from trainer.settings import MAX_LR, MAX_RAYS, MAX_SECONDS, MAX_SEED, MAX_STEPS, MAX_WEIGHT, setting
 from trainer.teacher_rays import TeacherRays
 
 REGULARISED_KEYS: tuple[str, ...] = ("l3.weight", "l3.bias", "l4.weight", "l4.bias")
@@ -37,50 +48,46 @@ REGULARISED_KEYS: tuple[str, ...] = ("l3.weight", "l3.bias", "l4.weight", "l4.bi
 class FinetuneConfig:
     """Stage 3: photometric L2 through the differentiable multi-network renderer (ESS as the renderer)."""
 
-    steps: int = 1000
+    steps: int = setting(1000, ge=1, le=MAX_STEPS)
     """Optimiser steps."""
-    rays_per_batch: int = 4096
+    rays_per_batch: int = setting(4096, ge=1, le=MAX_RAYS)
     """Random training rays per step, drawn over all images."""
-    lr: float = 1e-3
+    lr: float = setting(1e-3, gt=0, le=MAX_LR)
     """Adam learning rate at the start."""
-    lr_final_factor: float = 0.1
+    lr_final_factor: float = setting(0.1, gt=0, le=1)
     """The learning rate decays exponentially to lr * this at the last step."""
-    l2_reg: float = 1e-6
+    l2_reg: float = setting(1e-6, ge=0, le=MAX_WEIGHT)
     """Weight of the sum of the L2 norms of the l3/l4 weight and bias tensors (each over all networks)."""
-    distill_weight: float = 0.0
+    distill_weight: float = setting(0.0, ge=0, le=MAX_WEIGHT)
     """Weight of the distillation loss (stage 2's, on ``distill_points`` fresh points per network and step)
     added to the photometric loss, so the networks stay near the teacher's field where the training images
     constrain them little; 0: the paper's photometric loss alone."""
-    distill_points: int = 32
+    distill_points: int = setting(32, ge=1, le=2**16)
     """Points per network and step of the distillation term (when ``distill_weight`` > 0)."""
-    teacher_rays: int = 0
+    teacher_rays: int = setting(0, ge=0, le=MAX_RAYS)
     """Novel rays per step (between training cameras, aimed at occupied voxels) whose target is the
     teacher's rendering (`trainer.teacher_rays`), next to the ``rays_per_batch`` training pixels; 0: none."""
-    teacher_ray_weight: float = 1.0
+    teacher_ray_weight: float = setting(1.0, ge=0, le=MAX_WEIGHT)
     """Weight of the teacher rays' L2 relative to the training pixels' L2."""
-    jitter: bool = False
+    jitter: bool = setting(False)
     """Shift each training ray's sample lattice by a random fraction of a step (uniform in [-s/2, s/2)),
     re-applying the exact sample rule at the shifted points, so the networks fit a continuous field rather
     than the training rays' fixed sample positions; False: the renderer's lattice exactly."""
-    ema_decay: float = 0.0
+    ema_decay: float = setting(0.0, ge=0, lt=1)
     """Decay of an exponential moving average of the parameters, which is what the stage writes out
     (0: the last iterate)."""
-    early_stop_transmittance: float = 1e-3
+    early_stop_transmittance: float = setting(1e-3, ge=0, lt=1)
     """Drop samples behind a transmittance below this (found by a no-grad pass); 0 disables."""
-    max_samples_per_ray: int | None = None
+    max_samples_per_ray: int | None = setting(None, ge=1, le=2**16)
     """Cap on marched samples per ray (None: all occupied samples)."""
-    checkpoint_seconds: float = 60.0
+    checkpoint_seconds: float = setting(60.0, gt=0, le=MAX_SECONDS, anytime=True)
     """Write a checkpoint at least this often (seconds)."""
-    checkpoint_every: int = 500
+    checkpoint_every: int = setting(500, ge=1, le=10**12, anytime=True)
     """... and at least every this many steps."""
-    scene_seconds: float = 120.0
+    scene_seconds: float = setting(120.0, gt=0, le=MAX_SECONDS, anytime=True)
     """Rewrite the output .kilo (and announce it) at least this often (seconds)."""
-    seed: int = 0
+    seed: int = setting(0, ge=0, le=MAX_SEED)
     """Seed of the ray sampler."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"finetune.ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 def l2_norm_regulariser(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -177,16 +184,23 @@ class FinetuneState:
 
     @staticmethod
     def load(path: str | Path, device: torch.device | str) -> FinetuneState:
-        """Load a state saved by `save`."""
+        """Load a state saved by `save`; `trainer.checkpoint.CheckpointError` (one line) when malformed."""
         blob = load_checkpoint(path, device)
-        ema = blob.get("ema")
+        params = checkpoint_tensors(path, blob, "params", device)
+        assert params is not None
+        check_optimizer_state(path, blob.get("optimizer"), params)
+        ema = checkpoint_tensors(path, blob, "ema", device, optional=True)
+        if ema is not None and {k: v.shape for k, v in ema.items()} != {
+            k: v.shape for k, v in params.items()
+        }:
+            raise CheckpointError(path, "ema does not hold the same tensors as params")
         return FinetuneState(
-            step=int(blob["step"]),
-            params={k: v.to(device) for k, v in blob["params"].items()},
-            optimizer=blob["optimizer"],
-            elapsed=float(blob.get("elapsed", 0.0)),
-            history=[tuple(h) for h in blob.get("history", [])],  # type: ignore[misc]
-            ema=None if ema is None else {k: v.to(device) for k, v in ema.items()},
+            step=checkpoint_step(path, blob),
+            params=params,
+            optimizer=blob.get("optimizer"),
+            elapsed=checkpoint_number(path, blob, "elapsed"),
+            history=checkpoint_history(path, blob, 3),  # type: ignore[arg-type]
+            ema=ema,
         )
 
 
@@ -422,6 +436,7 @@ def finetune(
             loss = loss + extra_loss(params, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        check_finite_loss("finetune", step + 1, float(loss.detach()), "finetune.lr")
         opt.step()
         if ema is not None:
             with torch.no_grad():

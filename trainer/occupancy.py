@@ -16,28 +16,67 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from renderer.scene_checks import MAX_GRID_RES, MAX_NETWORKS, MAX_OCCUPANCY_VOXELS
+from trainer.settings import setting
+
 DensityFn = Callable[[torch.Tensor], torch.Tensor]
 """σ = f(x): world points ``[N, 3]`` → densities ``[N]`` (world units⁻¹)."""
+
+
+def _icbrt(n: int) -> int:
+    """The largest k with k³ <= n."""
+    k = round(n ** (1 / 3))
+    while k**3 > n:
+        k -= 1
+    while (k + 1) ** 3 <= n:
+        k += 1
+    return k
 
 
 @dataclass
 class OccupancyConfig:
     """Settings of the network grid and occupancy extraction."""
 
-    threshold: float = 10.0
+    threshold: float = setting(10.0, gt=0, le=1e6)
     """A voxel is occupied where σ exceeds this at any sub-sample (the official KiloNeRF value)."""
-    subsamples: int = 3
+    subsamples: int = setting(3, ge=1, le=8)
     """Sub-samples per voxel and axis (3 → 27 per voxel)."""
-    longest_axis_cells: int = 16
+    longest_axis_cells: int = setting(16, ge=1, le=MAX_GRID_RES)
     """Network cells along the longest axis of the box (cells are cubic)."""
-    occupancy_factor: int = 16
+    occupancy_factor: int = setting(16, ge=1, le=256)
     """Occupancy voxels per network cell and axis."""
-    bbox_margin: float = 0.05
+    bbox_margin: float = setting(0.05, ge=0, le=10)
     """Margin added on each side of an estimated box, as a fraction of its size."""
-    bbox_search_res: int = 128
+    bbox_search_res: int = setting(128, ge=1, le=1024)
     """Voxels along the longest axis of the search box when estimating a box from the density."""
-    chunk: int = 1 << 20
+    chunk: int = setting(1 << 20, ge=1024, le=2**30, anytime=True)
     """Density queries per batch (bounds memory)."""
+
+    def relations(self) -> list[tuple[str, str]]:
+        """Grids the scene format accepts for any box: at most ``longest_axis_cells``³ networks and
+        (``longest_axis_cells`` × ``occupancy_factor``)³ occupancy voxels."""
+        out = []
+        if self.longest_axis_cells**3 > MAX_NETWORKS:
+            limit = _icbrt(MAX_NETWORKS)
+            out.append(
+                (
+                    "longest_axis_cells",
+                    f"must be <= {limit} (a cubic box would need more than "
+                    f"{MAX_NETWORKS} networks), got {self.longest_axis_cells}",
+                )
+            )
+        side = self.longest_axis_cells * self.occupancy_factor
+        if side**3 > MAX_OCCUPANCY_VOXELS:
+            out.append(
+                (
+                    "occupancy_factor",
+                    f"x longest_axis_cells must be <= "
+                    f"{_icbrt(MAX_OCCUPANCY_VOXELS)} (the occupancy grid of a cubic box would "
+                    f"exceed {MAX_OCCUPANCY_VOXELS} voxels), got {self.occupancy_factor} x "
+                    f"{self.longest_axis_cells} = {side}",
+                )
+            )
+        return out
 
 
 def network_grid_for_bbox(

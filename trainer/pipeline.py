@@ -24,21 +24,16 @@ from typing import Any
 from trainer.metrics import reset_peak_ram
 from trainer.progress import STAGES, Cancelled
 from trainer.stages import (  # re-exported: every name stays importable from trainer.pipeline
-    Layout,
-    load_layout,
-    make_scene,
     near_far,
-    provenance,
     stage_distill,
     stage_finetune,
     stage_occupancy,
     stage_teacher,
     student_psnr,
-    student_spec,
     teacher_psnr,
     view_rays,
-    write_output,
 )
+from trainer.student import Layout, load_layout, make_scene, provenance, student_spec, write_output
 from trainer.workdir import (  # re-exported
     Context,
     ElapsedClock,

@@ -1,8 +1,9 @@
 """Training presets: one dataclass tree with defaults, and the named presets as data (overrides).
 
 A `Preset` composes the teacher, occupancy, distillation and fine-tuning configurations with the student's
-format choices. The named presets (`tiny`, `cpu`, `gpu`, `paper`) are nested dicts of overrides applied to
-the defaults by `get_preset`, so they never copy code.
+format choices; every field declares its valid values beside it (`trainer.settings`). The named presets
+(`tiny`, `cpu`, `gpu`, `paper`) are nested dicts of overrides applied to the defaults by `get_preset`, so
+they never copy code.
 """
 
 from __future__ import annotations
@@ -11,60 +12,98 @@ import copy
 import dataclasses
 import hashlib
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from renderer.scene_checks import DENSITY_ACTIVATIONS, MAX_FREQS, MAX_HIDDEN
 from trainer.distill import DistillConfig
 from trainer.finetune import FinetuneConfig
 from trainer.occupancy import OccupancyConfig
+from trainer.settings import PresetError, group, is_group, kind_of, rule_of, setting, validate
 from trainer.teachers.config import TeacherConfig
+
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "PresetError",
+    "apply_overrides",
+    "get_preset",
+    "preset_fingerprint",
+    "preset_from_dict",
+    "preset_to_dict",
+    "read_preset",
+]
 
 
 @dataclass
 class Preset:
-    """A full training recipe: data resolution, the four stages, and the student's format."""
+    """A full training recipe: data resolution, the four stages, and the student's format.
 
-    name: str = "cpu"
-    """Preset name (recorded in the provenance)."""
-    downscale: int = 4
+    Each field's valid values sit beside it (`trainer.settings.setting`); `trainer.settings.validate`
+    checks them all, and the relations of `relations`.
+    """
+
+    name: str = setting("cpu", settable=False, anytime=True)
+    """Preset name (recorded in the provenance); chosen with ``--preset``, not ``--set``."""
+    downscale: int = setting(4, ge=1, le=64, stage="teacher")
     """Image downscale factor (area average); 4 turns 800x800 lego into 200x200."""
-    train_views: int | None = None
+    train_views: int | None = setting(None, ge=1, le=100_000, stage="teacher")
     """Use only the first N training views (None: all)."""
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    teacher: TeacherConfig = group(TeacherConfig, stage="teacher")
     """Stage 1: the teacher."""
-    occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
+    occupancy: OccupancyConfig = group(OccupancyConfig, stage="occupancy")
     """Occupancy extraction and the network grid."""
-    distill: DistillConfig = field(default_factory=DistillConfig)
+    distill: DistillConfig = group(DistillConfig, stage="distill")
     """Stage 2: distillation."""
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    finetune: FinetuneConfig = group(FinetuneConfig, stage="finetune")
     """Stage 3: fine-tuning."""
-    step_voxels: float = 1.0
+    step_voxels: float = setting(1.0, ge=0.05, le=100, stage="occupancy")
     """Scene marching step as a multiple of the smallest occupancy-voxel edge (1: lego 0.0094)."""
-    step_size: float | None = None
-    """Explicit marching step in world units (overrides step_voxels)."""
-    density_activation: str = "softplus"
+    step_size: float | None = setting(None, gt=0, le=1e6, stage="occupancy")
+    """Explicit marching step in world units (overrides step_voxels; the occupancy stage refuses one under
+    0.05 voxel)."""
+    density_activation: str = setting("softplus", choices=DENSITY_ACTIVATIONS, stage="distill")
     """Student density activation: softplus distils 2.6x better than the paper's relu."""
-    density_shift: float = -1.0
+    density_shift: float = setting(-1.0, ge=-100, le=100, stage="distill")
     """Initial bias of the density output: per-step optical depth starts at softplus(-1) = 0.31."""
-    hidden: int = 32
-    """Student hidden width H."""
-    pos_freqs: int = 10
+    hidden: int = setting(32, ge=1, le=MAX_HIDDEN, stage="distill")
+    """Student hidden width H (any width the scene format accepts; widths without native kernels render
+    with torch)."""
+    pos_freqs: int = setting(10, ge=0, le=MAX_FREQS, stage="distill")
     """Student positional-encoding frequencies."""
-    trained_pos_freqs: int | None = None
+    trained_pos_freqs: int | None = setting(None, ge=0, le=MAX_FREQS, stage="distill")
     """Train only the first K position octaves: the first layer's weights for the higher ones are held at
     zero (the format keeps its width). None: all (the paper)."""
-    dir_freqs: int = 4
+    dir_freqs: int = setting(4, ge=0, le=MAX_FREQS, stage="distill")
     """Student direction-encoding frequencies."""
-    trained_dir_freqs: int | None = None
+    trained_dir_freqs: int | None = setting(None, ge=0, le=MAX_FREQS, stage="distill")
     """Train only the first K direction octaves (the colour layer's rows for the higher ones held at zero).
     None: all (the paper)."""
-    ert_threshold: float = 0.01
+    ert_threshold: float = setting(0.01, ge=0, le=1, stage="distill")
     """Early-ray-termination threshold stored in the scene."""
-    weights_dtype: str = "float16"
-    """dtype of the weights in the output .kilo."""
-    eval_views: int = 4
+    weights_dtype: str = setting("float16", choices=("float16", "float32"), anytime=True)
+    """dtype of the weights in the output .kilo (used only when it is written)."""
+    eval_views: int = setting(4, ge=1, le=10_000, anytime=True)
     """Test views (the first ones) on which teacher and student PSNR are measured for the provenance."""
+
+    def relations(self) -> list[tuple[str, str]]:
+        """Trained octaves are among the octaves."""
+        out = []
+        if self.trained_pos_freqs is not None and self.trained_pos_freqs > self.pos_freqs:
+            out.append(
+                (
+                    "trained_pos_freqs",
+                    f"must be <= pos_freqs ({self.pos_freqs}) or null, got {self.trained_pos_freqs}",
+                )
+            )
+        if self.trained_dir_freqs is not None and self.trained_dir_freqs > self.dir_freqs:
+            out.append(
+                (
+                    "trained_dir_freqs",
+                    f"must be <= dir_freqs ({self.dir_freqs}) or null, got {self.trained_dir_freqs}",
+                )
+            )
+        return out
 
 
 def _tiny() -> dict[str, Any]:
@@ -212,69 +251,59 @@ PRESETS: dict[str, dict[str, Any]] = {
 """The named presets, as overrides of the `Preset` defaults."""
 
 
-class PresetError(ValueError):
-    """Unknown preset name or override field."""
-
-
-def _check_value(f: dataclasses.Field[Any], value: Any, where: str) -> None:
-    """Refuse ``value`` for field ``f`` when it is not of the field's declared kind.
-
-    Every integer field (steps, batch sizes, resolutions, seeds) is a count, so it must be >= 0. A field
-    declared ``X | None`` also takes None.
-    """
-    kind, _, rest = str(f.type).partition(" | ")
-    if value is None and rest == "None":
-        return
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise PresetError(f"{where} must be true or false, got {value!r}")
-    elif kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise PresetError(f"{where} must be an integer, got {value!r}")
-        if value < 0:
-            raise PresetError(f"{where} must be >= 0, got {value}")
-    elif kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise PresetError(f"{where} must be a finite number, got {value!r}")
-
-
 def _apply(obj: Any, data: dict[str, Any], where: str, *, strict: bool = True) -> Any:
-    """Return a copy of dataclass ``obj`` with the values of ``data`` applied (nested dicts recurse, lists
-    become tuples where the field holds a tuple); every value is checked (`_check_value`, then the
-    dataclass's own ``__post_init__``). An unknown key is an error when ``strict`` (preset data, ``--set``),
-    and is ignored otherwise, so older ``run.json`` records still load."""
+    """A copy of dataclass ``obj`` with the values of ``data`` put in place (nested dicts recurse, lists
+    become tuples where the field holds a tuple, integers become floats where it holds a float); nothing is
+    checked here but the keys (`trainer.settings.validate` checks the values). An unknown key is an error
+    when ``strict`` (preset data, ``--set``) and is ignored otherwise, so older ``run.json`` records load."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
-    changes: dict[str, Any] = {}
+    out = copy.copy(obj)
     for key, value in data.items():
-        if key not in fields:
-            if strict:
-                raise PresetError(f"{where}: unknown field {key!r}")
-            continue
+        f = fields.get(key)
+        if f is None or (strict and not rule_of(f).settable):
+            if not strict:
+                continue
+            if f is not None:
+                raise PresetError(f"{where}: {key} is not a setting (choose the preset with --preset)")
+            names = ", ".join(fields)
+            raise PresetError(f"{where}: unknown setting {key!r} (known: {names})")
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            changes[key] = _apply(current, value, f"{where}.{key}", strict=strict)
-        elif dataclasses.is_dataclass(current):
-            raise PresetError(f"{where}: {key} is a group of settings, set its fields ({key}.FIELD=VALUE)")
-        elif isinstance(current, tuple) and isinstance(value, list):
-            changes[key] = tuple(value)
-        else:
-            _check_value(fields[key], value, f"{where}: {key}")
-            changes[key] = copy.deepcopy(value)
-    try:
-        return dataclasses.replace(obj, **changes)
-    except ValueError as e:  # a field's own check (__post_init__)
-        raise PresetError(f"{where}: {e}") from e
+        if is_group(f):
+            if not isinstance(value, dict):
+                raise PresetError(
+                    f"{where}: {key} is a group of settings, set its fields ({key}.FIELD=VALUE)"
+                )
+            setattr(out, key, _apply(current, value, f"{where}", strict=strict))
+            continue
+        kind, _ = kind_of(f)
+        if kind.startswith("tuple[") and isinstance(value, list):
+            value = tuple(value)
+        elif kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        setattr(out, key, copy.deepcopy(value))
+    return out
 
 
-def get_preset(name: str, overrides: dict[str, Any] | None = None) -> Preset:
-    """The preset ``name`` (tiny | cpu | gpu | paper), with optional extra nested ``overrides``."""
+def get_preset(name: str, overrides: dict[str, Any] | None = None, *, where: str = "--set") -> Preset:
+    """The preset ``name`` (tiny | cpu | gpu | paper) with optional nested ``overrides``, validated."""
     if name not in PRESETS:
         raise PresetError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
-    data = copy.deepcopy(PRESETS[name])
-    preset = _apply(Preset(name=name), data, f"preset {name}")
+    preset = _apply(Preset(name=name), copy.deepcopy(PRESETS[name]), f"preset {name}")
+    validate(preset, f"preset {name}")
     if overrides:
-        preset = _apply(preset, overrides, f"preset {name}")
+        preset = apply_overrides(preset, overrides, where=where)
     return preset
+
+
+def apply_overrides(preset: Preset, overrides: dict[str, Any], *, where: str = "--set") -> Preset:
+    """``preset`` with nested ``overrides`` applied (unknown keys refused), not validated."""
+    return _apply(preset, overrides, where)  # type: ignore[no-any-return]
+
+
+def read_preset(data: dict[str, Any]) -> Preset:
+    """The preset recorded by `preset_to_dict`, unchecked (unknown keys ignored): `validate` or
+    `trainer.settings.problems` tells what in it is invalid."""
+    return _apply(Preset(), data, "preset", strict=False)  # type: ignore[no-any-return]
 
 
 def preset_to_dict(preset: Preset) -> dict[str, Any]:
@@ -283,8 +312,11 @@ def preset_to_dict(preset: Preset) -> dict[str, Any]:
 
 
 def preset_from_dict(data: dict[str, Any]) -> Preset:
-    """The preset recorded by `preset_to_dict` (a resumed run keeps the settings it started with)."""
-    return _apply(Preset(), data, "preset", strict=False)
+    """The preset recorded by `preset_to_dict`, validated (a resumed run keeps the settings it started
+    with)."""
+    preset = read_preset(data)
+    validate(preset, "preset")
+    return preset
 
 
 def preset_fingerprint(preset: Preset) -> str:

@@ -16,6 +16,8 @@ with ``S`` one of ``teacher | occupancy | distill | finetune``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -28,6 +30,8 @@ from types import FrameType
 from typing import Any
 
 from tqdm import tqdm
+
+from trainer.files import writing
 
 STAGES = ("teacher", "occupancy", "distill", "finetune")
 
@@ -71,12 +75,31 @@ class ProgressLog:
         self._last_write = 0.0
 
     def write(self, event: dict[str, Any]) -> None:
-        """Append one event object (``time`` added) as a line."""
+        """Append one event object (``time`` added) as a line, in one ``write``; a write that fails part way
+        (a full disk) is cut back off, so the file only ever holds whole lines. Fails as `PipelineError`
+        (``no space left writing PATH``)."""
         event = {**event, "time": time.time()}
-        line = json.dumps(event, allow_nan=False) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
+        data = (json.dumps(event, allow_nan=False) + "\n").encode("utf-8")
+        with writing(self.path):
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    written = os.write(fd, data)
+                    if written != len(data):
+                        raise OSError(errno.ENOSPC, "short write")
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
+                    raise
+            finally:
+                os.close(fd)
+
+    def _write_quietly(self, event: dict[str, Any]) -> None:
+        """`write`, ignoring a failure (the ``error`` / ``cancelled`` events of a run that is ending anyway:
+        their own write error must not hide the error being reported)."""
+        with contextlib.suppress(ValueError):
+            self.write(event)
 
     def stage_start(self, stage: str, total: int | None = None, initial: int = 0) -> None:
         """Start ``stage`` (``initial`` steps already done when resuming)."""
@@ -155,12 +178,12 @@ class ProgressLog:
         """A stage failed; ``message`` is reduced to one line."""
         self._close_bar()
         one_line = " ".join(str(message).split())
-        self.write({"event": "error", "stage": stage, "message": one_line})
+        self._write_quietly({"event": "error", "stage": stage, "message": one_line})
 
     def cancelled(self, stage: str) -> None:
         """The run was stopped by a signal after checkpointing."""
         self._close_bar()
-        self.write({"event": "cancelled", "stage": stage})
+        self._write_quietly({"event": "cancelled", "stage": stage})
 
     def _close_bar(self) -> None:
         if self._bar is not None:

@@ -1,34 +1,44 @@
 """The four pipeline stages (teacher, occupancy, distill, finetune) and the helpers they share: evaluation
-of teacher and student, the student's layout and scene, provenance and writing the output ``.kilo``.
+of teacher and student (the student's layout, scene and output are in `trainer.student`).
 """
 
 from __future__ import annotations
 
-import os
+import io
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from renderer.atomic import atomic_write
+from renderer.atomic import atomic_write_bytes
+from trainer.checkpoint import CheckpointError
+from trainer.files import writing
 from trainer.metrics import psnr, ssim
-from trainer.progress import STAGES
+from trainer.student import (
+    Layout,
+    check_student_params,
+    load_layout,
+    make_scene,
+    provenance,
+    student_spec,
+    write_output,
+)
 from trainer.workdir import (
     Context,
     ElapsedClock,
     PipelineError,
     finish_stage,
-    read_json,
     require,
-    stage_record,
     write_json,
 )
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+MIN_STEP_VOXELS = 0.05
+"""The marching step must be at least this fraction of an occupancy voxel (smaller ones take forever)."""
 
 
 def near_far(ds: Any) -> tuple[float, float]:
@@ -175,11 +185,12 @@ def stage_occupancy(ctx: Context) -> dict[str, Any]:
                 chunk=oc.chunk,
                 device=ctx.device,
             )
-        except ValueError as e:
-            raise RuntimeError(
-                f"{ctx.path('teacher.pt')}: the teacher's density never exceeds the occupancy threshold "
-                f"{oc.threshold} ({e}); train the teacher longer or lower occupancy.threshold"
-            ) from e
+        except ValueError:
+            raise PipelineError(
+                f"{ctx.path('teacher.pt')}: the teacher's density never exceeds occupancy.threshold "
+                f"{oc.threshold:g} inside its box; lower it (--set occupancy.threshold=VALUE) or train the "
+                "teacher longer"
+            ) from None
         bbox_source = "estimated from the teacher's density"
     grid_res, occ_res, bmin, bmax = occupancy_grid_for_bbox(bmin, bmax, oc)
     occ = extract_occupancy(
@@ -193,22 +204,35 @@ def stage_occupancy(ctx: Context) -> dict[str, Any]:
         device=ctx.device,
     )
     net_index = network_index_from_occupancy(occ, grid_res)
+    if not bool((net_index >= 0).any()):
+        raise PipelineError(
+            f"{ctx.path('teacher.pt')}: no voxel of the teacher's density exceeds occupancy.threshold "
+            f"{oc.threshold:g}; lower it (--set occupancy.threshold=VALUE) or train the teacher longer"
+        )
     _cancel_check(ctx)
     bmin = np.asarray(bmin, dtype=np.float64)
     bmax = np.asarray(bmax, dtype=np.float64)
     voxel = (bmax - bmin) / np.asarray(occ_res)
     step = ctx.preset.step_size or float(ctx.preset.step_voxels * voxel.min())
-    with atomic_write(ctx.path("occupancy.npz")) as f:
-        np.savez_compressed(
-            f,
-            bbox_min=bmin,
-            bbox_max=bmax,
-            grid_res=np.asarray(grid_res, np.int64),
-            occupancy_res=np.asarray(occ_res, np.int64),
-            occupancy=np.asarray(occ, bool),
-            network_index=np.asarray(net_index, np.int32),
-            step_size=np.float64(step),
+    if not MIN_STEP_VOXELS * voxel.min() <= step <= float(np.linalg.norm(bmax - bmin)):
+        raise PipelineError(
+            f"step_size {step:g} does not fit this scene: it must lie between {MIN_STEP_VOXELS:g} of an "
+            f"occupancy voxel ({MIN_STEP_VOXELS * voxel.min():g}) and the box's diagonal "
+            f"({float(np.linalg.norm(bmax - bmin)):g}); change it with --set step_size=VALUE"
         )
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        bbox_min=bmin,
+        bbox_max=bmax,
+        grid_res=np.asarray(grid_res, np.int64),
+        occupancy_res=np.asarray(occ_res, np.int64),
+        occupancy=np.asarray(occ, bool),
+        network_index=np.asarray(net_index, np.int32),
+        step_size=np.float64(step),
+    )
+    with writing(ctx.path("occupancy.npz")):
+        atomic_write_bytes(ctx.path("occupancy.npz"), buf.getvalue())
     ctx.log.progress(1, 1, 0.0, None)
     m = int((np.asarray(net_index) >= 0).sum())
     return finish_stage(
@@ -228,144 +252,6 @@ def stage_occupancy(ctx: Context) -> dict[str, Any]:
     )
 
 
-@dataclass
-class Layout:
-    """The student's geometry from ``occupancy.npz``."""
-
-    bbox_min: np.ndarray
-    bbox_max: np.ndarray
-    grid_res: tuple[int, int, int]
-    occupancy_res: tuple[int, int, int]
-    occupancy: np.ndarray
-    network_index: np.ndarray
-    step_size: float
-
-    @property
-    def num_networks(self) -> int:
-        """M."""
-        return int((self.network_index >= 0).sum())
-
-
-def load_layout(ctx: Context) -> Layout:
-    """Read ``W/occupancy.npz``."""
-    with np.load(ctx.path("occupancy.npz")) as z:
-        return Layout(
-            bbox_min=z["bbox_min"],
-            bbox_max=z["bbox_max"],
-            grid_res=tuple(int(v) for v in z["grid_res"]),  # type: ignore[arg-type]
-            occupancy_res=tuple(int(v) for v in z["occupancy_res"]),  # type: ignore[arg-type]
-            occupancy=z["occupancy"].astype(bool),
-            network_index=z["network_index"].astype(np.int32),
-            step_size=float(z["step_size"]),
-        )
-
-
-def make_scene(
-    ctx: Context, layout: Layout, weights: dict[str, torch.Tensor], provenance: dict[str, Any]
-) -> Any:
-    """A `renderer.scene.Scene` of the student with the training cameras and ``provenance``."""
-    from renderer.scene import Scene, SceneCameras
-
-    p = ctx.preset
-    ds = ctx.train_set
-    return Scene(
-        bbox_min=tuple(float(v) for v in layout.bbox_min),  # type: ignore[arg-type]
-        bbox_max=tuple(float(v) for v in layout.bbox_max),  # type: ignore[arg-type]
-        grid_res=layout.grid_res,
-        occupancy_res=layout.occupancy_res,
-        network_index=layout.network_index,
-        occupancy=layout.occupancy,
-        weights={k: v.detach().float().cpu() for k, v in weights.items()},
-        pos_freqs=p.pos_freqs,
-        dir_freqs=p.dir_freqs,
-        hidden=p.hidden,
-        step_size=layout.step_size,
-        background=tuple(float(v) for v in ds.background),  # type: ignore[arg-type]
-        density_activation=p.density_activation,
-        density_scale=1.0 / layout.step_size,
-        ert_threshold=p.ert_threshold,
-        cameras=SceneCameras(
-            width=int(ds.width),
-            height=int(ds.height),
-            focal=float(ds.focal),
-            c2w=np.asarray(ds.c2w, np.float32),
-        ),
-        provenance=provenance,
-    )
-
-
-def student_spec(ctx: Context, layout: Layout) -> Any:
-    """The `NetworkSpec` of the student (softplus density in optical depth per step: scale 1/step)."""
-    from renderer.networks import NetworkSpec
-
-    p = ctx.preset
-    return NetworkSpec(
-        bbox_min=tuple(float(v) for v in layout.bbox_min),  # type: ignore[arg-type]
-        bbox_max=tuple(float(v) for v in layout.bbox_max),  # type: ignore[arg-type]
-        grid_res=layout.grid_res,
-        pos_freqs=p.pos_freqs,
-        dir_freqs=p.dir_freqs,
-        hidden=p.hidden,
-        density_activation=p.density_activation,
-        density_scale=1.0 / layout.step_size,
-    )
-
-
-def provenance(ctx: Context, stage: str) -> dict[str, Any]:
-    """Provenance of the scene written at ``stage``: dataset, preset, steps, times, PSNRs, peak RAM."""
-    recs = {s: stage_record(ctx, s) for s in STAGES}
-    elapsed = read_json(ctx.path("elapsed.json")) or {}
-    ds = ctx.train_set
-    out: dict[str, Any] = {
-        "dataset": str(ctx.data),
-        "dataset_name": ctx.data.name,
-        "train_views": int(len(ds.images)),
-        "image_size": [int(ds.width), int(ds.height)],
-        "downscale": ctx.preset.downscale,
-        "preset": ctx.preset.name,
-        "written_after": stage,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "steps": {
-            "teacher": int(ctx.preset.teacher.total_steps),
-            "distill": int(ctx.preset.distill.steps),
-            "finetune": int(ctx.preset.finetune.steps),
-        },
-        "stage_seconds": {s: round(float(elapsed.get(s, 0.0)), 1) for s in STAGES},
-        "peak_ram_mb": {s: round(float(r["peak_ram_mb"]), 1) for s, r in recs.items() if r},
-        "teacher_kind": ctx.preset.teacher.kind,
-    }
-    if recs["teacher"]:
-        out["teacher_psnr"] = recs["teacher"].get("metrics", {}).get("psnr")
-        out["teacher_ssim"] = recs["teacher"].get("metrics", {}).get("ssim")
-        out["eval_split"] = recs["teacher"].get("metrics", {}).get("split")
-    if recs["distill"]:
-        out["distilled_student_psnr"] = recs["distill"].get("metrics", {}).get("psnr")
-        out["distill_error_mean"] = recs["distill"].get("error_mean")
-    if recs["finetune"]:
-        out["student_psnr"] = recs["finetune"].get("metrics", {}).get("psnr")
-        out["student_ssim"] = recs["finetune"].get("metrics", {}).get("ssim")
-    out.update(ctx.extra)
-    return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_output(ctx: Context, stage: str, scene: Any) -> None:
-    """Write the output .kilo atomically (weights in the preset's dtype) and announce it."""
-    from renderer.scene import save_scene
-
-    try:
-        save_scene(scene, ctx.out, dtype=ctx.preset.weights_dtype)
-        os.chmod(ctx.out, 0o666 & ~_umask())  # the atomic temp file is created 0600
-    except OSError as e:
-        raise PipelineError(f"{ctx.out}: cannot write the output ({e.strerror or e})") from e
-    ctx.log.scene(stage, ctx.out)
-
-
 def stage_distill(ctx: Context) -> dict[str, Any]:
     """Stage 2: distil the teacher into the networks (resumable); write the first output .kilo."""
     from renderer.networks import init_weights
@@ -375,11 +261,17 @@ def stage_distill(ctx: Context) -> dict[str, Any]:
     require(ctx, "distill", "occupancy")
     cfg = ctx.preset.distill
     ckpt = ctx.path("distill.ckpt")
-    state = DistillState.load(ckpt, ctx.device) if ckpt.exists() else None
-    ctx.log.stage_start("distill", total=cfg.steps, initial=state.step if state else 0)
-    clock = ElapsedClock(ctx, "distill")
     layout = load_layout(ctx)
     spec = student_spec(ctx, layout)
+    state = DistillState.load(ckpt, ctx.device) if ckpt.exists() else None
+    if state is not None:
+        check_student_params(ckpt, state.params, layout, spec)
+        if state.error is not None and state.error.shape != (layout.num_networks,):
+            raise CheckpointError(
+                ckpt, f"error holds {state.error.shape[0]} networks, not {layout.num_networks}"
+            )
+    ctx.log.stage_start("distill", total=cfg.steps, initial=state.step if state else 0)
+    clock = ElapsedClock(ctx, "distill")
     if state is None:
         state = initial_state(init_weights(layout.num_networks, spec, cfg.seed), ctx.preset.density_shift)
     teacher = load_teacher(ctx.path("teacher.pt"), ctx.device)
@@ -524,13 +416,16 @@ def stage_finetune(ctx: Context) -> dict[str, Any]:
     require(ctx, "finetune", "distill")
     cfg = ctx.preset.finetune
     ckpt = ctx.path("finetune.ckpt")
-    state = FinetuneState.load(ckpt, ctx.device) if ckpt.exists() else None
-    ctx.log.stage_start("finetune", total=cfg.steps, initial=state.step if state else 0)
-    clock = ElapsedClock(ctx, "finetune")
     layout = load_layout(ctx)
     spec = student_spec(ctx, layout)
+    state = FinetuneState.load(ckpt, ctx.device) if ckpt.exists() else None
+    if state is not None:
+        check_student_params(ckpt, state.params, layout, spec)
+    ctx.log.stage_start("finetune", total=cfg.steps, initial=state.step if state else 0)
+    clock = ElapsedClock(ctx, "finetune")
     if state is None:
         distilled = DistillState.load(ctx.path("distill.ckpt"), ctx.device)
+        check_student_params(ctx.path("distill.ckpt"), distilled.params, layout, spec)
         state = FinetuneState(step=0, params=distilled.params)
     ds = ctx.train_set
     rays = FinetunePixelSampler.from_dataset(ds, ctx.device)

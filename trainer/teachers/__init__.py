@@ -28,8 +28,12 @@ from safetensors.torch import save as st_save
 
 from renderer.atomic import atomic_write_bytes
 from renderer.camera import pixel_grid, pixel_rays
+from renderer.safe_json import parse_json
+from trainer.errors import PipelineError, check_finite_loss
+from trainer.files import writing
 from trainer.metrics import psnr_from_mse
 from trainer.optim import adam
+from trainer.settings import show
 from trainer.teachers.base import Teacher
 from trainer.teachers.config import TeacherConfig
 from trainer.teachers.grid import GridTeacher
@@ -56,11 +60,12 @@ _KINDS: dict[str, type[Teacher]] = {"grid": GridTeacher, "nerf": NerfTeacher}
 OnStep = Callable[[int, int, float, float | None], None]
 
 
-class TeacherFormatError(ValueError):
-    """A missing or malformed teacher file; the message is one line naming the file and the problem."""
+class TeacherFormatError(PipelineError):
+    """A missing or malformed teacher file; the message is one line naming the file and the problem
+    (``TeacherFormatError(path, problem)``, or one whole message)."""
 
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
+    def __init__(self, path: str | os.PathLike[str], problem: str | None = None) -> None:
+        super().__init__(str(path) if problem is None else f"{path}: {problem}")
 
 
 # ---- construction ----
@@ -91,9 +96,16 @@ def _model_tensors(teacher: Teacher) -> dict[str, torch.Tensor]:
 
 
 def save_teacher(teacher: Teacher, path: str | os.PathLike[str]) -> None:
-    """Write the teacher's weights and shape to a safetensors file, atomically."""
+    """Write the teacher's weights and shape to a safetensors file, atomically (a full disk: `PipelineError`
+    ``no space left writing PATH``)."""
     meta = {"kind": teacher.kind, "arch": teacher.arch(), "version": 1}
-    atomic_write_bytes(path, st_save(_model_tensors(teacher), metadata={_META_KEY: json.dumps(meta)}))
+    data = st_save(_model_tensors(teacher), metadata={_META_KEY: json.dumps(meta)})
+    with writing(path):
+        atomic_write_bytes(path, data)
+
+
+_MAX_LATTICE_POINTS = 2**31
+"""Most points a grid teacher's lattice may have (its slot table is one int64 per point)."""
 
 
 def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -104,25 +116,57 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch
         data = p.read_bytes()
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + header_len])
-        meta = json.loads(header.get("__metadata__", {})[_META_KEY])
-    except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+        header = parse_json(data[8 : 8 + header_len], str(p), error=TeacherFormatError, what="header")
+        text = header.get("__metadata__", {})[_META_KEY]
+    except (SafetensorError, OSError, KeyError, TypeError, AttributeError) as e:
         raise TeacherFormatError(
-            p, f"not a teacher file ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
+            p, f"not a teacher file ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]})"
         ) from None
+    meta = parse_json(text, str(p), error=TeacherFormatError, what=f"metadata {_META_KEY!r}")
+    if not isinstance(meta, dict) or not isinstance(meta.get("arch"), dict):
+        raise TeacherFormatError(p, f"metadata {_META_KEY!r} is not an object with an arch object")
     if meta.get("kind") not in _KINDS:
         raise TeacherFormatError(p, f"unknown teacher kind {meta.get('kind')!r}")
     return meta, tensors
 
 
 def _build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], path: Any, device: Any) -> Teacher:
-    teacher = _KINDS[meta["kind"]].from_arch(meta["arch"])
+    """The teacher a file describes. Its shape is first built on the meta device (no memory) and held to
+    the stored tensors, so a header cannot ask for more memory than the file holds."""
+    cls = _KINDS[meta["kind"]]
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    arch = meta["arch"]
+    dims = arch.get("dims", [2, 2, 2])
+    if (
+        not isinstance(dims, list)
+        or len(dims) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 2**16 for v in dims)
+        or math.prod(dims) > _MAX_LATTICE_POINTS
+    ):
+        raise TeacherFormatError(path, f"arch dims {show(dims)} is not a lattice of 3 sizes in [2, 65536]")
     try:
+        with torch.device("meta"):
+            shape = cls.from_arch(arch)
+        expected = {k: (tuple(v.shape), v.dtype) for k, v in shape.state_dict().items()}
+        stored = {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
+        if expected != stored:
+            diff = sorted(set(expected.items()) ^ set(stored.items()))
+            raise TeacherFormatError(
+                path, f"weights do not match the stored shape (first difference: {diff[0][0]})"
+            )
+        for k, v in state.items():
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise TeacherFormatError(path, f"weights {k} hold NaN or infinite values")
+        lo, hi = state.get("bbox_min"), state.get("bbox_max")
+        if lo is not None and hi is not None and not bool((lo < hi).all()):
+            raise TeacherFormatError(path, "bbox_min must be < bbox_max on every axis")
+        teacher = cls.from_arch(arch)
         teacher.load_state_dict(state)
-    except RuntimeError as e:
+    except TeacherFormatError:
+        raise
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, OverflowError, ZeroDivisionError) as e:
         raise TeacherFormatError(
-            path, f"weights do not match the stored shape ({str(e).splitlines()[0][:80]})"
+            path, f"not a usable teacher ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]})"
         ) from None
     return teacher.to(device)
 
@@ -141,7 +185,7 @@ def _save_checkpoint(
     gen: torch.Generator,
     cfg: TeacherConfig,
 ) -> None:
-    """Atomically write teacher + optimiser state + sampler RNG + step."""
+    """Atomically write teacher + optimiser state + sampler RNG + step (a full disk: `PipelineError`)."""
     sd = opt.state_dict()
     tensors = _model_tensors(teacher)
     for idx, st in sd["state"].items():
@@ -159,7 +203,9 @@ def _save_checkpoint(
         "param_groups": sd["param_groups"],
         "config": cfg.to_dict(),
     }
-    atomic_write_bytes(path, st_save(tensors, metadata={_META_KEY: json.dumps(meta)}))
+    data = st_save(tensors, metadata={_META_KEY: json.dumps(meta)})
+    with writing(path):
+        atomic_write_bytes(path, data)
 
 
 def _optimizer(
@@ -267,9 +313,23 @@ def train_teacher(
         teacher = _build(meta, tensors, ckpt_path, device)
         opt = _optimizer(teacher, cfg)
         if "param_groups" in meta:
-            _load_optimizer_state(opt, meta, tensors)
-            gen.set_state(tensors["rng"])
-            step = int(meta["step"])
+            try:
+                _load_optimizer_state(opt, meta, tensors)
+                gen.set_state(tensors["rng"])
+            except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+                raise TeacherFormatError(
+                    ckpt_path,
+                    f"optimiser state or random state unusable ({type(e).__name__}: "
+                    f"{(str(e).splitlines() or [''])[0][:80]}); delete it to restart the teacher",
+                ) from None
+            stored = meta.get("step")
+            if isinstance(stored, bool) or not isinstance(stored, int) or not 0 <= stored <= total:
+                raise TeacherFormatError(
+                    ckpt_path,
+                    f"step must be an integer in [0, {total}], got {show(stored)}; delete it to "
+                    "restart the teacher",
+                )
+            step = stored
     else:
         teacher = teacher.to(device)
         opt = _optimizer(teacher, cfg)
@@ -294,6 +354,12 @@ def train_teacher(
             loss = mse + sum(extra.values(), torch.zeros((), device=mse.device))
             opt.zero_grad(set_to_none=False)  # in place: see lattice._WeightedGather
             loss.backward()
+            check_finite_loss(
+                "teacher",
+                step + 1,
+                float(loss.detach()),
+                "teacher.lr_grid" if cfg.kind == "grid" else "teacher.nerf_lr",
+            )
             teacher.after_backward(step)
             opt.step()
             step += 1

@@ -55,7 +55,8 @@ def visual_hull(
         v = cy - focal * cam[:, 1] / z
         seen = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)
         dmin = float(depth[front].min()) if bool(front.any()) else 1.0
-        r = int(math.ceil(focal * voxel_size * 0.87 / max(dmin, 1e-3)))
+        reach = focal * voxel_size * 0.87 / max(dmin, 1e-3)  # a voxel's footprint in pixels
+        r = min(int(math.ceil(reach)), max(h, w)) if math.isfinite(reach) and reach > 0 else max(h, w)
         a = torch.as_tensor(alphas[i], dtype=torch.float32)[None, None]
         a = F.max_pool2d(a, 2 * r + 1, stride=1, padding=r)[0, 0]
         pu = u.clamp(0, w - 1).long()
