@@ -123,12 +123,13 @@ def headless_screenshot(
     args: argparse.Namespace, scene: Any, size: tuple[int, int] | None, backend: Any
 ) -> str:
     """Render one image (and write its camera JSON beside it); returns the message."""
+    from app.camera_json import load_camera_file
     from app.export import render_to_uint8, save_screenshot
-    from renderer.camera import CameraFormatError, load_camera_json
+    from renderer.camera import CameraFormatError
 
     if args.camera:
         try:
-            cam = load_camera_json(args.camera)
+            cam = load_camera_file(args.camera)
         except CameraFormatError as e:
             raise UserError(str(e).splitlines()[0]) from None
         if size is not None:

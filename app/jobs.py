@@ -2,29 +2,45 @@
 
 No glfw or imgui here, so the whole job API is testable without a window. The trainer appends one JSON
 object per line to ``WORKDIR/progress.jsonl`` (events ``stage_start``, ``progress``, ``stage_done``,
-``scene``, ``done``, ``error``, ``cancelled``); :class:`TrainingJob` reads only the bytes added since the
-last :meth:`TrainingJob.poll`, so polling every UI frame costs one ``stat`` when nothing changed.
+``scene``, ``done``, ``error``, ``cancelled``; ``trainer/progress.py``); :class:`TrainingJob` reads only the
+bytes added since the last :meth:`TrainingJob.poll`, so polling every UI frame costs one ``stat`` when
+nothing changed.
+
+What a job writes is untrusted: each line is checked by :func:`app.progress_events.parse_event` and
+read by :class:`app.jsonl_tail.JsonlTail`. A malformed line (not JSON, too deep, too long, binary, a field
+of the wrong type or out of range) is reported once, in one line naming the file and the line number, and
+skipped; the first ``MAX_REPORTS`` problems of a file are reported, the rest only counted. A file that
+shrinks or is replaced is read again from its start.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
-STAGES: tuple[str, ...] = ("teacher", "occupancy", "distill", "finetune")
+from app.jsonl_tail import JsonlTail, os_reason
+from app.progress_events import ProgressEvent, ProgressFormatError, one_line, parse_event
+from trainer.progress import STAGES  # the trainer's own list (a light module: no torch)
+
 PRESETS: tuple[str, ...] = ("tiny", "cpu", "gpu", "paper")
 ROOT = Path(__file__).resolve().parents[1]
+
+MAX_HISTORY = 20000
+"""Progress points kept for the loss/PSNR plots (the oldest are dropped)."""
+
+log = logging.getLogger(__name__)
 
 
 class JobState(StrEnum):
@@ -109,46 +125,6 @@ class HistoryPoint:
     time: float
 
 
-class JsonlTail:
-    """Incremental reader of a JSON-lines file: returns only complete lines appended since the last read."""
-
-    def __init__(self, path: str | os.PathLike[str], offset: int = 0) -> None:
-        self.path = Path(path)
-        self.offset = offset
-        self._partial = b""
-
-    def read_new(self) -> list[dict[str, Any]]:
-        """Parse the lines appended since the last call (malformed lines are skipped)."""
-        out: list[dict[str, Any]] = []
-        for line in self.read_new_lines():
-            try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(obj, dict):
-                out.append(obj)
-        return out
-
-    def read_new_lines(self) -> list[str]:
-        """Complete text lines appended since the last call."""
-        try:
-            size = self.path.stat().st_size
-        except OSError:
-            return []
-        if size < self.offset:  # file was truncated or replaced: start over
-            self.offset, self._partial = 0, b""
-        if size == self.offset:
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(size - self.offset)
-        self.offset += len(data)
-        data = self._partial + data
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        return [ln.decode("utf-8", "replace").rstrip("\r") for ln in lines if ln.strip()]
-
-
 class TrainingJob:
     """A trainer process in its own process group, followed through ``progress.jsonl`` and its log.
 
@@ -165,7 +141,7 @@ class TrainingJob:
         self.state = JobState.IDLE
         self.message = ""
         self.stages: dict[str, StageProgress] = {s: StageProgress(s) for s in STAGES}
-        self.history: list[HistoryPoint] = []
+        self.history: deque[HistoryPoint] = deque(maxlen=MAX_HISTORY)
         self.log_tail: deque[str] = deque(maxlen=log_lines)
         self.returncode: int | None = None
         self.last_command: list[str] = []
@@ -174,30 +150,38 @@ class TrainingJob:
         self._progress: JsonlTail | None = None
         self._log: JsonlTail | None = None
         self._run_offset = 0
-        self._terminal: dict[str, Any] | None = None
+        self._terminal: ProgressEvent | None = None
         self._new_scenes: list[str] = []
         self._cancel_deadline: float | None = None
+        self._resets_seen = 0
+        self._problems: list[str] = []
 
     # ---- control -------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start (or, when checkpoints exist, resume) the job. Raises RuntimeError while one runs."""
         if self.running:
             raise RuntimeError("a training job is already running")
-        self.workdir.mkdir(parents=True, exist_ok=True)
         cmd = self.command if self.command is not None else trainer_command(self.config)
         if self.config.niceness > 0 and shutil.which("nice"):
             cmd = ["nice", "-n", str(self.config.niceness), *cmd]  # nice execs: same pid, same process group
         self.last_command = cmd
-        if self._progress is None:  # first start: earlier runs' events fill the stage history
-            self._progress = JsonlTail(self.progress_path)
-        self._run_offset = self.progress_path.stat().st_size if self.progress_path.exists() else 0
         self._terminal = None
         self.message = ""
         self.returncode = None
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            log_fd = _open_log(self.log_path)
+        except (OSError, ValueError) as e:  # the work folder is a file, not writable, a NUL in the name
+            self.state = JobState.FAILED
+            self.message = f"could not start the trainer: {self.workdir}: {os_reason(e)}"
+            return
+        if self._progress is None:  # first start: earlier runs' events fill the stage history
+            self._progress = JsonlTail(self.progress_path)
+        self._run_offset = _regular_file_size(self.progress_path)  # events from here on are this run's
         self.poll_progress()
-        logf = open(self.log_path, "ab")
+        logf = os.fdopen(log_fd, "ab")
         if self._log is None:
-            self._log = JsonlTail(self.log_path, offset=self.log_path.stat().st_size)
+            self._log = JsonlTail(self.log_path, offset=os.fstat(log_fd).st_size, long_lines="tail")
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
@@ -213,7 +197,7 @@ class TrainingJob:
             )
         except OSError as e:
             self.state = JobState.FAILED
-            self.message = f"could not start the trainer: {e}"
+            self.message = one_line(f"could not start the trainer: {e}")
             return
         finally:
             logf.close()
@@ -274,41 +258,57 @@ class TrainingJob:
             # progress bars redraw with carriage returns: keep what the terminal would show
             shown = next((seg for seg in reversed(line.split("\r")) if seg.strip()), "")
             if shown:
-                self.log_tail.append(shown)
+                self.log_tail.append("".join(c if c.isprintable() else "?" for c in shown.rstrip()))
+        self._problems += self._log.pop_problems()
 
     def poll_progress(self) -> None:
-        """Apply the progress events appended since the last call."""
-        if self._progress is None:
+        """Apply the progress events appended since the last call (malformed lines reported and skipped)."""
+        tail = self._progress
+        if tail is None:
             return
-        start = self._progress.offset
-        events = self._progress.read_new()
-        for ev in events:
-            self._apply(ev, current_run=start >= self._run_offset)
+        records = tail.read_records()
+        if tail.resets != self._resets_seen:  # the file was truncated or replaced while we followed it
+            self._resets_seen = tail.resets
+            if self.running:  # what the new file holds was written by this run
+                self._run_offset = 0
+        for rec in records:
+            if rec.problem:
+                tail.report(rec.problem)
+                continue
+            try:
+                ev = parse_event(rec.data, f"{self.progress_path}:{rec.number}")
+            except ProgressFormatError as e:
+                tail.report(str(e))
+                continue
+            self._apply(ev, current_run=rec.offset >= self._run_offset)
+        self._problems += tail.pop_problems()
 
-    def _apply(self, ev: dict[str, Any], current_run: bool) -> None:
-        kind = ev.get("event")
-        stage = ev.get("stage")
-        st = self.stages.get(stage) if isinstance(stage, str) else None
+    def pop_problems(self) -> list[str]:
+        """One-line reports of malformed lines and unreadable files since the last call (for the status
+        line; they are logged as well)."""
+        out, self._problems = self._problems, []
+        return out
+
+    def _apply(self, ev: ProgressEvent, current_run: bool) -> None:
+        kind = ev.event
+        st = self.stages.get(ev.stage) if ev.stage is not None else None
         if kind == "stage_start" and st is not None:
             st.status = "running"
         elif kind == "progress" and st is not None:
             st.status = "running"
-            st.step = int(ev.get("step", st.step) or 0)
-            st.total = int(ev.get("total", st.total) or 0)
-            st.loss = _num(ev.get("loss"))
-            st.psnr = _num(ev.get("psnr"))
-            st.elapsed = _num(ev.get("elapsed")) or st.elapsed
-            st.eta = _num(ev.get("eta"))
-            self.history.append(
-                HistoryPoint(stage or "", st.step, st.loss, st.psnr, _num(ev.get("time")) or 0)
-            )
+            st.step, st.total = ev.step, ev.total
+            st.loss, st.psnr, st.eta = ev.loss, ev.psnr, ev.eta
+            if ev.elapsed is not None:
+                st.elapsed = ev.elapsed
+            self.history.append(HistoryPoint(st.name, st.step, st.loss, st.psnr, ev.time or 0.0))
         elif kind == "stage_done" and st is not None:
             st.status = "done"
             st.step = max(st.step, st.total)
             st.eta = 0.0
-            st.elapsed = _num(ev.get("elapsed")) or st.elapsed
-        elif kind == "scene" and isinstance(ev.get("path"), str) and current_run:
-            self._new_scenes.append(ev["path"])
+            if ev.elapsed is not None:
+                st.elapsed = ev.elapsed
+        elif kind == "scene" and ev.path is not None and current_run:
+            self._new_scenes.append(ev.path)
         elif kind == "error":
             if st is not None:
                 st.status = "error"
@@ -319,35 +319,34 @@ class TrainingJob:
                 st.status = "cancelled"
             if current_run:
                 self._terminal = ev
-        elif kind == "done":
-            if current_run:
-                self._terminal = ev
-                if isinstance(ev.get("path"), str):
-                    self._new_scenes.append(ev["path"])
+        elif kind == "done" and current_run:
+            self._terminal = ev
+            if ev.path is not None:
+                self._new_scenes.append(ev.path)
 
     def _finish(self, rc: int) -> None:
         self.returncode = rc
-        term = self._terminal or {}
-        kind = term.get("event")
-        if kind == "done" and rc == 0:
+        term = self._terminal
+        kind = term.event if term is not None else None
+        if term is not None and kind == "done" and rc == 0:
             self.state = JobState.DONE
-            self.message = f"finished: {term.get('path', self.config.out)}"
+            self.message = f"finished: {term.path or self.config.out}"
         elif kind == "cancelled" or (self.state == JobState.CANCELLING and kind != "error"):
             self.state = JobState.CANCELLED
             self.message = "cancelled (resume continues from the last checkpoint)"
             for st in self.stages.values():
                 if st.status == "running":
                     st.status = "cancelled"
-        elif kind == "error":
+        elif term is not None and kind == "error":
             self.state = JobState.FAILED
-            self.message = f"stage {term.get('stage', '?')} failed: {term.get('message', 'unknown error')}"
+            self.message = f"stage {term.stage or '?'} failed: {term.message or 'unknown error'}"
         elif rc == 0:
             self.state = JobState.DONE
             self.message = "finished"
         else:
             self.state = JobState.FAILED
             last = next((ln for ln in reversed(self.log_tail) if ln.strip()), "")
-            self.message = f"trainer crashed (exit code {rc})" + (f": {last.strip()}" if last else "")
+            self.message = one_line(f"trainer crashed (exit code {rc})" + (f": {last}" if last else ""))
         if self.state == JobState.FAILED:
             for st in self.stages.values():
                 if st.status == "running":
@@ -363,12 +362,25 @@ class TrainingJob:
         return next((s.name for s in self.stages.values() if s.status == "running"), None)
 
 
-def _num(v: Any) -> float | None:
-    """A finite float from a JSON value, or None."""
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    f = float(v)
-    return f if f == f and abs(f) != float("inf") else None
+def _regular_file_size(path: Path) -> int:
+    """Size of ``path`` in bytes; 0 when it is missing, unreadable or not a regular file."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
+def _open_log(path: Path) -> int:
+    """Open (create) the job's log for appending; refuses anything but a regular file without blocking."""
+    fd = os.open(
+        path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o644
+    )
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(0, f"{path.name} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
 
 
 @dataclass
@@ -379,7 +391,7 @@ class JobHistory:
     psnr: list[float] = field(default_factory=list)
 
     @classmethod
-    def from_points(cls, points: list[HistoryPoint], stage: str | None = None) -> JobHistory:
+    def from_points(cls, points: Iterable[HistoryPoint], stage: str | None = None) -> JobHistory:
         """Series of the given stage (all stages when None), skipping missing values."""
         pts = [p for p in points if stage is None or p.stage == stage]
         return cls(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import stat
 import sys
 import threading
 from dataclasses import dataclass
@@ -27,16 +29,34 @@ def load_scene_file(path: str | Path) -> Any:
     from renderer.scene import SceneFormatError, load_scene
 
     p = Path(path)
-    if not p.exists():
-        raise SceneLoadError(f"{p}: file not found")
-    if p.is_dir():
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise SceneLoadError(f"{p}: file not found") from None
+    except OSError as e:  # a symlink loop (ELOOP), no permission, a name too long
+        raise SceneLoadError(f"{p}: cannot open ({e.strerror or type(e).__name__})") from None
+    except ValueError as e:  # a NUL in the name
+        raise SceneLoadError(f"{p!r}: not a usable file name ({e})".splitlines()[0]) from None
+    if stat.S_ISDIR(st.st_mode):
         raise SceneLoadError(f"{p}: is a directory, not a .kilo file")
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
+        raise SceneLoadError(f"{p}: not a regular file")
     try:
         return load_scene(p)
     except SceneFormatError as e:
         raise SceneLoadError(str(e).splitlines()[0] if str(e) else f"{p}: not a valid .kilo file") from e
     except (OSError, ValueError) as e:
         raise SceneLoadError(f"{p}: {e}".splitlines()[0]) from e
+    except Exception as e:  # a file from outside must not end the viewer with a traceback
+        raise SceneLoadError(f"{p}: {type(e).__name__}: {e}".splitlines()[0]) from e
+
+
+def _is_default_scene(path: str | Path) -> bool:
+    """Whether ``path`` names the bundled asset (False when it cannot be resolved, e.g. a symlink loop)."""
+    try:
+        return Path(path).resolve() == DEFAULT_SCENE
+    except (OSError, RuntimeError, ValueError):  # RuntimeError: Python < 3.13's "Symlink loop"
+        return False
 
 
 def synthetic_scene() -> Any:
@@ -52,7 +72,7 @@ def initial_scene(path: str | Path | None) -> tuple[Any, str, str]:
     No path or the default asset missing → the synthetic scene with a notice. Any other failure raises
     SceneLoadError (the command line reports it).
     """
-    if path is None or (Path(path).resolve() == DEFAULT_SCENE and not DEFAULT_SCENE.exists()):
+    if path is None or (_is_default_scene(path) and not DEFAULT_SCENE.exists()):
         why = "no scene given" if path is None else f"{path} is not there yet"
         return synthetic_scene(), "synthetic lego-like scene", f"{why}: showing the synthetic lego-like scene"
     return load_scene_file(path), str(path), ""

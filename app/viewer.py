@@ -38,9 +38,10 @@ from app.export import (
 )
 from app.frame_scheduling import STILL_DELAY_S, FrameSchedulingMixin
 from app.input import InputMixin
-from app.jobs import JobConfig, TrainingJob
+from app.jobs import JobConfig, JobState, TrainingJob
 from app.overlays import OverlayRenderer
 from app.presenter import FramePresenter
+from app.progress_events import one_line
 from app.render_worker import FrameResult, RenderWorker, prepare_for_backend
 from app.scene_source import SceneLoader
 from app.settings import ViewerSettings
@@ -208,16 +209,18 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
     def paste_pose_from_clipboard(self) -> bool:
         """Jump to the camera JSON on the clipboard."""
         text = glfw.get_clipboard_string(_NO_WINDOW)
-        return self.paste_pose(text.decode() if isinstance(text, bytes) else str(text or ""))
+        return self.paste_pose(text if isinstance(text, bytes | str) else b"")
 
-    def paste_pose(self, text: str) -> bool:
-        """Jump to a camera JSON pose (vertical field of view from its focal); False with a message if bad."""
-        from renderer.camera import Camera, CameraFormatError
+    def paste_pose(self, text: str | bytes) -> bool:
+        """Jump to a camera JSON pose (vertical field of view from its focal); False with one red status
+        line if the text is not a usable camera (untrusted: ``app.camera_json.camera_from_json``)."""
+        from app.camera_json import camera_from_json
+        from renderer.camera import CameraFormatError
 
         try:
-            cam = Camera.from_dict(json.loads(text), name="clipboard")
-        except (json.JSONDecodeError, TypeError, CameraFormatError) as e:
-            self.notify(f"paste: not a camera JSON ({str(e).splitlines()[0]})", "error")
+            cam = camera_from_json(text, name="clipboard")
+        except (CameraFormatError, OverflowError, ValueError) as e:
+            self.notify(f"paste: not a camera JSON ({one_line(str(e), 300)})", "error")
             return False
         self.camera.settings.fov_y_deg = math.degrees(2 * math.atan(0.5 * cam.height / cam.focal))
         self.camera.set_c2w(cam.c2w, pivot=self.scene_center())
@@ -235,6 +238,8 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
         if self.job is not None:
             was_running = self.job.running
             self.job.poll()
+            for problem in self.job.pop_problems():  # malformed progress lines: logged once by the job
+                self.notify(f"training: {problem}", "error", echo=False)
             new = self.job.pop_new_scenes()
             if new and self.settings.train.auto_reload:
                 self.open_scene(new[-1])
@@ -258,6 +263,11 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
         if self.job is None or self.job.config != cfg:
             self.job = TrainingJob(cfg)
         self.job.start()
+        for problem in self.job.pop_problems():
+            self.notify(f"training: {problem}", "error", echo=False)
+        if self.job.state == JobState.FAILED:
+            self.notify(f"training: {self.job.message}", "error")
+            return
         self.notify(f"training started: {' '.join(self.job.last_command)}".strip())
 
     def screenshot(self) -> None:

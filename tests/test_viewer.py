@@ -234,6 +234,109 @@ def test_training_view_selector_and_pose_copy_paste(v: object) -> None:
     assert "not a camera JSON" in v.messages[-1][1]  # type: ignore[attr-defined]
 
 
+def test_pasting_a_deep_or_overflowing_pose_shows_one_red_line(v: object) -> None:
+    """Ctrl+V with camera JSON from outside: refused in one red status line, the view unchanged."""
+    good = json.loads(v.pose_json())  # type: ignore[attr-defined]
+    bad = [
+        "[" * 5000 + "]" * 5000,  # used to raise RecursionError out of the key handler
+        json.dumps({**good, "focal": 1}).replace('"focal": 1', '"focal": ' + "9" * 400),  # OverflowError
+        json.dumps({**good, "c2w": [[1e300] * 4] * 4}),
+        "\x00\x01 not text",
+        "",
+    ]
+    before = v.camera.c2w()  # type: ignore[attr-defined]
+    for text in bad:
+        glfw.set_clipboard_string(None, text)  # type: ignore[arg-type]
+        n = len(v.messages)  # type: ignore[attr-defined]
+        v.handle_key(v.window, glfw.KEY_V, 0, glfw.PRESS, glfw.MOD_CONTROL)  # type: ignore[attr-defined]
+        v.handle_key(v.window, glfw.KEY_V, 0, glfw.RELEASE, glfw.MOD_CONTROL)  # type: ignore[attr-defined]
+        v.step()  # type: ignore[attr-defined]
+        _, msg, level = v.messages[-1]  # type: ignore[attr-defined]
+        assert len(v.messages) == min(n + 1, v.messages.maxlen)  # type: ignore[attr-defined]
+        assert (
+            level == "error" and msg.startswith("paste: not a camera JSON (clipboard: ") and "\n" not in msg
+        )
+        np.testing.assert_array_equal(v.camera.c2w(), before)  # type: ignore[attr-defined]
+    assert not v.paste_pose(b"\xff\xfe")  # type: ignore[attr-defined]  # not UTF-8
+    assert v.paste_pose(json.dumps(good))  # type: ignore[attr-defined]
+    assert not v.should_close()  # type: ignore[attr-defined]
+
+
+def test_malformed_progress_lines_never_close_the_window(v: object, tmp_path: Path) -> None:
+    """Bad lines in a running job's progress.jsonl (and already in its work folder when Train is pressed):
+    one red line each, the good events still shown, the viewer keeps stepping with the panels drawn."""
+    from app.jobs import JobConfig, TrainingJob
+
+    v.settings.show_ui = True  # type: ignore[attr-defined]
+    t = v.settings.train  # type: ignore[attr-defined]
+    t.data, t.out, t.preset, t.stage, t.auto_reload = "unused", str(tmp_path / "o.kilo"), "tiny", "", False
+    work = tmp_path / "o.kilo.work"
+    work.mkdir()
+    prog = work / "progress.jsonl"
+    prog.write_text('{"event":"progress","stage":"teacher","step":"abc","total":4}\n')  # before Train
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import json, sys, time\n"
+        f"p = {str(prog)!r}\n"
+        "def w(b):\n"
+        "    with open(p, 'ab') as f: f.write(b + b'\\n')\n"
+        'w(b\'{"event":"stage_start","stage":"teacher"}\')\n'
+        'for bad in (b\'{"event":"progress","stage":"teacher","step":1,"total":[5]}\',\n'
+        '            b\'{"event":"progress","stage":"teacher","step":1e400,"total":4}\',\n'
+        "            b'[' * 100000, bytes(range(10)) + bytes(range(11, 256))):\n"
+        "    w(bad); time.sleep(0.1)\n"
+        "w(json.dumps({'event': 'progress', 'stage': 'teacher', 'step': 3, 'total': 4, 'loss': 0.1,\n"
+        "              'psnr': 20.0, 'elapsed': 1.0, 'eta': 0.3}).encode())\n"
+        "time.sleep(1.0)\n"
+    )
+    cfg = JobConfig(data=t.data, out=t.out, preset=t.preset, stage=t.stage)
+    v.job = TrainingJob(cfg, command=[sys.executable, str(script)])  # type: ignore[attr-defined]
+    try:
+        v.start_training()  # type: ignore[attr-defined]  # used to raise from TrainingJob.start()
+        end = time.monotonic() + 3.0  # the window used to close within 1.4 s
+        while time.monotonic() < end:
+            v.step()  # type: ignore[attr-defined]
+            assert not v.should_close()  # type: ignore[attr-defined]
+            _draw_training_panel(v)  # the panel shows the job's numbers (its header may be closed)
+            time.sleep(0.02)
+        v.job.wait(20)  # type: ignore[attr-defined]
+        v.step()  # type: ignore[attr-defined]
+        errors = [m for _, m, level in v.messages if level == "error"]  # type: ignore[attr-defined]
+        lines = [m for m in errors if m.startswith(f"training: {prog}:")]
+        assert [m.split(":")[2] for m in lines] == ["1", "3", "4", "5", "6"], errors
+        assert all("\n" not in m and len(m) < 600 for m in errors)
+        st = v.job.stages["teacher"]  # type: ignore[attr-defined]
+        assert (st.step, st.total, st.loss) == (3, 4, 0.1)
+        assert v.job.state.value == "done"  # type: ignore[attr-defined]
+    finally:
+        v.job = None  # type: ignore[attr-defined]
+
+
+def _draw_training_panel(v: object) -> None:
+    """One ImGui frame with only the training panel (built, not drawn to GL)."""
+    import imgui
+
+    from app.panels import _training_panel
+
+    imgui.new_frame()
+    imgui.begin("training-test")
+    _training_panel(v)  # type: ignore[arg-type]
+    imgui.end()
+    imgui.render()
+
+
+def test_opening_a_symlink_loop_scene_shows_one_red_line(v: object, tmp_path: Path) -> None:
+    name = v.scene_name  # type: ignore[attr-defined]
+    loop = tmp_path / "loop.kilo"
+    loop.symlink_to(loop)
+    v.open_scene(str(loop))  # type: ignore[attr-defined]
+    v.loader.wait(30)  # type: ignore[attr-defined]
+    v.step()  # type: ignore[attr-defined]
+    _, msg, level = v.messages[-1]  # type: ignore[attr-defined]
+    assert level == "error" and str(loop) in msg and "symbolic links" in msg and "\n" not in msg
+    assert v.scene_name == name  # type: ignore[attr-defined]
+
+
 def test_missing_and_corrupt_scenes_are_reported_and_the_viewer_keeps_running(
     v: object, tmp_path: Path
 ) -> None:
