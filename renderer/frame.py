@@ -261,9 +261,16 @@ class RenderScene:
     def distance_field(self, ess: bool) -> torch.Tensor:
         """``[ox·oy·oz]`` uint8 empty-space distance (``distance_field.empty_space_distance``), made on first
         use and cached."""
-        return self.cached(
-            f"dist{int(ess)}", lambda: empty_space_distance(self.valid_voxels(ess)).reshape(-1)
-        )
+
+        def make() -> torch.Tensor:  # 4 bytes of padding after the field: the native marcher reads words
+            n = self.voxel_count
+            padded = torch.zeros(n + 4, dtype=torch.uint8, device=self.device)
+            empty_space_distance(
+                self.valid_flat(ess).reshape(self.occupancy_res), out=padded[:n].view(self.occupancy_res)
+            )
+            return padded[:n]
+
+        return self.cached(f"dist{int(ess)}", make)
 
 
 def prepare_scene(scene: Any, device: str | torch.device = "cpu", networks: Any = None) -> RenderScene:

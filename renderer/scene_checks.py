@@ -23,8 +23,8 @@ MAX_GRID_RES = 4096
 """Largest network-grid resolution accepted per axis."""
 MAX_OCCUPANCY_VOXELS = 2**27
 """Largest number of occupancy voxels (ox·oy·oz) accepted (512³; lego's is 160×256×176). A renderer keeps
-a few bytes per voxel (the occupancy, the voxel table and the empty-space distance field), so this bounds
-what a file may ask of its memory: about 0.7 GB at the limit."""
+three bytes per voxel (the occupancy, the voxel table and the empty-space distance field), so this bounds
+what a file may ask of its memory: about 0.42 GB at the limit."""
 MAX_NETWORKS = 2**20
 """Largest number of networks M accepted."""
 MAX_HIDDEN = 1024

@@ -87,11 +87,17 @@ def pack_weights(weights: Mapping[str, Any], hidden: int, pos_freqs: int, dir_fr
 
 def block_distance(valid: torch.Tensor, block: int) -> np.ndarray:
     """``empty_space_distance`` over blocks of ``block``³ voxels, in blocks (a block may contribute when any
-    of its voxels may; the grid is padded with empty voxels to whole blocks); flat uint8, C order."""
-    pad = [(-s) % block for s in valid.shape]
-    v = torch.nn.functional.pad(valid.to(torch.uint8), (0, pad[2], 0, pad[1], 0, pad[0])).bool()
-    b = [s // block for s in v.shape]
-    coarse = v.reshape(b[0], block, b[1], block, b[2], block).any(dim=5).any(dim=3).any(dim=1)
+    of its voxels may; the grid is padded with empty voxels to whole blocks); flat uint8, C order.
+
+    Reduced one slab of ``block`` x-rows at a time, so the only full-size memory is ``valid`` itself."""
+    ox, oy, oz = valid.shape
+    b = [-(-s // block) for s in valid.shape]
+    coarse = torch.zeros(b, dtype=torch.bool)
+    for i in range(b[0]):
+        slab = valid[i * block : (i + 1) * block]
+        padded = torch.zeros((block, b[1] * block, b[2] * block), dtype=torch.bool)
+        padded[: slab.shape[0], :oy, :oz] = slab
+        coarse[i] = padded.reshape(block, b[1], block, b[2], block).any(dim=4).any(dim=2).any(dim=0)
     return np.ascontiguousarray(empty_space_distance(coarse).reshape(-1).numpy())
 
 
@@ -136,11 +142,13 @@ class NativeScene:
     def ensure_tables(self, ess: bool) -> None:
         """Make (once) the voxel table and distance field the marcher reads for ``ess``."""
         if ess not in self._tables:
-            valid = self.rs.valid_flat(ess).view(torch.uint8).numpy()  # the torch table's memory, no copy
-            field = self.rs.distance_field(ess).numpy()
-            dist = np.zeros(field.size + 4, np.uint8)  # 4 bytes of padding: the marcher gathers 32-bit words
-            dist[: field.size] = field
-            blocks = block_distance(self.rs.valid_voxels(ess), BLOCK)
+            flat = self.rs.valid_flat(ess)
+            valid = flat.view(torch.uint8).numpy()  # the torch tables' memory, no copy
+            field = self.rs.distance_field(ess)
+            # the marcher gathers 32-bit words: the cached field has 4 bytes of padding after its end
+            assert field.untyped_storage().nbytes() >= field.numel() + 4
+            dist = field.numpy()
+            blocks = block_distance(flat.reshape(self.occupancy_res), BLOCK)
             self._tables[ess] = (valid, dist, blocks)
             self.struct.valid[int(ess)] = valid.ctypes.data
             self.struct.distance[int(ess)] = dist.ctypes.data
