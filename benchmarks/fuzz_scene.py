@@ -41,7 +41,11 @@ import numpy as np  # noqa: E402
 TIME_LIMIT_S = 20
 """A case running longer than this is a hang."""
 MEMORY_SLACK_MB = 256
-"""A case may raise the process's peak RSS by at most 2 × its file size plus this much."""
+"""A case may raise the process's peak RSS by at most 2 × its file size, plus RENDER_BYTES_PER_VOXEL for each
+occupancy voxel of a scene it renders, plus this much (the frame, the interpreter's own allocations)."""
+RENDER_BYTES_PER_VOXEL = 3.5
+"""What rendering may keep per occupancy voxel (the unpacked occupancy, the contributing-voxel table and the
+empty-space distance field; docs/scene-format.md)."""
 FRAME = (16, 12)
 """The frame an accepted scene must render without a NaN pixel."""
 
@@ -113,9 +117,17 @@ def _status_mb(key: str) -> float:
 
 
 def run_limited(
-    mutation: str, size: int, fn: Callable[[], str], errors: tuple[type[BaseException], ...]
+    mutation: str,
+    size: int,
+    fn: Callable[[], str],
+    errors: tuple[type[BaseException], ...],
+    voxels: Callable[[], int] = lambda: 0,
 ) -> Outcome:
-    """Run ``fn`` (returns "accepted" or a failure kind) under the limits; classify how it ended."""
+    """Run ``fn`` (returns "accepted" or a failure kind) under the limits; classify how it ended.
+
+    Args:
+        voxels: after ``fn``, the occupancy voxels of the scene it rendered (0: none), for the memory limit.
+    """
     base = _reset_peak()
     start = time.perf_counter()
     old = signal.signal(signal.SIGALRM, _alarm)
@@ -134,7 +146,8 @@ def run_limited(
         signal.signal(signal.SIGALRM, old)
     secs = time.perf_counter() - start
     rise = max(0.0, _status_mb("VmHWM") - base)
-    if rise > 2 * size / 2**20 + MEMORY_SLACK_MB and kind in ("accepted", "refused"):
+    limit = 2 * size / 2**20 + RENDER_BYTES_PER_VOXEL * voxels() / 2**20 + MEMORY_SLACK_MB
+    if rise > limit and kind in ("accepted", "refused"):
         kind, detail = "memory", f"peak RSS rose by {rise:.0f} MB for a {size} B file"
     return Outcome(kind, mutation, detail, secs, rise)
 
@@ -240,8 +253,35 @@ def scene_mutations(valid: bytes, rng: random.Random) -> Iterator[tuple[str, byt
             buf = bytearray(buffer)
             what = _mutate_values(rng, h, buf)
             yield what, join_safetensors(json.dumps(h), bytes(buf))
+        elif r < 0.91:
+            yield _large_grid(rng)
         else:
             yield from _foreign(rng)
+
+
+def _large_grid(rng: random.Random) -> tuple[str, bytes]:
+    """A valid scene with a large occupancy grid (up to the format's voxel limit) and few networks: what a
+    small file may ask of a renderer's memory."""
+    from renderer.scene import MAX_OCCUPANCY_VOXELS, save_scene
+    from renderer.synthetic import random_scene
+
+    grid = [rng.randint(1, 4) for _ in range(3)]
+    budget = rng.choice([2**20, 2**24, MAX_OCCUPANCY_VOXELS])
+    side = max(1, int((budget / np.prod(grid)) ** (1 / 3)))
+    factor = [max(1, side - rng.randrange(0, 1 + side // 8)) for _ in range(3)]
+    scene = random_scene(grid, (1, 1, 1), seed=rng.randrange(2**31), empty_cell_fraction=0.5)
+    scene.occupancy_res = tuple(g * f for g, f in zip(grid, factor))
+    bits = np.random.default_rng(rng.randrange(2**31)).integers(
+        0, 256, -(-int(np.prod(scene.occupancy_res)) // 8), np.uint8
+    )
+    scene.occupancy = (
+        np.unpackbits(bits, count=int(np.prod(scene.occupancy_res))).astype(bool).reshape(scene.occupancy_res)
+    )
+    del bits
+    with tempfile.TemporaryDirectory(prefix="kilonerf-fuzz-grid-") as tmp:
+        path = Path(tmp) / "grid.kilo"
+        save_scene(scene, path)
+        return f"large grid {list(scene.occupancy_res)}", path.read_bytes()
 
 
 def _foreign(rng: random.Random) -> Iterator[tuple[str, bytes]]:
@@ -262,19 +302,23 @@ def _foreign(rng: random.Random) -> Iterator[tuple[str, bytes]]:
 # Cases
 
 
-def _check_scene(path: Path, backends: list[Any]) -> str:
-    """Load a scene; an accepted one must render a small frame without NaN on every backend."""
+def _check_scene(path: Path, backends: list[str], voxels: list[int]) -> str:
+    """Load a scene; an accepted one must render a small frame without NaN on every backend (its voxel
+    count goes to ``voxels[0]``). Each backend is made for this case alone, so its prepared scene (which a
+    backend keeps between frames) is freed before the next one renders: the peak is one render's."""
+    from renderer.backends import get_backend
     from renderer.camera import Camera, look_at
     from renderer.scene import load_scene
 
     scene = load_scene(path)
+    voxels[0] = int(np.prod(scene.occupancy_res))
     lo, hi = np.asarray(scene.bbox_min, np.float64), np.asarray(scene.bbox_max, np.float64)
     centre, radius = (lo + hi) / 2, float(np.linalg.norm(hi - lo))
     cam = Camera(
         FRAME[0], FRAME[1], FRAME[0] * 1.2, look_at(centre + radius * np.array([1.0, -0.8, 0.6]), centre)
     )
-    for b in backends:
-        img = b.render(scene, cam).image
+    for name in backends:
+        img = get_backend(name).render(scene, cam).image
         if not bool(np.isfinite(img.numpy()).all()):
             return "nan"
     return "accepted"
@@ -286,9 +330,10 @@ def fuzz_scenes(n: int, seed: int, folder: Path) -> Iterator[Outcome]:
     from renderer.scene import SceneFormatError, save_scene
     from renderer.synthetic import random_scene
 
-    backends = [get_backend("torch")]
+    backends = ["torch"]
     try:
-        backends.append(get_backend("cpu"))
+        get_backend("cpu")
+        backends.append("cpu")
     except BackendError:
         pass
     valid_path = folder / "valid.kilo"
@@ -298,8 +343,14 @@ def fuzz_scenes(n: int, seed: int, folder: Path) -> Iterator[Outcome]:
         what, data = next(stream)
         path = folder / f"case{i % 4}.kilo"
         path.write_bytes(data)
+        del data
+        voxels = [0]
         yield run_limited(
-            f"scene: {what}", len(data), lambda p=path: _check_scene(p, backends), (SceneFormatError,)
+            f"scene: {what}",
+            path.stat().st_size,
+            lambda p=path, v=voxels: _check_scene(p, backends, v),
+            (SceneFormatError,),
+            lambda v=voxels: v[0],
         )
 
 

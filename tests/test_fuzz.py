@@ -14,13 +14,56 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import fuzz_scene  # noqa: E402
 
 
-@pytest.mark.parametrize("kind, cases", [("scene", 500)])
+@pytest.mark.parametrize("kind, cases", [("scene", 500), ("camera", 200), ("transforms", 200)])
 def test_fixed_seed_sample_has_no_failures(kind: str, cases: int) -> None:
     summary = fuzz_scene.run({kind: cases}, seed=1)[kind]
     assert summary.cases == cases
     assert summary.failures == [], [f"{f.kind}: {f.mutation}: {f.detail}" for f in summary.failures[:5]]
-    # the sample exercises both ends: refusals and accepted files that render
-    assert summary.outcomes["refused"] > cases // 4 and summary.outcomes["accepted"] > cases // 20
+    # the sample exercises both ends: refusals and accepted files (scenes: rendered on every backend)
+    assert summary.outcomes["refused"] > cases // 4 and summary.outcomes["accepted"] > cases // 50
+
+
+def test_a_large_grid_renders_within_the_per_voxel_memory_bound(tmp_path: Path) -> None:
+    """A file of a few MiB may ask for ~2^24 occupancy voxels: accepted, rendered by every backend without
+    NaN, and the peak RSS rise stays within 2 x file + 3.5 B per voxel + the slack."""
+    import math
+    import random
+
+    from renderer.backends import BackendError, get_backend
+
+    rng = random.Random(7)
+    while True:
+        what, data = fuzz_scene._large_grid(rng)
+        voxels = math.prod(int(v) for v in what[len("large grid [") : -1].split(", "))
+        if 2**23 <= voxels <= 2**25:
+            break
+    path = tmp_path / "grid.kilo"
+    path.write_bytes(data)
+    backends = ["torch"]
+    try:
+        get_backend("cpu")
+        backends.append("cpu")
+    except BackendError:  # no native kernel here: the torch backend alone
+        pass
+    seen = [0]
+    o = fuzz_scene.run_limited(
+        what, len(data), lambda: fuzz_scene._check_scene(path, backends, seen), (ValueError,), lambda: seen[0]
+    )
+    assert o.kind == "accepted" and seen[0] == voxels, o
+
+
+def test_a_memory_rise_past_the_limit_is_a_failure() -> None:
+    hog: list[bytearray] = []
+
+    def allocate() -> str:
+        hog.append(bytearray(b"x" * (fuzz_scene.MEMORY_SLACK_MB + 64) * 2**20))
+        return "accepted"
+
+    o = fuzz_scene.run_limited("probe", 10, allocate, (ValueError,))
+    if o.kind != "memory":  # /proc/self/clear_refs not writable: the peak mark cannot be reset here
+        pytest.skip(f"the peak-RSS mark cannot be reset on this machine ({o.kind}, {o.peak_mb:.0f} MB)")
+    o = fuzz_scene.run_limited("probe", 10, allocate, (ValueError,), lambda: 2**30)  # 1 Gi voxels allowed
+    assert o.kind == "accepted", o
 
 
 def test_a_failure_is_reported_as_such() -> None:
