@@ -586,3 +586,36 @@ def test_header_length_that_starts_like_a_pickle_still_loads(tmp_path: Path) -> 
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + buf)
     assert path.read_bytes()[:2] == b"\x80\x05"
     assert_scene_equal(load_scene(path), scene)
+
+
+def _status_mib(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def test_info_of_a_large_grid_stays_within_twice_the_file(tmp_path: Path) -> None:
+    """F4: `info` keeps the occupancy packed: a 2^26-voxel grid (an 8 MiB file) raises the peak RSS by at
+    most twice the file size (the old reader unpacked and copied it: ~20x)."""
+    from renderer.cli import scene_info
+    from renderer.synthetic import random_scene
+
+    scene = random_scene((2, 2, 2), (1, 1, 1), seed=3)
+    scene.occupancy_res = (512, 512, 256)
+    bits = np.random.default_rng(0).integers(0, 256, 512 * 512 * 256 // 8, np.uint8)
+    scene.occupancy = np.unpackbits(bits).astype(bool).reshape(scene.occupancy_res)
+    path = tmp_path / "grid.kilo"
+    save_scene(scene, path)
+    expected_percent = 100.0 * int(np.bitwise_count(bits).sum()) / scene.occupancy.size
+    del scene, bits
+    size_mib = path.stat().st_size / 2**20
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark to the current RSS
+    except OSError as e:
+        pytest.skip(f"cannot reset the peak-RSS mark here: {e}")
+    before = _status_mib("VmRSS")
+    info = scene_info(str(path))
+    rise = _status_mib("VmHWM") - before
+    assert info["occupancy_percent"] == pytest.approx(expected_percent)
+    assert rise <= 2 * size_mib, (rise, size_mib)
