@@ -151,68 +151,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": _tiny(),
     "cpu": {
         "downscale": 4,
-        # measured on lego 200x200 (2-core CPU, PSNR on 10 test views). Teacher: 3500 steps 33.0 dB,
-        # 4000 steps with the box fitted at 35% 33.4 dB, 4500 steps 33.54 dB; colour MLP width 128
-        # (the default) 33.85 dB at 4500 steps, 34.15 dB at 5500. Distillation at lr 1e-3 / 3e-3 /
-        # 1e-2 (1500 steps x 128 points per network): 28.5 / 30.3 / 31.4 dB, 4000 x 128 points 32.17
-        # dB, 6500 x 64 points (same time) 32.2-32.4 dB from either teacher. Fine-tuning (4096
-        # training rays per step) gains most per second with 2048 teacher-labelled novel rays per
-        # step (32.85 against 32.65 dB without, from the width-64 teacher; the students overfit the
-        # 200x200 training views). From the 34.15 dB teacher's distilled student, 1150 steps: lr
-        # 1e-3 with the distillation term (weight 1) 33.09 dB in 339 s, lr 2e-3 33.15 dB, lr 2e-3
-        # and distill_weight 0.3 33.23 dB, lr 2e-3 without the term 33.27 dB in 377 s (adopted; with
-        # teacher_ray_weight 2 33.30 dB, lr_final_factor 0.03 33.29 dB), lr 3e-3 without it and 1400
-        # steps 33.20 dB; 4096 teacher rays + 2048 training rays 33.10 dB in 803 s. Not adopted for
-        # the teacher: a total-variation term on its lattices (tv_density_weight 1e-5,
-        # tv_feature_weight 1e-4: +0.03 dB in 2.2x the time; 10x those: -0.44 dB), rays through
-        # random points of their pixels (-1.6 dB). Stage times on a 2-core machine: 748 / 18 / 498 /
-        # 377 s (27 min 22 s). Also within noise of 33.27 dB, from the same distilled student: jitter
-        # of the sample lattice (finetune.jitter) 33.27 dB, a parameter average (ema_decay 0.995)
-        # 33.30 dB (200 views 32.84 against 32.82), both 33.30 dB, the average with the renderer's
-        # ERT threshold as the early stop (0.01) 33.28 dB; 2150 steps with the average 33.37 dB in 1.9x
-        # the fine-tuning time. The teacher rendered on the student's lattice with ESS gives 34.02 dB.
-        # Distillation with directions uniform on the sphere (distill.camera_directions False, now
-        # the default) instead of from the training cameras: distilled 32.37 dB either way, fine-tuned
-        # 33.30 dB (200 views 32.90 against 32.82); with the parameter average (adopted), in one
-        # uninterrupted run on 2026-12-04: 34.15 / 32.37 / 33.33 dB, 200 views 32.93 dB. Not adopted:
-        # 4500 distillation + 1600 fine-tuning steps (about the same time) 32.14 / 33.25 dB; a fixed
-        # pool of 524288 teacher-labelled rays reused over 1650 steps (labelling once, so about the
-        # same time as 1150 steps with fresh rays) 33.21 dB: the teacher rays need to be fresh; a
-        # longer average (0.998) 33.31 dB, with lr 3e-3 33.25 dB; 2x teacher-ray weight 33.35 dB
-        # (200 views 32.95 dB, within noise). From the same teacher and occupancy (2026-12-04, machine at
-        # 100-160 GFLOP/s): distillation with the colour error weighted by the teacher's alpha
-        # (rgb_by_alpha) and occupied voxels picked by the teacher's training-ray weight (visibility_floor
-        # 0.05): 32.49 / 33.35 dB (200 views 32.95); with that and only the first 6 of the 10 position
-        # octaves trained (trained_pos_freqs 6, adopted: octaves 6-9 have periods under a marching step
-        # in a cell's local coordinates, and the student fitted them to the training views): 32.51 /
-        # 33.43 dB, 200 views 33.02 dB; 4 octaves 32.44 / 33.31 dB; 6 position octaves and 2 of the 4
-        # direction octaves (trained_dir_freqs 2): distillation loss 11% above the 6-octave run at step
-        # 4000 (stopped there). Fine-tuning the adopted distilled student with lr 3e-3: 33.37 dB; with
-        # 2300 steps x 2048 rays + 1024 teacher rays (the same rays in all, twice the updates): 33.35 dB.
-        # The other way (2026-12-04, 167 GFLOP/s, from the same distilled student, whose uninterrupted
-        # rerun reproduced 32.51 / 33.43 dB to the last digit): 575 steps x 8192 rays + 4096 teacher rays,
-        # average 0.99 (the same rays, half the updates, the same averaging window in rays) 33.45 dB in
-        # 335 s against 402 s (adopted: a step's fixed costs are shared by twice the rays); with lr 3e-3
-        # 33.43 dB; 288 steps x 16384 + 8192 rays, average 0.98: 33.45 dB in 334 s (no further gain).
-        # Not adopted: a teacher of 2750 steps x 8192 rays (507 s to 46% of its steps against 404 s;
-        # stopped), bfloat16 autocast of the teacher's colour MLP for labelling (no faster), 5000
-        # distillation steps (32.36 / 33.36 dB). Interleaved short runs: 57 against 66 us per fine-tuning
-        # ray with the adopted batches (-13%; full runs vary by ~10% on this machine).
-        # 2026-12-05 (160 GFLOP/s), the same settings after three exact speedups (fused Adam in
-        # distillation and fine-tuning, the teacher's lattice corners, fine-tuning's rays marched only
-        # to their early stop): 735 / 17 / 565 / 209 s (25 min 30 s, was 830 / 26 / 575 / 287 s with fused
-        # Adam alone and 856 / 27 / 729 / 335 s before), the same PSNRs to the last digit. Not adopted:
-        # 1150 fine-tuning steps from that distilled student, 33.53 dB (200 views 33.11 against 33.06) in
-        # 421 s: 29 min in all, too close to 30 on this machine for +0.05 dB.
-        # 2026-12-05, the fine-tuning regulariser as the paper's code computes it (one L2 norm per l3/l4
-        # tensor over all networks; it was a sum of per-network norms, ~26x the gradient): from the same
-        # distilled student 33.74 dB (200 views 33.35, teacher 33.68), without any regulariser 33.74 dB;
-        # a per-sample colour term (the teacher's colour at the student's samples, weighted by T*alpha)
-        # with the old regulariser 33.48 against 33.46 dB, not adopted. One run: 821 / 21 / 598 / 213 s.
-        # With the paper's regulariser, from the same distilled student: lr 2e-3 / 3e-3 / 5e-3 / 8e-3
-        # 33.74 / 33.82 / 33.87 / 33.79 dB (200 views: 33.35 / - / 33.47 / 33.39 dB), lr 5e-3 adopted;
-        # not adopted: ema_decay 0.995 33.68 dB, teacher_ray_weight 2 33.61 dB, the per-sample colour
-        # term with lr 3e-3 33.71 dB (against 33.82 without).
+        # how these values were chosen: docs/presets.md
         "teacher": {"steps": 5500},
         "distill": {
             "steps": 6500,
