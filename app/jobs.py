@@ -16,6 +16,7 @@ shrinks or is replaced is read again from its start.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -77,6 +78,32 @@ class JobConfig:
         """The checkpoint folder: ``workdir`` or ``OUT.kilo.work``."""
         return Path(self.workdir) if self.workdir else Path(self.out + ".work")
 
+    def absolute(self, base: str | os.PathLike[str] | None = None) -> JobConfig:
+        """This config with ``data``, ``out`` and ``workdir`` as absolute paths: ``~`` expanded, relative
+        paths resolved against ``base`` (default: this process's working folder, the viewer's), so the
+        trainer (which runs in the project folder) and the viewer mean the same files. Empty stays empty."""
+        root = Path(base) if base is not None else Path.cwd()
+
+        def full(p: str) -> str:
+            return str(root / Path(p).expanduser()) if p else p
+
+        return dataclasses.replace(self, data=full(self.data), out=full(self.out), workdir=full(self.workdir))
+
+
+def dataset_problem(data: str) -> str:
+    """Why the trainer could not read the dataset folder ``data`` (the loaders' own check: a known layout
+    with at least one training frame), in one line; "" when it can. Imports the loaders on first use."""
+    from trainer.data import DatasetError, count_frames  # lazily: they import torch
+
+    try:
+        if count_frames(data, "train") < 1:
+            return f"{data}: no training frames"
+    except DatasetError as e:
+        return str(e)
+    except (OSError, ValueError) as e:  # a symlink loop, a NUL in the name
+        return one_line(f"{data}: {e}")
+    return ""
+
 
 def trainer_command(cfg: JobConfig) -> list[str]:
     """The trainer command line for ``cfg`` (all stages with ``run``, or one stage)."""
@@ -134,8 +161,10 @@ class TrainingJob:
 
     def __init__(self, config: JobConfig, command: list[str] | None = None, log_lines: int = 200) -> None:
         self.config = config
+        self.paths = config.absolute()
+        """``config`` with absolute paths (against the working folder when the job was made): what runs."""
         self.command = command
-        self.workdir = config.resolved_workdir()
+        self.workdir = self.paths.resolved_workdir()
         self.progress_path = self.workdir / "progress.jsonl"
         self.log_path = self.workdir / "viewer-job.log"
         self.state = JobState.IDLE
@@ -155,13 +184,20 @@ class TrainingJob:
         self._cancel_deadline: float | None = None
         self._resets_seen = 0
         self._problems: list[str] = []
+        self._refused = False
 
     # ---- control -------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start (or, when checkpoints exist, resume) the job. Raises RuntimeError while one runs."""
         if self.running:
             raise RuntimeError("a training job is already running")
-        cmd = self.command if self.command is not None else trainer_command(self.config)
+        self._refused = False
+        if self.command is None and self.paths.data:
+            problem = dataset_problem(self.paths.data)
+            if problem:  # refused before anything starts: nothing to resume
+                self.state, self.message, self._refused = JobState.FAILED, f"dataset: {problem}", True
+                return
+        cmd = self.command if self.command is not None else trainer_command(self.paths)
         if self.config.niceness > 0 and shutil.which("nice"):
             cmd = ["nice", "-n", str(self.config.niceness), *cmd]  # nice execs: same pid, same process group
         self.last_command = cmd
@@ -204,6 +240,12 @@ class TrainingJob:
         self.started_at = time.time()
         self._cancel_deadline = None
         self.state = JobState.RUNNING
+
+    @property
+    def can_resume(self) -> bool:
+        """Whether a Resume makes sense: the job ran and was cancelled or failed (not refused before it
+        started, e.g. for a dataset folder the loaders cannot read)."""
+        return self.state in (JobState.CANCELLED, JobState.FAILED) and not self._refused
 
     def resume(self) -> None:
         """Rerun the same command: the trainer picks up from its checkpoints."""
@@ -330,7 +372,7 @@ class TrainingJob:
         kind = term.event if term is not None else None
         if term is not None and kind == "done" and rc == 0:
             self.state = JobState.DONE
-            self.message = f"finished: {term.path or self.config.out}"
+            self.message = f"finished: {term.path or self.paths.out}"
         elif kind == "cancelled" or (self.state == JobState.CANCELLING and kind != "error"):
             self.state = JobState.CANCELLED
             self.message = "cancelled (resume continues from the last checkpoint)"

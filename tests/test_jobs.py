@@ -472,3 +472,51 @@ def test_problems_are_reported_in_line_order_within_one_read(tmp_path: Path) -> 
         job.wait(20)
         nums = [int(m.split(":")[1]) for m in job.pop_problems()]
         assert nums == [1, 3, 4], nums
+
+
+def test_paths_are_resolved_against_the_viewers_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started from another folder, the default output lands there (not in the project), and the panel
+    follows the same progress.jsonl the trainer writes."""
+    monkeypatch.chdir(tmp_path)
+    job = TrainingJob(JobConfig(data="data/lego", out="exports/trained.kilo", workdir=""))
+    assert job.paths.out == str(tmp_path / "exports" / "trained.kilo")
+    assert job.paths.data == str(tmp_path / "data" / "lego")
+    assert job.workdir == tmp_path / "exports" / "trained.kilo.work" and job.workdir.is_absolute()
+    cmd = trainer_command(job.paths)
+    assert cmd[cmd.index("--out") + 1] == str(tmp_path / "exports" / "trained.kilo")
+    assert cmd[cmd.index("--workdir") + 1] == str(job.workdir)
+    assert JobConfig(out="~/x.kilo").absolute("/base").out == str(Path("~/x.kilo").expanduser())
+    assert JobConfig().absolute("/base").data == ""  # empty stays empty: the trainer uses run.json's
+
+
+@pytest.mark.parametrize("kind", ["empty folder", "missing folder", "a file"])
+def test_an_unreadable_dataset_is_refused_before_the_job_starts(tmp_path: Path, kind: str) -> None:
+    data = tmp_path / "data"
+    if kind == "empty folder":
+        data.mkdir()
+    elif kind == "a file":
+        data.write_text("x")
+    job = TrainingJob(JobConfig(data=str(data), out=str(tmp_path / "o.kilo"), niceness=0))
+    job.start()
+    assert job.state == JobState.FAILED and not job.running and job.last_command == []
+    assert job.message.startswith(f"dataset: {data}: ") and "\n" not in job.message
+    assert not job.can_resume  # nothing ran: a Resume would only fail again
+    assert not job.workdir.exists()  # nothing was written
+
+
+def test_a_job_that_ran_and_failed_can_be_resumed(tmp_path: Path) -> None:
+    job = TrainingJob(
+        JobConfig(out=str(tmp_path / "o.kilo"), niceness=0),
+        command=[sys.executable, "-c", "raise SystemExit(2)"],
+    )
+    job.start()
+    assert job.wait(20) == JobState.FAILED and job.can_resume
+
+
+def test_real_datasets_pass_the_pre_start_check(blender_lego: Path, nsvf_lego: Path) -> None:
+    from app.jobs import dataset_problem
+
+    assert dataset_problem(str(blender_lego)) == "" and dataset_problem(str(nsvf_lego)) == ""
+    assert "no recognised dataset layout" in dataset_problem(str(blender_lego / "train"))
