@@ -65,7 +65,7 @@ def evaluate_scene(
         opts = RenderOptions()
 
         def render_view(ds: Any, i: int) -> np.ndarray:
-            return backend.render(rs, _camera(ds, i), opts).image.clamp(0, 1).numpy()
+            return backend.render(rs, ds.camera(i), opts).image.clamp(0, 1).numpy()
 
     idx = evenly_spaced(len(ds.images), limit)
     lp = Lpips.try_load()
@@ -143,19 +143,6 @@ def _teacher_renderer(teacher: Any, ds: Any) -> Callable[[Any, int], np.ndarray]
         return rgb.reshape(ds.height, ds.width, 3).numpy()
 
     return render
-
-
-def _camera(ds: Any, i: int) -> Any:
-    from renderer.camera import Camera
-
-    return Camera(
-        width=int(ds.width),
-        height=int(ds.height),
-        focal=float(ds.focal),
-        c2w=np.asarray(ds.c2w[i], np.float64),
-        cx=None if ds.cx is None else float(ds.cx),
-        cy=None if ds.cy is None else float(ds.cy),
-    )
 
 
 def _save_png(path: Path, img: np.ndarray) -> None:

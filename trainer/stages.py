@@ -101,19 +101,13 @@ def teacher_psnr(ctx: Context, teacher: Any) -> dict[str, Any]:
 def student_psnr(ctx: Context, scene: Any) -> dict[str, Any]:
     """Student PSNR on the evaluation views, rendered by the renderer (ESS + ERT)."""
     from renderer.backends import get_backend
-    from renderer.camera import Camera
     from renderer.render import RenderOptions
 
     backend = get_backend("auto", ctx.device)  # the native CPU kernels when they run here (same pictures)
     rs = backend.prepare(scene)  # type: ignore[attr-defined]
 
     def render(ds: Any, i: int) -> torch.Tensor:
-        cam = Camera(
-            width=ds.width, height=ds.height, focal=float(ds.focal), c2w=ds.c2w[i].astype(np.float64)
-        )
-        if ds.cx is not None:
-            cam.cx, cam.cy = float(ds.cx), float(ds.cy)
-        return backend.render(rs, cam, RenderOptions()).image
+        return backend.render(rs, ds.camera(i), RenderOptions()).image
 
     return score_views(ctx, render)
 

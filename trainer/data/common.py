@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from renderer.camera import Camera
 from trainer.data.fields import (
     MAX_IMAGE_PIXELS,
     DatasetError,
@@ -97,6 +98,18 @@ class Dataset:
         cx = self.width / 2.0 if self.cx is None else self.cx
         cy = self.height / 2.0 if self.cy is None else self.cy
         return cx, cy
+
+    def camera(self, i: int) -> Camera:
+        """View ``i`` as a renderer ``Camera`` (its pose, this split's size, focal and principal point): what
+        evaluation and the viewer's compare mode render to match ``images[i]`` pixel for pixel."""
+        return Camera(
+            width=int(self.width),
+            height=int(self.height),
+            focal=float(self.focal),
+            c2w=np.asarray(self.c2w[i], np.float64),
+            cx=None if self.cx is None else float(self.cx),
+            cy=None if self.cy is None else float(self.cy),
+        )
 
     @property
     def intrinsics(self) -> np.ndarray:
