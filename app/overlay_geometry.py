@@ -118,3 +118,61 @@ def project_points(mvp: np.ndarray, pts: np.ndarray, width: int, height: int) ->
     h = np.c_[np.asarray(pts, np.float64), np.ones(len(pts))] @ mvp.T
     ndc = h[:, :2] / h[:, 3:4]
     return np.c_[(ndc[:, 0] + 1) * 0.5 * width, (1 - ndc[:, 1]) * 0.5 * height]
+
+
+def frustum_centers(c2ws: np.ndarray, depth: float) -> np.ndarray:
+    """[K, 3] the centre of each camera's frustum base (``depth`` along its view axis): what a click picks."""
+    c2ws = np.asarray(c2ws, np.float64).reshape(-1, 4, 4)
+    return c2ws[:, :3, 3] - depth * c2ws[:, :3, 2]
+
+
+def pick_camera(
+    c2ws: np.ndarray,
+    view_c2w: np.ndarray,
+    width: int,
+    height: int,
+    focal: float,
+    click: tuple[float, float],
+    depth: float,
+    radius_px: float = 12.0,
+) -> int | None:
+    """The stored camera whose frustum a click at pixel ``click`` (x right, y down, in the view) lands on:
+    the nearest projected apex or base centre within ``radius_px``, ties to the camera nearest the eye;
+    None when no frustum is that close or every candidate is behind the view.
+
+    Args:
+        c2ws: ``[K, 4, 4]`` the scene's stored cameras; view_c2w, width, height, focal: the current view.
+    """
+    c2ws = np.asarray(c2ws, np.float64).reshape(-1, 4, 4)
+    if len(c2ws) == 0:
+        return None
+    w2c = view_matrix(view_c2w)
+    pts = np.concatenate([c2ws[:, :3, 3], frustum_centers(c2ws, depth)])  # [2K, 3]
+    cam = pts @ w2c[:3, :3].T + w2c[:3, 3]
+    ahead = cam[:, 2] < -1e-6
+    px = width / 2 + focal * cam[:, 0] / np.where(ahead, -cam[:, 2], 1.0)
+    py = height / 2 - focal * cam[:, 1] / np.where(ahead, -cam[:, 2], 1.0)
+    dist = np.hypot(px - click[0], py - click[1])
+    dist[~ahead] = np.inf
+    k = len(c2ws)
+    best = np.minimum(dist[:k], dist[k:])  # [K] either point of each frustum
+    hits = np.flatnonzero(best <= radius_px)
+    if len(hits) == 0:
+        return None
+    eye_dist = -cam[:k, 2][hits]
+    order = np.lexsort((eye_dist, best[hits]))
+    return int(hits[order[0]])
+
+
+def matching_camera(c2ws: np.ndarray, view_c2w: np.ndarray, tol: float = 1e-4) -> int | None:
+    """The stored camera the view is at (same pose within ``tol`` per matrix entry, relative to the scene's
+    camera spread for the position), for highlighting; None when the view is elsewhere."""
+    c2ws = np.asarray(c2ws, np.float64).reshape(-1, 4, 4)
+    if len(c2ws) == 0:
+        return None
+    v = np.asarray(view_c2w, np.float64)
+    scale = max(1.0, float(np.abs(c2ws[:, :3, 3]).max()))
+    rot_err = np.abs(c2ws[:, :3, :3] - v[:3, :3]).max(axis=(1, 2))
+    pos_err = np.abs(c2ws[:, :3, 3] - v[:3, 3]).max(axis=1) / scale
+    ok = np.flatnonzero((rot_err <= tol) & (pos_err <= tol))
+    return int(ok[0]) if len(ok) else None
