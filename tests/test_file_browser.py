@@ -75,6 +75,7 @@ def test_draw_runs_in_an_imgui_frame_and_shows_the_popup(tree: Path) -> None:
     ctx = imgui.create_context()
     try:
         io = imgui.get_io()
+        io.ini_file_name = None  # no imgui.ini written into the working folder
         io.display_size = (900, 700)
         io.fonts.get_tex_data_as_rgba32()
         b = FileBrowser("Open scene", "file", (".kilo",))
