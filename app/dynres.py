@@ -57,8 +57,8 @@ class DynamicResolution:
         floor = self.floor_scale(width, height, max_scale)
         if self.ms_per_px is None:
             return max(floor, min(max_scale, self.initial_scale))
-        budget_ms = 1000.0 / self.target_fps
-        s = math.sqrt(budget_ms / (self.ms_per_px * width * height))
+        budget_ms = 1000.0 / max(self.target_fps, 0.5)  # a typed 0 never divides
+        s = math.sqrt(budget_ms / max(self.ms_per_px * width * height, 1e-9))
         s = math.floor(s * 64) / 64
         return max(floor, min(max_scale, s))
 

@@ -7,11 +7,13 @@ viewer reads the settings every frame, so the panels hold no state of their own.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import imgui
 import numpy as np
 
+from app import widgets as w
 from app.jobs import PRESETS, STAGES, JobHistory
 from app.settings import VIEWS
 from renderer.backends import BACKENDS
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from app.viewer import Viewer
 
 PANEL_WIDTH = 360
+MAX_SIDE = 8192
+"""Largest screenshot or video side typed into the export panel."""
 _path_buffer: dict[str, str] = {"open": ""}
 
 
@@ -29,21 +33,21 @@ def draw_panels(v: Viewer) -> None:
     imgui.set_next_window_position(8, 8, imgui.FIRST_USE_EVER)
     imgui.set_next_window_size(PANEL_WIDTH, max(200, h - 16), imgui.FIRST_USE_EVER)
     imgui.begin("KiloNeRF studio")
-    _status(v)
-    if _header(v, "Scene"):
-        _scene_panel(v)
-    if _header(v, "Camera"):
-        _camera_panel(v)
-    if _header(v, "Render"):
-        _render_panel(v)
-        _stats_panel(v)
-    if _header(v, "Overlays"):
-        _overlay_panel(v)
-    if _header(v, "Training"):
-        _training_panel(v)
-    if _header(v, "Export"):
-        _export_panel(v)
+    _guarded(v, _status)
+    for name, sections in _SECTIONS:
+        if _header(v, name):
+            for section in sections:
+                _guarded(v, section)
     imgui.end()
+
+
+def _guarded(v: Viewer, section: Callable[[Viewer], None]) -> None:
+    """Draw one section; an unexpected error becomes a red message and the other sections still draw (the
+    last line of defence: the causes are fixed where they are found)."""
+    try:
+        section(v)
+    except Exception as e:  # noqa: BLE001 - anything a panel raises must not close the viewer
+        v.report_unexpected(e, f"the {section.__name__.strip('_').replace('_', ' ')}")
 
 
 def _header(v: Viewer, name: str) -> bool:
@@ -80,19 +84,17 @@ def _camera_panel(v: Viewer) -> None:
     if imgui.radio_button("orbit", c.mode == "orbit"):
         c.mode = "orbit"
     imgui.same_line()
-    if imgui.radio_button("fly (Tab)", c.mode == "fly"):
+    if imgui.radio_button("fly (F)", c.mode == "fly"):
         c.mode = "fly"
-    _, c.settings.fov_y_deg = imgui.slider_float("FOV (deg)", c.settings.fov_y_deg, 10.0, 120.0)
-    _, c.settings.fly_speed = imgui.slider_float(
-        "fly speed", c.settings.fly_speed, 0.05, 10.0, flags=imgui.SLIDER_FLAGS_LOGARITHMIC
-    )
+    c.settings.fov_y_deg = w.slider_float(imgui, "FOV (deg)", c.settings.fov_y_deg, 10.0, 120.0)
+    c.settings.fly_speed = w.slider_float(imgui, "fly speed", c.settings.fly_speed, 0.05, 10.0, log=True)
     if imgui.button("reset (R)"):
         v.reset_view()
     cams = getattr(v.scene, "cameras", None)
     if cams is not None and len(cams.c2w):
         imgui.same_line()
-        changed, k = imgui.slider_int("view k", v.view_k, 0, len(cams.c2w) - 1)
-        if changed:
+        k = w.slider_int(imgui, "view k", v.view_k, 0, len(cams.c2w) - 1)
+        if k != v.view_k:
             v.set_view(k)
     if imgui.button("copy pose (Ctrl+C)"):
         v.copy_pose()
@@ -108,22 +110,20 @@ def _render_panel(v: Viewer) -> None:
     changed, idx = imgui.combo("backend", cur, names)
     if changed and names[idx] != r.backend:
         v.switch_backend(names[idx])
-    _, r.res_scale = imgui.slider_float("resolution", r.res_scale, 0.1, 1.0)
+    r.res_scale = w.slider_float(imgui, "resolution", r.res_scale, 0.1, 1.0)
     _, r.dynamic_res = imgui.checkbox("dynamic resolution", r.dynamic_res)
     imgui.same_line()
     imgui.push_item_width(80)
-    _, r.target_fps = imgui.slider_float("target FPS", r.target_fps, 2.0, 60.0)
+    r.target_fps = w.slider_float(imgui, "target FPS", r.target_fps, 2.0, 60.0, "%.1f")
     imgui.pop_item_width()
     _, r.ess = imgui.checkbox("ESS", r.ess)
     imgui.same_line()
     _, r.ert = imgui.checkbox("ERT", r.ert)
     imgui.same_line()
     imgui.push_item_width(120)
-    _, r.ert_threshold = imgui.slider_float(
-        "eps", r.ert_threshold, 1e-4, 0.2, "%.4f", flags=imgui.SLIDER_FLAGS_LOGARITHMIC
-    )
+    r.ert_threshold = w.slider_float(imgui, "eps", r.ert_threshold, 1e-4, 0.2, "%.4f", log=True)
     imgui.pop_item_width()
-    _, r.step_multiplier = imgui.slider_float("step x", r.step_multiplier, 0.25, 4.0)
+    r.step_multiplier = w.slider_float(imgui, "step x", r.step_multiplier, 0.25, 4.0)
     changed, col = imgui.color_edit3("background", *r.background)
     if changed:
         r.background = tuple(col)  # type: ignore[assignment]
@@ -184,8 +184,8 @@ def _overlay_panel(v: Viewer) -> None:
     _, o.voxels = imgui.checkbox("occupied voxels", o.voxels)
     if o.voxels:
         _, o.voxel_axis = imgui.combo("slice axis", o.voxel_axis, ["x", "y", "z"])
-        _, o.voxel_lo = imgui.slider_float("slice from", o.voxel_lo, 0.0, 1.0)
-        _, o.voxel_hi = imgui.slider_float("slice to", o.voxel_hi, 0.0, 1.0)
+        o.voxel_lo = w.slider_float(imgui, "slice from", o.voxel_lo, 0.0, 1.0)
+        o.voxel_hi = w.slider_float(imgui, "slice to", o.voxel_hi, 0.0, 1.0)
         o.voxel_hi = max(o.voxel_hi, o.voxel_lo)
     imgui.text("debug views: Render > view = depth | network")
 
@@ -244,19 +244,19 @@ def _training_panel(v: Viewer) -> None:
 
 def _export_panel(v: Viewer) -> None:
     e = v.settings.export
-    _, (e.shot_width, e.shot_height) = imgui.input_int2("shot WxH", e.shot_width, e.shot_height)
-    e.shot_width, e.shot_height = max(e.shot_width, 1), max(e.shot_height, 1)
+    e.shot_width, e.shot_height = w.input_int2(imgui, "shot WxH", (e.shot_width, e.shot_height), 16, MAX_SIDE)
     if imgui.button("Screenshot (F12)"):
         v.screenshot()
     imgui.text(f"into {e.folder}/ (PNG + camera JSON)")
     imgui.separator()
-    _, e.frames = imgui.input_int("frames", e.frames)
-    _, e.fps = imgui.input_int("fps", e.fps)
-    _, e.elevation = imgui.slider_float("elevation", e.elevation, -80.0, 80.0)
-    _, e.radius = imgui.input_float("radius (0 auto)", e.radius)
-    _, (e.video_width, e.video_height) = imgui.input_int2("video WxH", e.video_width, e.video_height)
+    e.frames = w.input_int(imgui, "frames", e.frames, 1, 100_000)
+    e.fps = w.input_int(imgui, "fps", e.fps, 1, 240)
+    e.elevation = w.slider_float(imgui, "elevation", e.elevation, -80.0, 80.0)
+    e.radius = w.input_float(imgui, "radius (0 auto)", e.radius, 0.0, 1e6)
+    e.video_width, e.video_height = w.input_int2(
+        imgui, "video WxH", (e.video_width, e.video_height), 16, MAX_SIDE
+    )
     _, e.video_path = imgui.input_text("video", e.video_path, 1024)
-    e.frames, e.fps = max(e.frames, 1), max(e.fps, 1)
     task: Any = v.export
     if task is not None and not task.finished:
         imgui.progress_bar(task.fraction, (PANEL_WIDTH - 110, 0), f"{task.kind} {task.done}/{task.total}")
@@ -268,3 +268,14 @@ def _export_panel(v: Viewer) -> None:
             v.turntable()
         except ValueError as err:
             v.notify(str(err), "error")
+
+
+_SECTIONS: tuple[tuple[str, tuple[Callable[[Viewer], None], ...]], ...] = (
+    ("Scene", (_scene_panel,)),
+    ("Camera", (_camera_panel,)),
+    ("Render", (_render_panel, _stats_panel)),
+    ("Overlays", (_overlay_panel,)),
+    ("Training", (_training_panel,)),
+    ("Export", (_export_panel,)),
+)
+"""The panel's collapsing sections, in order, and what each draws."""

@@ -14,6 +14,7 @@ import math
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,6 @@ import glfw
 import imgui
 import moderngl
 import numpy as np
-from imgui.integrations.glfw import GlfwRenderer
 
 from app import overlay_geometry as og
 from app.backend_control import BackendMixin, wrap_backend
@@ -37,6 +37,7 @@ from app.export import (
     window_capture_path,
 )
 from app.frame_scheduling import STILL_DELAY_S, FrameSchedulingMixin
+from app.imgui_input import LatchedGlfwRenderer
 from app.input import InputMixin
 from app.jobs import JobConfig, JobState, TrainingJob
 from app.overlays import OverlayRenderer
@@ -86,7 +87,7 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
         self.window, self.ctx = create_window(size[0], size[1], title)
         imgui.create_context()
         imgui.get_io().ini_file_name = None  # type: ignore[assignment]
-        self.imgui = GlfwRenderer(self.window, attach_callbacks=False)
+        self.imgui = LatchedGlfwRenderer(self.window)
         glfw.set_key_callback(self.window, self.handle_key)
         glfw.set_char_callback(self.window, self.imgui.char_callback)
         glfw.set_mouse_button_callback(self.window, self.handle_mouse_button)
@@ -115,6 +116,10 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
         self._pixel_buffer: Any = None
         self._draw_key: Any = None
         self._input_seen = False
+        self._reported: set[str] = set()
+        self.tapped: set[int] = set()
+        """Keys pressed since the last frame (a tap shorter than a frame still moves the camera once)."""
+        self.show_help = False
         self._last_draw = 0.0
         self._pbo_failed = False
         """Last training view chosen."""
@@ -389,8 +394,10 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
             from app.panels import draw_panels
 
             imgui.new_frame()
-            draw_panels(self)
-            imgui.render()
+            try:
+                draw_panels(self)
+            finally:  # an ImGui frame is always closed, or the next one cannot start
+                imgui.render()
             _ = self.ctx.error  # PyOpenGL (ImGui's renderer) raises on any stale GL error: clear it first
             self.imgui.render(imgui.get_draw_data())
         t4 = time.perf_counter()
@@ -476,14 +483,27 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
         return bool(glfw.window_should_close(self.window))
 
     def run(self) -> None:
-        """The main loop, until the window closes."""
+        """The main loop, until the window closes. An unexpected error in a frame becomes a red message and
+        the loop goes on (the last line of defence; the causes are fixed where they are found)."""
         try:
             while not self.should_close():
                 t0 = time.perf_counter()
-                self.step()
+                try:
+                    self.step()
+                except Exception as e:  # noqa: BLE001 - nothing a user does may close the window
+                    self.report_unexpected(e, "a frame")
+                    time.sleep(0.05)  # a fault that repeats every frame must not spin
                 self.pace(t0)
         finally:
             self.close()
+
+    def report_unexpected(self, e: BaseException, where: str) -> None:
+        """Show an unexpected error as one red line (its traceback printed once per distinct error)."""
+        text = one_line(f"unexpected error in {where}: {type(e).__name__}: {e} (the viewer keeps running)")
+        if text not in self._reported:
+            self._reported.add(text)
+            traceback.print_exception(e, file=sys.stderr)
+            self.notify(text, "error", echo=False)
 
     def close(self) -> None:
         """Stop background work and close the window."""
