@@ -74,6 +74,9 @@ class InputMixin:
     _input_seen: bool
 
     # provided by Viewer
+    def viewport(self) -> tuple[int, int, int, int]:
+        raise NotImplementedError
+
     def screenshot(self) -> None:
         """Export the current view (Viewer)."""
         raise NotImplementedError
@@ -167,8 +170,7 @@ class InputMixin:
             if glfw.MOUSE_BUTTON_LEFT in self._buttons:
                 self.camera.orbit_rotate(dx, dy)
             else:
-                _, h = glfw.get_framebuffer_size(self.window)
-                self.camera.pan(dx, dy, max(h, 1))
+                self.camera.pan(dx, dy, max(self.viewport()[3], 1))
         else:
             self.camera.look(dx, dy)
 

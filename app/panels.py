@@ -6,7 +6,6 @@ viewer reads the settings every frame, so the panels hold no state of their own.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,23 +21,41 @@ if TYPE_CHECKING:
     from app.viewer import Viewer
 
 PANEL_WIDTH = 360
+"""The side panel's width at start, in window pixels."""
+MIN_PANEL_WIDTH, MAX_PANEL_WIDTH = 240, 900
+"""How narrow and wide the user may drag the panel."""
+LABEL_WIDTH = 110
+"""Pixels left for a widget's label at its right."""
+LOG_HEIGHT, LOG_LINES = 64, 8
+"""The message box: pixels high (fixed, so it never moves other widgets) and messages kept in it."""
+_seen: dict[str, int] = {"messages": 0}
 MAX_SIDE = 8192
 """Largest screenshot or video side typed into the export panel."""
 _path_buffer: dict[str, str] = {"open": ""}
 
 
 def draw_panels(v: Viewer) -> None:
-    """All panels for one frame."""
+    """The side panel, docked on the left at full height (resizable by its right edge, collapsible by its
+    title bar), and the help overlay when it is shown."""
     _, h = imgui.get_io().display_size
-    imgui.set_next_window_position(8, 8, imgui.FIRST_USE_EVER)
-    imgui.set_next_window_size(PANEL_WIDTH, max(200, h - 16), imgui.FIRST_USE_EVER)
-    imgui.begin("KiloNeRF studio")
-    _guarded(v, _status)
-    for name, sections in _SECTIONS:
-        if _header(v, name):
-            for section in sections:
-                _guarded(v, section)
+    imgui.set_next_window_position(0, 0, imgui.ALWAYS)
+    imgui.set_next_window_size(v.panel_width, h, imgui.FIRST_USE_EVER)
+    if not v.panel_collapsed:
+        imgui.set_next_window_size_constraints((MIN_PANEL_WIDTH, h), (MAX_PANEL_WIDTH, h))
+    expanded, _ = imgui.begin("KiloNeRF studio", flags=imgui.WINDOW_NO_MOVE)
+    v.panel_collapsed = not expanded
+    if expanded:
+        v.panel_width = float(imgui.get_window_width())
+        imgui.push_item_width(-LABEL_WIDTH)  # every widget leaves room for its label
+        _guarded(v, _log)
+        for name, sections in _SECTIONS:
+            if _header(v, name):
+                for section in sections:
+                    _guarded(v, section)
+        imgui.pop_item_width()
     imgui.end()
+    if v.show_help:
+        _guarded(v, _help_overlay)
 
 
 def _guarded(v: Viewer, section: Callable[[Viewer], None]) -> None:
@@ -56,21 +73,50 @@ def _header(v: Viewer, name: str) -> bool:
     return bool(imgui.collapsing_header(name)[0])
 
 
-def _status(v: Viewer) -> None:
-    now = time.time()
-    for t, text, level in list(v.messages)[-3:]:
-        if now - t > 20:
-            continue
+def _log(v: Viewer) -> None:
+    """The last messages in a box of fixed height (it never moves the widgets below), newest at the
+    bottom, errors in red; and the help button."""
+    if imgui.button("?  help (F1)"):
+        v.toggle_help()
+    imgui.begin_child("messages", 0, LOG_HEIGHT, border=True)
+    for _, text, level in list(v.messages)[-LOG_LINES:]:
         color = (1.0, 0.4, 0.4) if level == "error" else (0.7, 0.9, 1.0)
         imgui.push_text_wrap_pos(0)
         imgui.text_colored(text, *color)
         imgui.pop_text_wrap_pos()
+    if len(v.messages) != _seen["messages"]:  # a new message: scroll to it
+        _seen["messages"] = len(v.messages)
+        imgui.set_scroll_here_y(1.0)
+    imgui.end_child()
+
+
+def _help_overlay(v: Viewer) -> None:
+    """Every shortcut and mouse action (input.SHORTCUT_LIST and MOTION_HELP), centred over the image."""
+    from app.input import MOTION_HELP, SHORTCUT_LIST
+
+    w, h = imgui.get_io().display_size
+    imgui.set_next_window_position(w / 2, h / 2, imgui.ALWAYS, 0.5, 0.5)
+    _, opened = imgui.begin(
+        "Keys and mouse", True, imgui.WINDOW_ALWAYS_AUTO_RESIZE | imgui.WINDOW_NO_COLLAPSE
+    )
+    imgui.columns(2, "help", border=False)
+    for label, what in [(k.label, k.what) for k in SHORTCUT_LIST] + list(MOTION_HELP):
+        imgui.text(label)
+        imgui.next_column()
+        imgui.text(what)
+        imgui.next_column()
+    imgui.columns(1)
+    imgui.end()
+    if not opened:
+        v.show_help = False
 
 
 def _scene_panel(v: Viewer) -> None:
     s = v.scene
     imgui.text_wrapped(f"{v.scene_name}")
-    imgui.text(f"grid {tuple(s.grid_res)}, {s.num_networks} networks, occupancy {tuple(s.occupancy_res)}")
+    imgui.text_wrapped(
+        f"grid {tuple(s.grid_res)}, {s.num_networks} networks, occupancy {tuple(s.occupancy_res)}"
+    )
     if v.loader.loading:
         imgui.text_colored(f"loading {v.loader.loading} ...", 1.0, 0.9, 0.4)
     _, _path_buffer["open"] = imgui.input_text("##open", _path_buffer["open"], 1024)
@@ -161,15 +207,33 @@ def _stats_panel(v: Viewer) -> None:
     state = "" if f.complete else f" (refining {100 * f.rows_done // max(h, 1)}%)"
     path = " (CUDA -> GL buffer)" if v.pbo_path_active() else ""
     rate = "still" if v.is_idle() and f.complete else f"{tm.fps:.1f} FPS"  # FPS of the frames while moving
-    imgui.text(f"{f.ms:.0f} ms/frame, {rate}, {w}x{h}{state}{path}")
-    imgui.text(f"samples/ray marched {d['marched_per_ray']:.1f}, evaluated {d['evaluated_per_ray']:.1f}")
-    imgui.text(f"ESS skipped {d['ess_skipped_pct']:.1f}%, stopped early {d['early_pct']:.1f}%")
-    imgui.text(f"networks touched {int(st.get('networks_touched', 0))}, passes {int(st.get('passes', 0))}")
-    imgui.text(f"UI {tm.frame_ms:.1f} ms (upload {tm.upload_ms:.1f}, UI {tm.ui_ms:.1f}), {tm.ui_fps:.0f} Hz")
-    hist = v.worker.timing.history[-120:]
-    if len(hist) > 1:
+    imgui.text_wrapped(f"{f.ms:.0f} ms/frame, {rate}, {w}x{h}{state}{path}")
+    imgui.text_wrapped(
+        f"samples/ray marched {d['marched_per_ray']:.1f}, evaluated {d['evaluated_per_ray']:.1f}"
+    )
+    req = f.request.options
+    skipped = f"{d['ess_skipped_pct']:.1f}%"
+    ess = f"ESS skipped {skipped}" if req.ess else f"ESS off (samples in cells without a network: {skipped})"
+    ert = f"stopped early {d['early_pct']:.1f}%" if req.ert else "ERT off"
+    imgui.text_wrapped(f"{ess}, {ert}")
+    bands = int(st.get("bands", 1))
+    per = f" (largest of {bands} refine bands)" if bands > 1 else ""
+    imgui.text_wrapped(
+        f"networks touched {int(st.get('networks_touched', 0))}, passes {int(st.get('passes', 0))}{per}"
+    )
+    imgui.text_wrapped(
+        f"UI {tm.frame_ms:.1f} ms (upload {tm.upload_ms:.1f}, UI {tm.ui_ms:.1f}), {tm.ui_fps:.0f} Hz"
+    )
+    hist = np.asarray(v.worker.timing.history[-100:], np.float32)
+    if len(hist) > 1:  # scaled to the last 100 frames, a slow first frame clipped (95th percentile)
+        top = max(float(np.percentile(hist, 95)), 1.0)
         imgui.plot_lines(
-            "##ms", np.asarray(hist, np.float32), graph_size=(PANEL_WIDTH - 30, 40), overlay_text="render ms"
+            "##ms",
+            hist,
+            scale_min=0.0,
+            scale_max=top,
+            graph_size=(v.panel_width - 30, 40),
+            overlay_text=f"render ms, last {len(hist)} frames (top {top:.0f})",
         )
 
 
@@ -215,27 +279,27 @@ def _training_panel(v: Viewer) -> None:
         job.cancel()
     if job is None:
         return
-    imgui.text(f"state: {job.state.value}  {job.message}")
+    imgui.text_wrapped(f"state: {job.state.value}  {job.message}")
     for st in job.stages.values():
         eta = f", ETA {st.eta:.0f}s" if st.eta and st.status == "running" else ""
         label = f"{st.name}: {st.status} {st.step}/{st.total}{eta}"
-        imgui.progress_bar(st.fraction, (PANEL_WIDTH - 30, 0), label)
+        imgui.progress_bar(st.fraction, (v.panel_width - 30, 0), label)
     hist = JobHistory.from_points(job.history, job.current_stage())
     if len(hist.loss) > 1:
         imgui.plot_lines(
             "##loss",
             np.log10(np.maximum(np.asarray(hist.loss, np.float32), 1e-12)),
-            graph_size=(PANEL_WIDTH - 30, 50),
-            overlay_text=f"log10 loss {hist.loss[-1]:.4g}",
+            graph_size=(v.panel_width - 30, 50),
+            overlay_text=f"loss {hist.loss[-1]:.4g} (plotted as log10)",
         )
     if len(hist.psnr) > 1:
         imgui.plot_lines(
             "##psnr",
             np.asarray(hist.psnr, np.float32),
-            graph_size=(PANEL_WIDTH - 30, 50),
+            graph_size=(v.panel_width - 30, 50),
             overlay_text=f"PSNR {hist.psnr[-1]:.2f} dB",
         )
-    imgui.begin_child("log", PANEL_WIDTH - 30, 120, border=True)
+    imgui.begin_child("log", v.panel_width - 30, 120, border=True)
     for line in list(job.log_tail)[-40:]:
         imgui.text_unformatted(line[:200])
     imgui.set_scroll_here_y(1.0)
@@ -247,7 +311,7 @@ def _export_panel(v: Viewer) -> None:
     e.shot_width, e.shot_height = w.input_int2(imgui, "shot WxH", (e.shot_width, e.shot_height), 16, MAX_SIDE)
     if imgui.button("Screenshot (F12)"):
         v.screenshot()
-    imgui.text(f"into {e.folder}/ (PNG + camera JSON)")
+    imgui.text_wrapped(f"into {e.folder}/ (PNG + camera JSON)")
     imgui.separator()
     e.frames = w.input_int(imgui, "frames", e.frames, 1, 100_000)
     e.fps = w.input_int(imgui, "fps", e.fps, 1, 240)
@@ -259,7 +323,7 @@ def _export_panel(v: Viewer) -> None:
     _, e.video_path = imgui.input_text("video", e.video_path, 1024)
     task: Any = v.export
     if task is not None and not task.finished:
-        imgui.progress_bar(task.fraction, (PANEL_WIDTH - 110, 0), f"{task.kind} {task.done}/{task.total}")
+        imgui.progress_bar(task.fraction, (v.panel_width - 110, 0), f"{task.kind} {task.done}/{task.total}")
         imgui.same_line()
         if imgui.button("Cancel##export"):
             task.cancel()

@@ -85,13 +85,15 @@ class FrameResult:
 
 
 def combine_stats(parts: list[dict[str, float]]) -> dict[str, float]:
-    """Sum per-band stats (``networks_touched`` and ``passes`` take the maximum)."""
+    """Sum per-band stats (``networks_touched`` and ``passes`` take the maximum over the bands: they are
+    per band, shown as such); ``bands`` counts them."""
     out: dict[str, float] = {}
     for p in parts:
         for k, v in p.items():
             if not isinstance(v, int | float):
                 continue
             out[k] = max(out.get(k, 0), v) if k in MAX_STATS else out.get(k, 0) + v
+    out["bands"] = float(len(parts))
     return out
 
 

@@ -41,6 +41,7 @@ from app.imgui_input import LatchedGlfwRenderer
 from app.input import InputMixin
 from app.jobs import JobConfig, JobState, TrainingJob
 from app.overlays import OverlayRenderer
+from app.panels import PANEL_WIDTH
 from app.presenter import FramePresenter
 from app.progress_events import one_line
 from app.render_worker import FrameResult, RenderWorker, prepare_for_backend
@@ -120,6 +121,10 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
         self.tapped: set[int] = set()
         """Keys pressed since the last frame (a tap shorter than a frame still moves the camera once)."""
         self.show_help = False
+        self.panel_width = float(PANEL_WIDTH)
+        """Width of the side panel in window pixels (the user resizes it by its right edge)."""
+        self.panel_collapsed = False
+        """The panel folded to its title bar: the image takes the whole window."""
         self._last_draw = 0.0
         self._pbo_failed = False
         """Last training view chosen."""
@@ -194,11 +199,20 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
         self.camera.settings.fov_y_deg = math.degrees(2 * math.atan(0.5 * cams.height / cams.focal))
         self.camera.set_c2w(np.asarray(cams.c2w[k], np.float64), pivot=self.scene_center())
 
+    def viewport(self) -> tuple[int, int, int, int]:
+        """Where the image goes, (x, y, w, h) in framebuffer pixels from the bottom-left: the window less the
+        side panel (docked on the left; the whole window when the panel is hidden or collapsed)."""
+        fbw, fbh = glfw.get_framebuffer_size(self.window)
+        ww = max(1, glfw.get_window_size(self.window)[0])
+        panel = self.settings.show_ui and not self.panel_collapsed
+        x = min(round(self.panel_width * fbw / ww), max(0, fbw - 64)) if panel else 0
+        return x, 0, max(1, fbw - x), max(1, fbh)
+
     def render_camera(self, scale: float = 1.0, size: tuple[int, int] | None = None) -> Any:
-        """The renderer Camera for the current view at ``scale`` × the framebuffer (or ``size``)."""
+        """The renderer Camera for the current view at ``scale`` × the image viewport (or ``size``)."""
         from renderer.camera import Camera
 
-        w, h = size if size is not None else glfw.get_framebuffer_size(self.window)
+        w, h = size if size is not None else self.viewport()[2:]
         w, h = max(1, round(w * scale)), max(1, round(h * scale))
         return Camera(width=w, height=h, focal=self.camera.focal(h), c2w=self.camera.c2w())
 
@@ -367,15 +381,17 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
             time.sleep(0.02)
             return
         fbo = self._ensure_fbo(fbw, fbh)
+        viewport = self.viewport()
+        vw, vh = viewport[2:]
         if self.pbo_path_active() and not self._pbo_failed:
             t1 = time.perf_counter()
-            self.render_into_pixel_buffer(t0, fbw, fbh)
+            self.render_into_pixel_buffer(t0, vw, vh)
         else:
-            self.schedule_render(t0, fbw, fbh)
+            self.schedule_render(t0, vw, vh)
             t1 = time.perf_counter()
             self.take_frame()
         t2 = time.perf_counter()
-        if not self._needs_redraw(t2, fbw, fbh):
+        if not self._needs_redraw(t2, fbw, fbh, viewport[0]):
             # nothing visible changed (the camera may move, but the shown frame is the last render):
             # skip drawing; on a CPU-only machine the GL work is software and competes with the renderer
             self.timing.frame_ms = (time.perf_counter() - t0) * 1e3
@@ -383,12 +399,11 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
         fbo.use()
         bg = self.settings.render.background
         self.ctx.clear(bg[0], bg[1], bg[2], 1.0)
-        viewport = (0, 0, fbw, fbh)
         self.presenter.draw(viewport)
         if self.settings.overlays.any() and self.frame is not None:
             self.update_overlays()
-            fc = self.frame.request.camera  # the shown frame's camera, scaled to the window
-            self.overlays.draw(np.asarray(fc.c2w), fc.focal * fbh / fc.height, viewport)
+            fc = self.frame.request.camera  # the shown frame's camera, scaled to the viewport
+            self.overlays.draw(np.asarray(fc.c2w), fc.focal * vh / fc.height, viewport)
         t3 = time.perf_counter()
         if self.settings.show_ui:
             from app.panels import draw_panels
@@ -414,7 +429,7 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
         tm.ui_fps = _rate(self._ui_frames)
         tm.fps = _rate(self._shown_frames)
 
-    def _needs_redraw(self, now: float, fbw: int, fbh: int) -> bool:
+    def _needs_redraw(self, now: float, fbw: int, fbh: int, panel_x: int = 0) -> bool:
         """Whether this step must draw: a new frame or layout, panels in use, or stats older than 0.25 s."""
         o, f = self.settings.overlays, self.frame
         key = (
@@ -422,6 +437,7 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
             f.rows_done if f is not None else -1,
             fbw,
             fbh,
+            panel_x,
             self.settings.show_ui,
             o.box,
             o.grid,

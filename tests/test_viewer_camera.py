@@ -146,7 +146,7 @@ def test_combine_stats_sums_counts_and_maxes_networks() -> None:
     s = combine_stats(
         [{"rays": 10, "networks_touched": 5, "passes": 2}, {"rays": 6, "networks_touched": 7, "passes": 1}]
     )
-    assert s == {"rays": 16, "networks_touched": 7, "passes": 2}
+    assert s == {"rays": 16, "networks_touched": 7, "passes": 2, "bands": 2}
 
 
 def test_dynamic_resolution_meets_budget() -> None:
