@@ -1,0 +1,219 @@
+"""The viewer as a person uses it: real X events (xdotool) into a real 900×700 window, the frame loop
+stepped by the test. Typing 0, 0.5 and garbage into every numeric field, holding W in orbit mode, F then
+R, a click shorter than a frame, and the layout at 900 px wide."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = [
+    pytest.mark.gl,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.environ.get("DISPLAY"), reason="needs a display: run under xvfb-run (make test does)"
+    ),
+    pytest.mark.skipif(shutil.which("xdotool") is None, reason="xdotool not installed"),
+]
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+from app import widgets  # noqa: E402
+from renderer.backends import get_backend  # noqa: E402
+from renderer.scene import SceneCameras  # noqa: E402
+from renderer.synthetic import random_scene  # noqa: E402
+
+TITLE = "kilonerf-person-test"
+SIZE = (900, 700)
+
+
+def _scene() -> Any:
+    from renderer.camera import orbit_pose
+
+    s = random_scene(grid_res=(3, 2, 4), seed=3, background=(1.0, 1.0, 1.0), density_bias=10.0, hidden=8)
+    poses = np.stack([orbit_pose((0.0, 0.0, 0.0), 3.0, az, 20.0) for az in (-90.0, 0.0, 120.0)])
+    s.cameras = SceneCameras(width=80, height=60, focal=70.0, c2w=poses.astype(np.float32))
+    return s
+
+
+@pytest.fixture(scope="module")
+def v() -> Iterator[Any]:
+    from app.settings import ViewerSettings
+    from app.viewer import Viewer
+
+    settings = ViewerSettings(open_panels=("Scene", "Camera", "Render", "Export"))
+    viewer = Viewer(
+        _scene(),
+        "person.kilo",
+        get_backend("torch"),
+        SIZE,
+        settings=settings,
+        title=TITLE,
+        render_process=False,
+    )
+    yield viewer
+    viewer.close()
+
+
+def _xdo(*args: str) -> None:
+    subprocess.run(["xdotool", *args], timeout=10, check=True)
+
+
+def _window() -> str:
+    ids = subprocess.run(
+        ["xdotool", "search", "--name", TITLE], capture_output=True, text=True, timeout=10
+    ).stdout.split()
+    assert ids, "window not found by xdotool"
+    return ids[0]
+
+
+def _steps(v: Any, n: int = 3) -> None:
+    for _ in range(n):
+        v.step()  # raises if anything escaped: the test then fails, which is the point
+
+
+def _until(v: Any, cond: Callable[[], bool], seconds: float = 5.0) -> bool:
+    end = time.monotonic() + seconds
+    while not cond() and time.monotonic() < end:
+        v.step()
+    return cond()
+
+
+FIELDS: dict[str, tuple[Callable[[Any], float], float, float]] = {
+    "resolution": (lambda v: v.settings.render.res_scale, 0.1, 1.0),
+    "target FPS": (lambda v: v.settings.render.target_fps, 2.0, 60.0),
+    "eps": (lambda v: v.settings.render.ert_threshold, 1e-4, 0.2),
+    "step x": (lambda v: v.settings.render.step_multiplier, 0.25, 4.0),
+    "FOV (deg)": (lambda v: v.camera.settings.fov_y_deg, 10.0, 120.0),
+    "fly speed": (lambda v: v.camera.settings.fly_speed, 0.05, 10.0),
+    "view k": (lambda v: v.view_k, 0, 2),
+    "frames": (lambda v: v.settings.export.frames, 1, 100_000),
+    "fps": (lambda v: v.settings.export.fps, 1, 240),
+    "elevation": (lambda v: v.settings.export.elevation, -80.0, 80.0),
+    "radius (0 auto)": (lambda v: v.settings.export.radius, 0.0, 1e6),
+}
+
+
+def _type_into(v: Any, wid: str, label: str, text: str) -> None:
+    x0, y0, x1, y1 = widgets.RECTS[label]
+    x, y = int((x0 + x1) / 2), int((y0 + y1) / 2)
+    _xdo("mousemove", "--window", wid, str(x), str(y))
+    _steps(v, 1)
+    _xdo("keydown", "ctrl", "click", "1", "keyup", "ctrl")  # Ctrl+click: type a value into a slider
+    _steps(v, 2)
+    _xdo("key", "ctrl+a")
+    _steps(v, 1)
+    for ch in text:  # one key per frame at most, as a person types on a slow machine... and all at once too
+        _xdo("type", "--delay", "0", ch)
+    _steps(v, 2)
+    _xdo("key", "Return")
+    _steps(v, 3)
+
+
+def test_typing_zero_half_and_garbage_into_every_numeric_field(v: Any) -> None:
+    wid = _window()
+    _xdo("windowfocus", "--sync", wid)
+    _steps(v, 5)
+    missing = [label for label in FIELDS if label not in widgets.RECTS]
+    assert not missing, f"not drawn: {missing}"
+    for label, (get, lo, hi) in FIELDS.items():
+        for text in ("0", "0.5", "abc", "-1e999", "1e999", "nan"):
+            _type_into(v, wid, label, text)
+            value = get(v)
+            assert math.isfinite(value) and lo <= value <= hi, (label, text, value)
+        _xdo("key", "Escape")
+        _steps(v, 2)
+    assert v.settings.render.res_scale >= 0.1
+    assert not [m for m in v.messages if "unexpected error" in m[1]], list(v.messages)
+    assert _until(v, lambda: v.frame is not None and v.frame.complete, 30)  # still rendering
+
+
+def test_holding_w_in_orbit_mode_moves_the_camera_and_its_centre(v: Any) -> None:
+    wid = _window()
+    _xdo("windowfocus", "--sync", wid)
+    _xdo("mousemove", "--window", wid, "700", "350")  # over the image, not the panel
+    v.camera.mode = "orbit"
+    v.reset_view()
+    _steps(v, 2)
+    eye, target, fwd = v.camera.eye.copy(), v.camera.target.copy(), v.camera.forward
+    _xdo("keydown", "w")
+    time.sleep(0.3)
+    _steps(v, 5)
+    _xdo("keyup", "w")
+    _steps(v, 2)
+    moved = v.camera.eye - eye
+    assert v.camera.mode == "orbit" and float(moved @ fwd) > 0.01  # forward
+    np.testing.assert_allclose(v.camera.target - target, moved, atol=1e-9)  # the centre came along
+
+
+def test_f_then_r_switches_mode_and_resets_even_after_a_click_on_the_panel(v: Any) -> None:
+    wid = _window()
+    _xdo("windowfocus", "--sync", wid)
+    x0, y0, x1, y1 = widgets.RECTS["resolution"]
+    _xdo("mousemove", "--window", wid, str(int(x0 + 5)), str(int((y0 + y1) / 2)), "click", "1")
+    _steps(v, 2)
+    _xdo("mousemove", "--window", wid, "700", "350")
+    v.camera.mode = "orbit"
+    _xdo("key", "Tab", "Tab")  # Tab no longer moves ImGui's focus into a field
+    _steps(v, 2)
+    v.camera.orbit_rotate(200, 0)
+    start = v.camera.c2w().copy()
+    _xdo("key", "f")
+    _steps(v, 2)
+    assert v.camera.mode == "fly"
+    _xdo("key", "r")
+    _steps(v, 2)
+    assert not np.allclose(v.camera.c2w(), start)  # reset
+    v.camera.mode = "orbit"
+
+
+def test_a_click_shorter_than_a_frame_reaches_the_panel(v: Any) -> None:
+    wid = _window()
+    _xdo("windowfocus", "--sync", wid)
+    _steps(v, 3)
+    r = v.settings.render
+    before = r.ess
+    x0, y0, x1, y1 = widgets.RECTS["resolution"]  # ESS is the checkbox two rows below, at the left
+    ess_y = int(y1 + 2 * (y1 - y0) + 2 * 4 - (y1 - y0) / 2)
+    # press and release between two UI frames (the UI thread is not stepping while xdotool clicks)
+    _xdo("mousemove", "--window", wid, str(int(x0 + 8)), str(ess_y), "click", "1")
+    _steps(v, 3)
+    assert r.ess != before, "the short click was lost"
+    _xdo("click", "1")
+    _steps(v, 3)
+    assert r.ess == before
+
+
+def test_the_whole_image_is_visible_at_900_px_wide(v: Any, tmp_path: Path) -> None:
+    from PIL import Image
+
+    v.settings.show_ui = True
+    v.settings.render.res_scale = 1.0
+    v.reset_view()
+    want = v.render_camera()
+
+    def shown_is_current() -> bool:
+        f = v.frame
+        still = f is not None and f.complete and tuple(f.size) == (want.width, want.height)
+        return still and np.array_equal(f.request.camera.c2w, want.c2w)
+
+    assert _until(v, shown_is_current, 60)
+    _steps(v, 3)
+    Image.fromarray(v.read_frame()).save(tmp_path / "window.png")  # for a person to look at
+    x, y, w, h = v.viewport()
+    assert x >= 240 and x + w == SIZE[0] and h == SIZE[1]  # beside the panel, not under it
+    cam = v.render_camera()
+    assert (cam.width, cam.height) == (w, h)  # the render has the viewport's aspect
+    shown = v.read_frame()[:, x:]  # the window right of the panel
+    expected = get_backend("torch").render(v.scene, cam, v.render_options()).image.numpy()
+    diff = np.abs(shown.astype(int) - np.round(expected * 255).astype(int))
+    assert np.percentile(diff, 99) <= 2, f"the image right of the panel is not the whole render: {tmp_path}"
