@@ -8,6 +8,7 @@ rate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,8 @@ import imgui
 from app.camera_control import CameraController
 from app.settings import ViewerSettings
 
+CLICK_SLOP_PX = 4.0
+"""A left press and release on the image this close together (|dx| + |dy|) is a click, not a drag."""
 ORBIT_KEY_DEG_PER_S = 90.0
 """Arrow keys in orbit mode turn by this many degrees per second."""
 
@@ -68,10 +71,15 @@ class InputMixin:
     held: set[int]
     tapped: set[int]
     show_help: bool
+    panel_width: float
+    panel_collapsed: bool
     _buttons: set[int]
     _drag_on_scene: bool
     _cursor: tuple[float, float] | None
     _input_seen: bool
+    _press_at: tuple[float, float] | None
+    click_scene: Callable[[float, float], bool]
+    """Provided by app.overlay_control.OverlayMixin (a later base of Viewer)."""
 
     # provided by Viewer
     def viewport(self) -> tuple[int, int, int, int]:
@@ -152,12 +160,33 @@ class InputMixin:
         """glfw mouse button callback: a drag belongs to the scene if it starts outside the panels."""
         self.imgui.mouse_button_callback(button, action)
         self._input_seen = True
+        pos = glfw.get_cursor_pos(self.window)
         if action == glfw.PRESS:
             if not self._buttons:
-                self._drag_on_scene = not self._ui_wants("mouse")
+                self._drag_on_scene = not self._over_ui(pos)
+                self._press_at = pos
             self._buttons.add(button)
-        else:
-            self._buttons.discard(button)
+            return
+        self._buttons.discard(button)
+        start, self._press_at = self._press_at, None
+        if (
+            button == glfw.MOUSE_BUTTON_LEFT
+            and self._drag_on_scene
+            and start is not None
+            and not self._buttons
+        ):
+            if abs(pos[0] - start[0]) + abs(pos[1] - start[1]) <= CLICK_SLOP_PX:  # a click, not a drag
+                self.click_scene(pos[0], pos[1])
+
+    def _over_ui(self, pos: tuple[float, float]) -> bool:
+        """Whether window point ``pos`` is on the panel (by geometry: ImGui's own flag is a frame old when
+        the mouse moved and clicked between two frames) or on an overlay window ImGui reports."""
+        if not self.settings.show_ui:
+            return False
+        title_h = 24.0
+        if pos[0] < self.panel_width and (not self.panel_collapsed or pos[1] < title_h):
+            return True
+        return self.show_help and self._ui_wants("mouse")
 
     def handle_cursor(self, window: Any, x: float, y: float) -> None:
         """glfw cursor callback: drags rotate/pan (orbit) or look around (fly)."""

@@ -24,7 +24,6 @@ import imgui
 import moderngl
 import numpy as np
 
-from app import overlay_geometry as og
 from app.backend_control import BackendMixin, wrap_backend
 from app.camera_control import CameraController
 from app.dynres import DynamicResolution
@@ -40,6 +39,7 @@ from app.frame_scheduling import STILL_DELAY_S, FrameSchedulingMixin
 from app.imgui_input import LatchedGlfwRenderer
 from app.input import InputMixin
 from app.jobs import JobConfig, JobState, TrainingJob
+from app.overlay_control import OverlayMixin
 from app.overlays import OverlayRenderer
 from app.panels import PANEL_WIDTH
 from app.presenter import FramePresenter
@@ -69,7 +69,7 @@ class FrameTiming:
     ui_fps: float = 0.0
 
 
-class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
+class Viewer(InputMixin, OverlayMixin, FrameSchedulingMixin, BackendMixin):
     """The viewer window. ``scene`` is a renderer Scene; ``backend`` a renderer backend."""
 
     def __init__(
@@ -132,6 +132,7 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
         self._buttons: set[int] = set()
         self._drag_on_scene = False
         self._cursor: tuple[float, float] | None = None
+        self._press_at: tuple[float, float] | None = None
         self._last_time = time.perf_counter()
         self._view_key: Any = None
         self._last_change = 0.0
@@ -329,33 +330,6 @@ class Viewer(InputMixin, FrameSchedulingMixin, BackendMixin):
         return self.settings.render.options()
 
     # ---- overlays ------------------------------------------------------------------------------------
-    def update_overlays(self) -> None:
-        """(Re)build overlay layers when the scene or the overlay settings changed."""
-        o = self.settings.overlays
-        key = (self.scene_version, o.box, o.grid, o.voxels, o.voxel_axis, o.voxel_lo, o.voxel_hi, o.frusta)
-        if key == self._overlay_key:
-            return
-        self._overlay_key = key
-        s = self.scene
-        self.overlays.clear()
-        if o.box:
-            self.overlays.set_layer("box", og.box_lines(s.bbox_min, s.bbox_max), (1.0, 0.6, 0.0, 1.0))
-        if o.grid:
-            self.overlays.set_layer(
-                "grid", og.grid_lines(s.bbox_min, s.bbox_max, s.grid_res), (0.3, 0.6, 1.0, 0.5)
-            )
-        if o.voxels:
-            pts = og.occupied_voxel_centers(
-                s.occupancy, s.bbox_min, s.bbox_max, o.voxel_axis, o.voxel_lo, o.voxel_hi
-            )
-            self.overlays.set_layer("voxels", pts, (0.1, 0.9, 0.3, 0.6), lines=False, point_size=2.0)
-        if o.frusta and getattr(s, "cameras", None) is not None:
-            cams = s.cameras
-            depth = 0.08 * self.scene_radius() * 2
-            segs = [og.frustum_lines(c, cams.width, cams.height, cams.focal, depth) for c in cams.c2w]
-            if segs:
-                self.overlays.set_layer("frusta", np.concatenate(segs), (1.0, 0.2, 0.8, 0.9))
-
     # ---- drawing -------------------------------------------------------------------------------------
     def _ensure_fbo(self, w: int, h: int) -> moderngl.Framebuffer:
         """The offscreen frame (w × h) everything is drawn into, and the window's framebuffer at that size."""

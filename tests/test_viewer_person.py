@@ -217,3 +217,29 @@ def test_the_whole_image_is_visible_at_900_px_wide(v: Any, tmp_path: Path) -> No
     expected = get_backend("torch").render(v.scene, cam, v.render_options()).image.numpy()
     diff = np.abs(shown.astype(int) - np.round(expected * 255).astype(int))
     assert np.percentile(diff, 99) <= 2, f"the image right of the panel is not the whole render: {tmp_path}"
+
+
+def test_clicking_a_training_camera_goes_there_and_highlights_it(v: Any) -> None:
+    from app import overlay_geometry as og
+
+    wid = _window()
+    _xdo("windowfocus", "--sync", wid)
+    v.settings.overlays.frusta = True
+    v.camera.look_at(np.array([0.0, -9.0, 4.0]), v.scene_center())  # an overview: at no camera
+    assert _until(v, lambda: v.frame is not None and v.frame.complete, 60)
+    _steps(v, 2)
+    assert v.current_camera() is None and "frusta-current" not in v.overlays.layers
+    vx, _, vw, vh = v.viewport()
+    fc = v.frame.request.camera
+    cams = v.scene.cameras
+    k = 1
+    mvp = og.projection_matrix(vw, vh, fc.focal * vh / fc.height) @ og.view_matrix(fc.c2w)
+    px, py = og.project_points(mvp, cams.c2w[k : k + 1, :3, 3], vw, vh)[0]  # camera k's eye on screen
+    assert 0 <= px < vw and 0 <= py < vh, "camera 1 is not in view"
+    _xdo("mousemove", "--window", wid, str(int(round(vx + px))), str(int(round(py))), "click", "1")
+    _steps(v, 3)
+    assert v.view_k == k and v.current_camera() == k
+    np.testing.assert_allclose(v.camera.c2w(), cams.c2w[k], atol=1e-5)
+    v.update_overlays()
+    assert "frusta-current" in v.overlays.layers  # drawn highlighted
+    v.settings.overlays.frusta = False
