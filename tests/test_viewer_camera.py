@@ -209,3 +209,14 @@ def test_parallel_render_threads_never_publish_an_older_frame_after_a_newer_one(
     assert backend.max_active == 2  # two frames really rendered at once
     assert shown == sorted(shown) and len(set(shown)) == len(shown)  # never back in time
     assert shown[-1] == 8  # the newest request is what stays on screen
+
+
+def test_every_shortcut_is_in_the_docs() -> None:
+    """input.SHORTCUT_LIST is the one list of keys: docs/viewer.md's table names each of them."""
+    from pathlib import Path
+
+    from app.input import SHORTCUT_LIST
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "viewer.md").read_text()
+    missing = [s.label for s in SHORTCUT_LIST if f"`{s.label}`" not in doc]
+    assert not missing, missing
