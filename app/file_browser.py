@@ -79,6 +79,9 @@ class FileBrowser:
         """The path field at the top (a path typed there is opened with Enter)."""
         self.listing = Listing(self.folder)
         self.want_open = False
+        self.want_close = False
+        self.is_open = False
+        """Whether the modal was showing at its last draw (safe to read between frames)."""
 
     def open(self, start: str | os.PathLike[str] | None = None) -> None:
         """Show the browser at ``start`` (its folder when it is a file; the working folder when unset)."""
@@ -88,6 +91,10 @@ class FileBrowser:
         if start and p.is_file():
             self.selected = p.name
         self.want_open = True
+
+    def close(self) -> None:
+        """Close the browser at its next draw (Esc)."""
+        self.want_close = True
 
     def go(self, folder: Path) -> None:
         """List ``folder`` (it stays current even when it cannot be listed, with the problem shown)."""
@@ -124,11 +131,14 @@ class FileBrowser:
             self.want_open = False
         imgui.set_next_window_size(560, 420, condition=imgui.FIRST_USE_EVER)
         opened, _ = imgui.begin_popup_modal(self.title, True)
+        self.is_open = bool(opened)
         if not opened:
+            self.want_close = False
             return None
         chosen = self._draw_body(imgui)
-        if chosen is not None:
+        if chosen is not None or self.want_close:
             imgui.close_current_popup()
+        self.want_close = False
         imgui.end_popup()
         return chosen
 

@@ -80,6 +80,9 @@ class InputMixin:
     _press_at: tuple[float, float] | None
     click_scene: Callable[[float, float], bool]
     """Provided by app.overlay_control.OverlayMixin (a later base of Viewer)."""
+    close_dialogs: Callable[[], None]
+    dialogs_open: Callable[[], bool]
+    """Provided by app.dialogs.DialogMixin."""
 
     # provided by Viewer
     def viewport(self) -> tuple[int, int, int, int]:
@@ -149,9 +152,6 @@ class InputMixin:
         else:
             self.close_dialogs()
 
-    def close_dialogs(self) -> None:
-        """Close open dialogs (the viewer's file browsers)."""
-
     def toggle_panel(self) -> None:
         """Show / hide the side panel."""
         self.settings.show_ui = not self.settings.show_ui
@@ -186,7 +186,7 @@ class InputMixin:
         title_h = 24.0
         if pos[0] < self.panel_width and (not self.panel_collapsed or pos[1] < title_h):
             return True
-        return self.show_help and self._ui_wants("mouse")
+        return (self.show_help or self.dialogs_open()) and self._ui_wants("mouse")
 
     def handle_cursor(self, window: Any, x: float, y: float) -> None:
         """glfw cursor callback: drags rotate/pan (orbit) or look around (fly)."""

@@ -56,6 +56,7 @@ def draw_panels(v: Viewer) -> None:
     imgui.end()
     if v.show_help:
         _guarded(v, _help_overlay)
+    _guarded(v, _dialogs)
 
 
 def _guarded(v: Viewer, section: Callable[[Viewer], None]) -> None:
@@ -88,6 +89,10 @@ def _log(v: Viewer) -> None:
         _seen["messages"] = len(v.messages)
         imgui.set_scroll_here_y(1.0)
     imgui.end_child()
+
+
+def _dialogs(v: Viewer) -> None:
+    v.draw_dialogs()
 
 
 def _help_overlay(v: Viewer) -> None:
@@ -123,6 +128,14 @@ def _scene_panel(v: Viewer) -> None:
     imgui.same_line()
     if imgui.button("Open") and _path_buffer["open"].strip():
         v.open_scene(_path_buffer["open"].strip())
+    imgui.same_line()
+    if imgui.button("Browse...##scene"):
+        v.browse("scene", _path_buffer["open"].strip())
+    recent = v.remembered.recent_scenes
+    if recent:
+        changed, i = imgui.combo("recent", 0, ["(recent scenes)", *recent])
+        if changed and i > 0:
+            v.open_scene(recent[i - 1])
 
 
 def _camera_panel(v: Viewer) -> None:
@@ -257,6 +270,9 @@ def _overlay_panel(v: Viewer) -> None:
 def _training_panel(v: Viewer) -> None:
     t = v.settings.train
     _, t.data = imgui.input_text("dataset", t.data, 1024)
+    imgui.same_line()
+    if imgui.button("...##data"):
+        v.browse("data", t.data)
     presets = list(PRESETS)
     _, pi = imgui.combo("preset", presets.index(t.preset) if t.preset in presets else 0, presets)
     t.preset = presets[pi]
@@ -270,7 +286,7 @@ def _training_panel(v: Viewer) -> None:
     if not running:
         if imgui.button("Run"):
             v.start_training()
-        if job is not None and job.state.value in ("cancelled", "failed"):
+        if job is not None and job.can_resume:
             imgui.same_line()
             if imgui.button("Resume"):
                 v.start_training()
@@ -280,6 +296,7 @@ def _training_panel(v: Viewer) -> None:
     if job is None:
         return
     imgui.text_wrapped(f"state: {job.state.value}  {job.message}")
+    imgui.text_wrapped(f"output {job.paths.out}, work folder {job.workdir}")
     for st in job.stages.values():
         eta = f", ETA {st.eta:.0f}s" if st.eta and st.status == "running" else ""
         label = f"{st.name}: {st.status} {st.step}/{st.total}{eta}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -26,6 +27,7 @@ import numpy as np
 
 from app.backend_control import BackendMixin, wrap_backend
 from app.camera_control import CameraController
+from app.dialogs import DialogMixin
 from app.dynres import DynamicResolution
 from app.export import (
     ExportTask,
@@ -69,7 +71,7 @@ class FrameTiming:
     ui_fps: float = 0.0
 
 
-class Viewer(InputMixin, OverlayMixin, FrameSchedulingMixin, BackendMixin):
+class Viewer(InputMixin, OverlayMixin, DialogMixin, FrameSchedulingMixin, BackendMixin):
     """The viewer window. ``scene`` is a renderer Scene; ``backend`` a renderer backend."""
 
     def __init__(
@@ -140,7 +142,10 @@ class Viewer(InputMixin, OverlayMixin, FrameSchedulingMixin, BackendMixin):
         self._overlay_key: Any = None
         self._shown_frames: deque[float] = deque(maxlen=30)
         self._ui_frames: deque[float] = deque(maxlen=30)
+        self.init_dialogs()
         self.set_scene(scene, scene_name)
+        if os.path.isfile(scene_name):
+            self.remember_scene(os.path.abspath(scene_name))
         self.reset_view()
         self.notify(f"rendering with the {self.settings.render.backend} backend", echo=False)
         if notice:
@@ -254,6 +259,7 @@ class Viewer(InputMixin, OverlayMixin, FrameSchedulingMixin, BackendMixin):
                 self.notify(f"could not load scene: {res.error} (keeping {self.scene_name})", "error")
             else:
                 self.set_scene(res.scene, res.path, res.prepared)
+                self.remember_scene(os.path.abspath(res.path))
                 self.notify(f"loaded {res.path}")
         if self.job is not None:
             was_running = self.job.running
@@ -280,6 +286,8 @@ class Viewer(InputMixin, OverlayMixin, FrameSchedulingMixin, BackendMixin):
             self.notify("a training job is already running", "error")
             return
         cfg = JobConfig(data=t.data, out=t.out, preset=t.preset, stage=t.stage)
+        if t.data.strip():
+            self.remember_dataset(cfg.absolute().data)
         if self.job is None or self.job.config != cfg:
             self.job = TrainingJob(cfg)
         self.job.start()
@@ -496,7 +504,8 @@ class Viewer(InputMixin, OverlayMixin, FrameSchedulingMixin, BackendMixin):
             self.notify(text, "error", echo=False)
 
     def close(self) -> None:
-        """Stop background work and close the window."""
+        """Stop background work, remember the settings and close the window."""
+        self.save_remembered_settings()
         if self.export is not None:
             self.export.cancel()
         if self.job is not None and self.job.running:

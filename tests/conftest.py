@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 # torch's OpenMP workers spin-wait by default: on a shared 2-core machine that makes renders 5-10x slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# viewers opened by tests remember their settings in a temporary file, never in the user's config folder
+os.environ["KILONERF_STUDIO_SETTINGS"] = os.path.join(
+    tempfile.mkdtemp(prefix="kilonerf-test-settings-"), "settings.json"
+)
 
 import pytest  # noqa: E402
 
@@ -58,3 +63,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+

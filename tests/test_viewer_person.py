@@ -243,3 +243,43 @@ def test_clicking_a_training_camera_goes_there_and_highlights_it(v: Any) -> None
     v.update_overlays()
     assert "frusta-current" in v.overlays.layers  # drawn highlighted
     v.settings.overlays.frusta = False
+
+
+def test_the_scene_browser_opens_and_esc_closes_it(v: Any) -> None:
+    wid = _window()
+    _xdo("windowfocus", "--sync", wid)
+    v.browse("scene", str(Path.cwd()))
+    _steps(v, 3)
+    assert v.browsers["scene"].is_open and v.dialogs_open()
+    _xdo("mousemove", "--window", wid, "700", "350", "key", "Escape")
+    _steps(v, 3)
+    assert not v.browsers["scene"].is_open and not v.show_help
+
+
+def test_settings_are_remembered_and_a_corrupt_file_is_one_line(tmp_path: Path) -> None:
+    import json
+
+    from app.user_settings import settings_path
+    from app.viewer import Viewer
+
+    path = settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{" * 200)  # corrupt: deep and unfinished
+    second = Viewer(
+        _scene(), "second.kilo", get_backend("torch"), (400, 300), title="second", render_process=False
+    )
+    try:
+        assert any("settings ignored" in m[1] and m[2] == "error" for m in second.messages)
+        second.camera.settings.fly_speed = 2.5
+        second.step()
+    finally:
+        second.close()
+    saved = json.loads(path.read_text())
+    assert saved["fly_speed"] == 2.5 and saved["window_size"] == [400, 300]
+    third = Viewer(
+        _scene(), "third.kilo", get_backend("torch"), (400, 300), title="third", render_process=False
+    )
+    try:
+        assert third.camera.settings.fly_speed == 2.5  # remembered
+    finally:
+        third.close()
