@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=BACKENDS,
         help="renderer backend (auto: cuda, else the native cpu renderer, else torch)",
     )
-    p.add_argument("--size", default=None, help="window or export size WxH (window default 1280x800)")
+    p.add_argument(
+        "--size", default=None, help="window or export size WxH (window: the last one used, else 1280x800)"
+    )
     p.add_argument("--headless", action="store_true", help="no window: export and exit")
     p.add_argument("--screenshot", metavar="OUT.png", help="headless: render one image (+ OUT.json camera)")
     p.add_argument("--camera", metavar="CAM.json", help="headless screenshot: camera JSON (default: view 0)")
@@ -224,7 +226,7 @@ def _main(args: argparse.Namespace) -> int:
     try:
         from app.viewer import Viewer
 
-        viewer = Viewer(scene, name, backend, size or (1280, 800), notice=notice)
+        viewer = Viewer(scene, name, backend, size or _remembered_size(), notice=notice)
     except NoDisplayError as e:
         raise UserError(str(e)) from None
     r = viewer.settings.render
@@ -255,3 +257,11 @@ def capture_window(viewer: Any, out: str) -> int:
         viewer.step()
     print(f"wrote {save_png(viewer.read_frame(), out)}")
     return 0
+
+
+def _remembered_size() -> tuple[int, int]:
+    """The window size of the last run (app/user_settings.py), else 1280x800."""
+    from app.user_settings import load_remembered
+
+    size = load_remembered()[0].window_size
+    return size if size is not None else (1280, 800)

@@ -323,6 +323,31 @@ def _training_panel(v: Viewer) -> None:
     imgui.end_child()
 
 
+def _compare_panel(v: Viewer) -> None:
+    """Ground truth: a dataset view | the render from its camera | the error, with the view's PSNR."""
+    c = v.cmp
+    _, c.root = imgui.input_text("dataset##cmp", c.root, 1024)
+    imgui.same_line()
+    if imgui.button("Load##cmp") and not c.busy:
+        v.compare_load()
+    if c.busy:
+        imgui.text_colored(f"{c.busy} ...", 1.0, 0.9, 0.4)
+    if c.gt is None:
+        imgui.text_wrapped("the scene's own dataset when its provenance names one; Load to open it")
+        return
+    splits = [s for s in ("train", "test") if c.counts.get(s, 0) > 0]
+    if not splits:
+        return
+    split = c.split if c.split in splits else splits[0]
+    _, si = imgui.combo("split##cmp", splits.index(split), splits)
+    index = w.slider_int(imgui, "view##cmp", c.index, 0, c.counts[splits[si]] - 1)
+    if (splits[si], index) != c.asked and not c.busy:
+        v.compare_show(splits[si], index)
+    _, c.enabled = imgui.checkbox("compare: truth | render | error", c.enabled)
+    if c.result is not None and c.shown is not None:
+        imgui.text(f"{c.shown[0]} view {c.shown[1]}: PSNR {c.result.psnr:.2f} dB")
+
+
 def _export_panel(v: Viewer) -> None:
     e = v.settings.export
     e.shot_width, e.shot_height = w.input_int2(imgui, "shot WxH", (e.shot_width, e.shot_height), 16, MAX_SIDE)
@@ -356,6 +381,7 @@ _SECTIONS: tuple[tuple[str, tuple[Callable[[Viewer], None], ...]], ...] = (
     ("Camera", (_camera_panel,)),
     ("Render", (_render_panel, _stats_panel)),
     ("Overlays", (_overlay_panel,)),
+    ("Compare", (_compare_panel,)),
     ("Training", (_training_panel,)),
     ("Export", (_export_panel,)),
 )

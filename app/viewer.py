@@ -27,6 +27,7 @@ import numpy as np
 
 from app.backend_control import BackendMixin, wrap_backend
 from app.camera_control import CameraController
+from app.compare_control import CompareMixin
 from app.dialogs import DialogMixin
 from app.dynres import DynamicResolution
 from app.export import (
@@ -71,7 +72,7 @@ class FrameTiming:
     ui_fps: float = 0.0
 
 
-class Viewer(InputMixin, OverlayMixin, DialogMixin, FrameSchedulingMixin, BackendMixin):
+class Viewer(InputMixin, OverlayMixin, DialogMixin, CompareMixin, FrameSchedulingMixin, BackendMixin):
     """The viewer window. ``scene`` is a renderer Scene; ``backend`` a renderer backend."""
 
     def __init__(
@@ -97,6 +98,7 @@ class Viewer(InputMixin, OverlayMixin, DialogMixin, FrameSchedulingMixin, Backen
         glfw.set_cursor_pos_callback(self.window, self.handle_cursor)
         glfw.set_scroll_callback(self.window, self.handle_scroll)
         self.presenter = FramePresenter(self.ctx)
+        self.compare_presenter = FramePresenter(self.ctx)
         self.overlays = OverlayRenderer(self.ctx)
         self.fbo: moderngl.Framebuffer | None = None
         backend = wrap_backend(backend, self.settings, render_process)
@@ -165,6 +167,7 @@ class Viewer(InputMixin, OverlayMixin, DialogMixin, FrameSchedulingMixin, Backen
             prepared = prepare_for_backend(self.worker.backend, scene)
         self.scene, self.scene_name = scene, name
         self.scene_version = self.worker.set_scene(prepared)
+        self.init_compare()
         r = self.settings.render
         r.ert_threshold = float(getattr(scene, "ert_threshold", r.ert_threshold))
         r.background = tuple(float(c) for c in getattr(scene, "background", r.background))  # type: ignore[assignment]
@@ -381,11 +384,8 @@ class Viewer(InputMixin, OverlayMixin, DialogMixin, FrameSchedulingMixin, Backen
         fbo.use()
         bg = self.settings.render.background
         self.ctx.clear(bg[0], bg[1], bg[2], 1.0)
-        self.presenter.draw(viewport)
-        if self.settings.overlays.any() and self.frame is not None:
-            self.update_overlays()
-            fc = self.frame.request.camera  # the shown frame's camera, scaled to the viewport
-            self.overlays.draw(np.asarray(fc.c2w), fc.focal * vh / fc.height, viewport)
+        if not self.draw_compare(viewport):  # compare mode: truth | render | error instead of the view
+            self._draw_view(viewport)
         t3 = time.perf_counter()
         if self.settings.show_ui:
             from app.panels import draw_panels
@@ -411,6 +411,14 @@ class Viewer(InputMixin, OverlayMixin, DialogMixin, FrameSchedulingMixin, Backen
         tm.ui_fps = _rate(self._ui_frames)
         tm.fps = _rate(self._shown_frames)
 
+    def _draw_view(self, viewport: tuple[int, int, int, int]) -> None:
+        """The rendered frame over ``viewport`` and the overlays on it."""
+        self.presenter.draw(viewport)
+        if self.settings.overlays.any() and self.frame is not None:
+            self.update_overlays()
+            fc = self.frame.request.camera  # the shown frame's camera, scaled to the viewport
+            self.overlays.draw(np.asarray(fc.c2w), fc.focal * viewport[3] / fc.height, viewport)
+
     def _needs_redraw(self, now: float, fbw: int, fbh: int, panel_x: int = 0) -> bool:
         """Whether this step must draw: a new frame or layout, panels in use, or stats older than 0.25 s."""
         o, f = self.settings.overlays, self.frame
@@ -420,6 +428,7 @@ class Viewer(InputMixin, OverlayMixin, DialogMixin, FrameSchedulingMixin, Backen
             fbw,
             fbh,
             panel_x,
+            (self.cmp.enabled, self.cmp.shown, id(self.cmp.result)),
             self.settings.show_ui,
             o.box,
             o.grid,

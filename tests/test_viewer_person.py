@@ -283,3 +283,38 @@ def test_settings_are_remembered_and_a_corrupt_file_is_one_line(tmp_path: Path) 
         assert third.camera.settings.fly_speed == 2.5  # remembered
     finally:
         third.close()
+
+
+def test_compare_mode_shows_truth_render_error_with_evals_psnr(blender_lego: Path, tmp_path: Path) -> None:
+    """The bundled scene names its dataset: Load, pick train view 3, compare: the side-by-side fills the
+    viewport and its PSNR is the one `python -m trainer eval` gives for that view."""
+    from PIL import Image
+
+    from app.viewer import Viewer
+    from renderer.scene import load_scene
+    from trainer.eval import evaluate_scene
+
+    kilo = Path(__file__).resolve().parents[1] / "assets" / "lego.kilo"
+    scene = load_scene(kilo)
+    scene.provenance = {**scene.provenance, "dataset": str(blender_lego)}  # this machine's copy
+    cv = Viewer(scene, str(kilo), get_backend("torch"), (900, 500), title="compare", render_process=False)
+    try:
+        cv.settings.open_panels = ("Compare",)
+        assert cv.cmp.root == str(blender_lego)
+        cv.compare_load()
+        assert _until(cv, lambda: cv.cmp.gt is not None and not cv.cmp.busy, 60), list(cv.messages)
+        cv.compare_show("train", 3)
+        assert _until(cv, lambda: cv.cmp.shown == ("train", 3) and not cv.cmp.busy, 120), list(cv.messages)
+        cv.cmp.enabled = True
+        _steps(cv, 3)
+        side = cv.cmp.result.side_by_side
+        assert side.shape == (200, 600, 3)
+        x, _, vw, vh = cv.viewport()
+        shot = cv.read_frame()
+        Image.fromarray(shot).save(tmp_path / "compare.png")
+        region = shot[:, x:]
+        assert region.std() > 20  # the three pictures, not the background
+        theirs = evaluate_scene(kilo, blender_lego, split="train", downscale=4, limit=None)
+        assert cv.cmp.result.psnr == pytest.approx(theirs["per_view"][3]["psnr"], abs=1e-9)
+    finally:
+        cv.close()
