@@ -52,8 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", metavar="OUT.png", help="headless: render one image (+ OUT.json camera)")
     p.add_argument("--camera", metavar="CAM.json", help="headless screenshot: camera JSON (default: view 0)")
     p.add_argument("--turntable", metavar="OUT.mp4", help="headless: render a turntable video")
+    p.add_argument(
+        "--camera-path", metavar="PATH.json", help="headless: render nerfstudio's camera_path.json to --video"
+    )
+    p.add_argument("--video", metavar="OUT.mp4", help="headless: the camera path's video")
     p.add_argument("--frames", type=int, default=60, help="turntable frames (default 60)")
-    p.add_argument("--fps", type=float, default=30.0, help="turntable frames per second (default 30)")
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="frames per second (turntable default 30; camera path: its own)",
+    )
     p.add_argument("--elevation", type=float, default=30.0, help="turntable elevation in degrees")
     p.add_argument("--radius", type=float, default=0.0, help="turntable radius (default: from the scene box)")
     p.add_argument("--no-ess", action="store_true", help="disable empty space skipping")
@@ -153,7 +162,7 @@ def _check_turntable_args(args: argparse.Namespace, size: tuple[int, int] | None
         check_video_size(size or (400, 400))
     except ValueError as e:
         raise UserError(str(e)) from None
-    if args.frames < 1 or args.fps <= 0:
+    if args.frames < 1 or (args.fps is not None and args.fps <= 0):
         raise UserError(f"--frames must be >= 1 and --fps > 0, got {args.frames} and {args.fps}")
 
 
@@ -162,12 +171,45 @@ def headless_turntable(
 ) -> str:
     """Render and encode a turntable on this thread with ``backend`` (the viewer's own fast path for the
     native ``cpu`` backend: one GIL-free call per frame on every core); returns the message."""
-    from app.export import render_to_uint8, turntable_cameras, write_video
-    from app.render_worker import prepare_for_backend
+    from app.camera_path import path_cameras, turntable_path
+    from app.export import turntable_cameras
 
     size = size or (400, 400)
     _check_turntable_args(args, size)
-    cams = turntable_cameras(scene, args.frames, size, args.elevation, args.radius or None)
+    fps = args.fps or 30.0
+    path = turntable_path(
+        turntable_cameras(scene, args.frames, size, args.elevation, args.radius or None), fps
+    )
+    return _headless_video(args, scene, backend, path_cameras(path), args.turntable, fps)
+
+
+def headless_camera_path(
+    args: argparse.Namespace, scene: Any, size: tuple[int, int] | None, backend: Any
+) -> str:
+    """Render nerfstudio's camera_path.json ``--camera-path`` to ``--video`` (its size and fps unless
+    ``--size`` / ``--fps`` are given)."""
+    from app.camera_path import CameraPathError, load_camera_path, path_cameras
+    from app.export import check_video_size
+
+    try:
+        path = load_camera_path(args.camera_path)
+        if args.fps is not None:
+            if not 0 < args.fps <= 240:
+                raise CameraPathError(f"--fps must be in (0, 240], got {args.fps}")
+            path.fps = float(args.fps)
+        cams = path_cameras(path, size)
+        check_video_size((cams[0].width, cams[0].height))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return _headless_video(args, scene, backend, cams, args.video, path.fps)
+
+
+def _headless_video(
+    args: argparse.Namespace, scene: Any, backend: Any, cams: list[Any], out: str, fps: float
+) -> str:
+    from app.export import render_to_uint8, write_video
+    from app.render_worker import prepare_for_backend
+
     prepared = prepare_for_backend(backend, scene)
     opts = _options(args)
     t0 = time.perf_counter()
@@ -176,10 +218,11 @@ def headless_turntable(
         print(f"\rframe {i}/{n}", end="", file=sys.stderr, flush=True)
 
     frames = (render_to_uint8(backend, prepared, c, opts) for c in cams)
-    out = write_video(frames, args.turntable, args.fps, len(cams), progress)
+    written = write_video(frames, out, fps, len(cams), progress)
     print(file=sys.stderr)
     secs = time.perf_counter() - t0
-    return f"wrote {out} ({len(cams)} frames {size[0]}x{size[1]} at {args.fps:g} fps, {secs:.1f} s)"
+    w, h = cams[0].width, cams[0].height
+    return f"wrote {written} ({len(cams)} frames {w}x{h} at {fps:g} fps, {secs:.1f} s)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,10 +239,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     size = parse_size(args.size) if args.size else None
-    if args.headless and not (args.screenshot or args.turntable):
-        raise UserError("--headless needs --screenshot OUT.png or --turntable OUT.mp4")
-    if (args.screenshot or args.turntable) and not args.headless:
-        raise UserError("--screenshot/--turntable export without a window: add --headless")
+    if args.headless and not (args.screenshot or args.turntable or args.camera_path):
+        raise UserError(
+            "--headless needs --screenshot OUT.png, --turntable OUT.mp4"
+            " or --camera-path PATH.json --video OUT.mp4"
+        )
+    if (args.screenshot or args.turntable or args.camera_path) and not args.headless:
+        raise UserError("--screenshot/--turntable/--camera-path export without a window: add --headless")
+    if args.camera_path and not args.video:
+        raise UserError("--camera-path needs --video OUT.mp4")
+    if args.headless and args.camera_path:  # before the scene and backend: a bad file is the one line shown
+        from app.camera_path import CameraPathError, load_camera_path
+
+        try:
+            load_camera_path(args.camera_path)
+        except CameraPathError as e:
+            raise UserError(str(e)) from None
     if args.headless and args.turntable:
         _check_turntable_args(args, size)
     if not args.headless:
@@ -217,8 +272,14 @@ def _main(args: argparse.Namespace) -> int:
     if notice and args.headless:  # the window shows (and prints) it itself
         print(f"run_viewer.py: {notice}", file=sys.stderr)
     if args.headless:
-        shot = args.screenshot
-        msg = (headless_screenshot if shot else headless_turntable)(args, scene, size, backend)
+        export = (
+            headless_screenshot
+            if args.screenshot
+            else headless_turntable
+            if args.turntable
+            else headless_camera_path
+        )
+        msg = export(args, scene, size, backend)
         print(msg)
         return 0
     from app.window import NoDisplayError

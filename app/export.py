@@ -258,9 +258,28 @@ def start_turntable(
     fov_y_deg: float = 40.0,
 ) -> ExportTask:
     """Render and encode a turntable in the background (cancel stops after the current frame)."""
+    from app.camera_path import path_cameras, turntable_path
+
     check_video_size(size)
-    cams = turntable_cameras(scene, frames, size, elevation, radius, fov_y_deg)
-    task = ExportTask("turntable", total=len(cams))
+    # the turntable is a preset camera path: the same frames as the headless turntable and path export
+    cams = path_cameras(
+        turntable_path(turntable_cameras(scene, frames, size, elevation, radius, fov_y_deg), fps)
+    )
+    return start_video(backend, prepared, options, cams, out, fps, "turntable")
+
+
+def start_video(
+    backend: Any,
+    prepared: Any,
+    options: Any,
+    cams: list[Any],
+    out: str | Path,
+    fps: float,
+    kind: str = "path",
+) -> ExportTask:
+    """Render ``cams`` and encode them as a video in the background (cancel stops after the current frame)."""
+    size = (cams[0].width, cams[0].height)
+    task = ExportTask(kind, total=len(cams))
 
     def fn(task: ExportTask) -> str:
         def progress(i: int, n: int) -> None:

@@ -89,7 +89,10 @@ class Viewer(InputMixin, OverlayMixin, DialogMixin, CompareMixin, FrameSchedulin
         self.settings = settings or ViewerSettings()
         self.title = title
         self.window, self.ctx = create_window(size[0], size[1], title)
-        imgui.create_context()
+        # a context of its own, made current at every step: another viewer in this process (or one closed
+        # earlier) never lends this one its windows, open sections or sizes
+        self.imgui_context = imgui.create_context()
+        imgui.set_current_context(self.imgui_context)
         imgui.get_io().ini_file_name = None  # type: ignore[assignment]
         self.imgui = LatchedGlfwRenderer(self.window)
         glfw.set_key_callback(self.window, self.handle_key)
@@ -356,6 +359,8 @@ class Viewer(InputMixin, OverlayMixin, DialogMixin, CompareMixin, FrameSchedulin
     def step(self, dt: float | None = None) -> None:
         """One UI frame (``dt`` overrides the measured frame time, for tests)."""
         t0 = time.perf_counter()
+        imgui.set_current_context(self.imgui_context)
+        glfw.make_context_current(self.window)
         glfw.poll_events()
         self.imgui.process_inputs()
         measured, self._last_time = t0 - self._last_time, t0
@@ -514,6 +519,7 @@ class Viewer(InputMixin, OverlayMixin, DialogMixin, CompareMixin, FrameSchedulin
 
     def close(self) -> None:
         """Stop background work, remember the settings and close the window."""
+        glfw.make_context_current(self.window)
         self.save_remembered_settings()
         if self.export is not None:
             self.export.cancel()
@@ -525,7 +531,9 @@ class Viewer(InputMixin, OverlayMixin, DialogMixin, CompareMixin, FrameSchedulin
         self.release_pixel_buffer()
         try:
             _ = self.ctx.error
+            imgui.set_current_context(self.imgui_context)
             self.imgui.shutdown()
+            imgui.destroy_context(self.imgui_context)
         except Exception as e:  # a GL error while freeing ImGui's objects must not mask the real exit
             print(f"[viewer] ImGui shutdown: {type(e).__name__}", file=sys.stderr)
         destroy_window(self.window)

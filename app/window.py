@@ -32,6 +32,10 @@ def check_display() -> None:
         raise NoDisplayError(NO_DISPLAY_MESSAGE.format(why=" ($DISPLAY is not set)"))
 
 
+_OPEN: set[int] = set()
+"""Windows created and not yet destroyed (glfw is terminated when the last one goes)."""
+
+
 def create_window(width: int, height: int, title: str, visible: bool = True) -> tuple[Any, moderngl.Context]:
     """Open a ``width × height`` window and return (glfw window, moderngl context). Raises NoDisplayError."""
     glfw.ERROR_REPORTING = "ignore"
@@ -50,6 +54,7 @@ def create_window(width: int, height: int, title: str, visible: bool = True) -> 
     if not window:
         glfw.terminate()
         raise NoDisplayError(NO_DISPLAY_MESSAGE.format(why=" (no OpenGL 3.3 window could be created)"))
+    _OPEN.add(id(window))
     glfw.make_context_current(window)
     glfw.swap_interval(0)
     moderngl.init_context()
@@ -58,6 +63,8 @@ def create_window(width: int, height: int, title: str, visible: bool = True) -> 
 
 
 def destroy_window(window: Any) -> None:
-    """Close the window and shut glfw down."""
+    """Close the window; shut glfw down with the last one (other viewers in this process keep theirs)."""
     glfw.destroy_window(window)
-    glfw.terminate()
+    _OPEN.discard(id(window))
+    if not _OPEN:
+        glfw.terminate()

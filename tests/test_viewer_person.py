@@ -46,9 +46,13 @@ def _scene() -> Any:
 
 
 @pytest.fixture(scope="module")
-def v() -> Iterator[Any]:
+def v(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from app.settings import ViewerSettings
     from app.viewer import Viewer
+
+    # remembered settings of viewers in earlier tests (panel width, ...) must not change this layout
+    old = os.environ.get("KILONERF_STUDIO_SETTINGS")
+    os.environ["KILONERF_STUDIO_SETTINGS"] = str(tmp_path_factory.mktemp("person") / "settings.json")
 
     settings = ViewerSettings(open_panels=("Scene", "Camera", "Render", "Export"))
     viewer = Viewer(
@@ -62,6 +66,8 @@ def v() -> Iterator[Any]:
     )
     yield viewer
     viewer.close()
+    if old is not None:
+        os.environ["KILONERF_STUDIO_SETTINGS"] = old
 
 
 def _xdo(*args: str) -> None:
@@ -225,6 +231,8 @@ def test_clicking_a_training_camera_goes_there_and_highlights_it(v: Any) -> None
     wid = _window()
     _xdo("windowfocus", "--sync", wid)
     v.settings.overlays.frusta = True
+    v.settings.show_ui = True
+    v.camera.settings.fov_y_deg = 60.0
     v.camera.look_at(np.array([0.0, -9.0, 4.0]), v.scene_center())  # an overview: at no camera
     assert _until(v, lambda: v.frame is not None and v.frame.complete, 60)
     _steps(v, 2)
