@@ -243,9 +243,10 @@ def _keyframe_time(k: dict[str, Any], name: str, i: int) -> float | None:
     return None
 
 
-def from_nerfstudio(data: Any, name: str) -> CameraPath:
+def from_nerfstudio(data: Any, name: str, prefer_keyframes: bool = False) -> CameraPath:
     """A ``camera_path.json`` object → CameraPath: its ``camera_path`` frames (rendered exactly: one
-    keyframe per frame, 1/fps apart), or its ``keyframes`` when it has no frames."""
+    keyframe per frame, 1/fps apart), or its ``keyframes`` when it has no frames or ``prefer_keyframes``
+    (the editor: the keyframes are what a person edits)."""
     if not isinstance(data, dict):
         raise CameraPathError(f"{name}: a camera path must be a JSON object")
     w = int(_number(data.get("render_width"), "render_width", name, 1, MAX_SIDE))
@@ -253,7 +254,8 @@ def from_nerfstudio(data: Any, name: str) -> CameraPath:
     fps = _number(data.get("fps", 24), "fps", name, 0.1, 240)
     frames, keys = data.get("camera_path"), data.get("keyframes")
     out: list[Keyframe] = []
-    if isinstance(frames, list) and frames:
+    use_keys = isinstance(keys, list) and bool(keys) and prefer_keyframes
+    if isinstance(frames, list) and frames and not use_keys:
         if len(frames) > MAX_FRAMES:
             raise CameraPathError(f"{name}: more than {MAX_FRAMES} frames")
         for i, f in enumerate(frames):
@@ -281,7 +283,7 @@ def from_nerfstudio(data: Any, name: str) -> CameraPath:
     return CameraPath(out, fps, w, h)
 
 
-def load_camera_path(path: str | Path) -> CameraPath:
+def load_camera_path(path: str | Path, prefer_keyframes: bool = False) -> CameraPath:
     """Read a nerfstudio ``camera_path.json`` (CameraPathError, one line, for anything unusable)."""
     p = Path(path)
     try:
@@ -290,7 +292,8 @@ def load_camera_path(path: str | Path) -> CameraPath:
         data = p.read_bytes()
     except OSError as e:
         raise CameraPathError(f"{p}: cannot read ({e.strerror or e})") from None
-    return from_nerfstudio(parse_json(data, str(p), error=CameraPathError, what="camera path"), str(p))
+    text = parse_json(data, str(p), error=CameraPathError, what="camera path")
+    return from_nerfstudio(text, str(p), prefer_keyframes)
 
 
 def save_camera_path(cp: CameraPath, path: str | Path) -> Path:

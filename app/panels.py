@@ -104,13 +104,12 @@ def _help_overlay(v: Viewer) -> None:
     _, opened = imgui.begin(
         "Keys and mouse", True, imgui.WINDOW_ALWAYS_AUTO_RESIZE | imgui.WINDOW_NO_COLLAPSE
     )
-    imgui.columns(2, "help", border=False)
     for label, what in [(k.label, k.what) for k in SHORTCUT_LIST] + list(MOTION_HELP):
         imgui.text(label)
-        imgui.next_column()
+        imgui.same_line(170)
         imgui.text(what)
-        imgui.next_column()
-    imgui.columns(1)
+    imgui.separator()
+    imgui.text("F1 or Esc closes this")
     imgui.end()
     if not opened:
         v.show_help = False
@@ -348,6 +347,53 @@ def _compare_panel(v: Viewer) -> None:
         imgui.text(f"{c.shown[0]} view {c.shown[1]}: PSNR {c.result.psnr:.2f} dB")
 
 
+def _path_panel(v: Viewer) -> None:
+    """The camera-path editor: keyframes from the current view, their times and order, preview, export."""
+    ed = v.path_editor
+    if imgui.button("Add view"):
+        ed.add(v.camera.c2w(), v.camera.settings.fov_y_deg)
+    imgui.same_line()
+    if imgui.button("Stop" if ed.playing else "Play"):
+        if ed.playing:
+            ed.playing = False
+        else:
+            ed.play()
+    imgui.same_line()
+    imgui.text(
+        f"{len(ed.keyframes)} keyframes, {ed.path().seconds:.1f} s" if ed.keyframes else "no keyframes"
+    )
+    for i, k in enumerate(list(ed.keyframes)):
+        imgui.push_id(f"key{i}")
+        if imgui.button(f"k{i}"):
+            v.camera.set_c2w(k.c2w)
+            v.camera.settings.fov_y_deg = k.fov_deg
+        imgui.same_line()
+        imgui.push_item_width(80)
+        t = w.input_float(imgui, "s", k.time, 0.0, 1e6, "%.2f")
+        imgui.pop_item_width()
+        if t != k.time:
+            ed.set_time(i, t)
+        for label, step in (("^", -1), ("v", 1)):
+            imgui.same_line()
+            if imgui.button(label):
+                ed.move(i, step)
+        imgui.same_line()
+        if imgui.button("x"):
+            ed.delete(i)
+        imgui.pop_id()
+    ed.fps = w.input_float(imgui, "path fps", ed.fps, 1.0, 240.0, "%.0f")
+    ed.width, ed.height = w.input_int2(imgui, "path WxH", (ed.width, ed.height), 16, MAX_SIDE)
+    _, ed.file = imgui.input_text("path file", ed.file, 1024)
+    if imgui.button("Save path"):
+        v.notify(ed.save())
+    imgui.same_line()
+    if imgui.button("Load path"):
+        v.notify(ed.load())
+    _, ed.video = imgui.input_text("path video", ed.video, 1024)
+    if imgui.button("Export video"):
+        v.export_path_video()
+
+
 def _export_panel(v: Viewer) -> None:
     e = v.settings.export
     e.shot_width, e.shot_height = w.input_int2(imgui, "shot WxH", (e.shot_width, e.shot_height), 16, MAX_SIDE)
@@ -381,6 +427,7 @@ _SECTIONS: tuple[tuple[str, tuple[Callable[[Viewer], None], ...]], ...] = (
     ("Camera", (_camera_panel,)),
     ("Render", (_render_panel, _stats_panel)),
     ("Overlays", (_overlay_panel,)),
+    ("Camera path", (_path_panel,)),
     ("Compare", (_compare_panel,)),
     ("Training", (_training_panel,)),
     ("Export", (_export_panel,)),

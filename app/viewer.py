@@ -30,14 +30,8 @@ from app.camera_control import CameraController
 from app.compare_control import CompareMixin
 from app.dialogs import DialogMixin
 from app.dynres import DynamicResolution
-from app.export import (
-    ExportTask,
-    save_png,
-    screenshot_paths,
-    start_screenshot,
-    start_turntable,
-    window_capture_path,
-)
+from app.export import ExportTask, save_png, window_capture_path
+from app.export_control import ExportMixin
 from app.frame_scheduling import STILL_DELAY_S, FrameSchedulingMixin
 from app.imgui_input import LatchedGlfwRenderer
 from app.input import InputMixin
@@ -45,6 +39,7 @@ from app.jobs import JobConfig, JobState, TrainingJob
 from app.overlay_control import OverlayMixin
 from app.overlays import OverlayRenderer
 from app.panels import PANEL_WIDTH
+from app.path_editor import PathEditor
 from app.presenter import FramePresenter
 from app.progress_events import one_line
 from app.render_worker import FrameResult, RenderWorker, prepare_for_backend
@@ -72,7 +67,9 @@ class FrameTiming:
     ui_fps: float = 0.0
 
 
-class Viewer(InputMixin, OverlayMixin, DialogMixin, CompareMixin, FrameSchedulingMixin, BackendMixin):
+class Viewer(
+    InputMixin, OverlayMixin, DialogMixin, CompareMixin, ExportMixin, FrameSchedulingMixin, BackendMixin
+):
     """The viewer window. ``scene`` is a renderer Scene; ``backend`` a renderer backend."""
 
     def __init__(
@@ -128,6 +125,8 @@ class Viewer(InputMixin, OverlayMixin, DialogMixin, CompareMixin, FrameSchedulin
         self.tapped: set[int] = set()
         """Keys pressed since the last frame (a tap shorter than a frame still moves the camera once)."""
         self.show_help = False
+        self.path_editor = PathEditor()
+        """The camera-path editor (Camera path panel)."""
         self.panel_width = float(PANEL_WIDTH)
         """Width of the side panel in window pixels (the user resizes it by its right edge)."""
         self.panel_collapsed = False
@@ -304,41 +303,6 @@ class Viewer(InputMixin, OverlayMixin, DialogMixin, CompareMixin, FrameSchedulin
             return
         self.notify(f"training started: {' '.join(self.job.last_command)}".strip())
 
-    def screenshot(self) -> None:
-        """Render the current view at the export size into exports/ (PNG + camera JSON), in the background."""
-        if self.export is not None and not self.export.finished:
-            self.notify("an export is already running", "error")
-            return
-        e = self.settings.export
-        png, _ = screenshot_paths(e.folder)
-        cam = self.render_camera(size=(e.shot_width, e.shot_height))
-        self.export = start_screenshot(
-            self.worker.backend, self._prepared_scene(), cam, self.render_options(), png
-        )
-
-    def turntable(self) -> None:
-        """Start the turntable export from the export panel's settings."""
-        if self.export is not None and not self.export.finished:
-            self.notify("an export is already running", "error")
-            return
-        e = self.settings.export
-        self.export = start_turntable(
-            self.worker.backend,
-            self._prepared_scene(),
-            self.scene,
-            self.render_options(),
-            e.video_path,
-            frames=e.frames,
-            fps=e.fps,
-            size=(e.video_width, e.video_height),
-            elevation=e.elevation,
-            radius=e.radius or None,
-            fov_y_deg=self.camera.settings.fov_y_deg,
-        )
-
-    def _prepared_scene(self) -> Any:
-        return self.worker.scene
-
     def render_options(self) -> Any:
         """RenderOptions of the render panel."""
         return self.settings.render.options()
@@ -365,6 +329,10 @@ class Viewer(InputMixin, OverlayMixin, DialogMixin, CompareMixin, FrameSchedulin
         self.imgui.process_inputs()
         measured, self._last_time = t0 - self._last_time, t0
         self.apply_held_keys(min(measured, 0.25) if dt is None else dt)
+        pose = self.path_editor.advance(measured if dt is None else dt)  # the path preview plays
+        if pose is not None:
+            self.camera.set_c2w(pose[0])
+            self.camera.settings.fov_y_deg = pose[1]
         self.poll_background()
         fbw, fbh = glfw.get_framebuffer_size(self.window)
         if fbw <= 0 or fbh <= 0:  # minimised
@@ -433,7 +401,7 @@ class Viewer(InputMixin, OverlayMixin, DialogMixin, CompareMixin, FrameSchedulin
             fbw,
             fbh,
             panel_x,
-            (self.cmp.enabled, self.cmp.shown, id(self.cmp.result)),
+            (self.cmp.enabled, self.cmp.shown, id(self.cmp.result), self.show_help),
             self.settings.show_ui,
             o.box,
             o.grid,

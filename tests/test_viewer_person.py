@@ -326,3 +326,30 @@ def test_compare_mode_shows_truth_render_error_with_evals_psnr(blender_lego: Pat
         assert cv.cmp.result.psnr == pytest.approx(theirs["per_view"][3]["psnr"], abs=1e-9)
     finally:
         cv.close()
+
+
+def test_camera_path_editor_plays_and_exports(v: Any, tmp_path: Path) -> None:
+    """Keyframes from two views, the panel drawn with them, the preview moves the camera, the export
+    writes the path's frames."""
+    v.settings.open_panels = ("Camera path",)
+    v.settings.show_ui = True
+    ed = v.path_editor
+    ed.keyframes.clear()
+    v.reset_view()
+    ed.add(v.camera.c2w(), v.camera.settings.fov_y_deg)
+    v.camera.orbit_rotate(300, 0)
+    ed.add(v.camera.c2w(), v.camera.settings.fov_y_deg)
+    ed.width, ed.height, ed.fps, ed.video = 32, 24, 4, str(tmp_path / "path.mp4")
+    _steps(v, 3)  # the panel with two keyframe rows
+    ed.play()
+    start = v.camera.c2w().copy()
+    v.step(dt=0.5)
+    mid = v.camera.c2w().copy()
+    assert not np.allclose(mid, start) and ed.playing
+    v.step(dt=1.0)
+    np.testing.assert_allclose(v.camera.c2w(), ed.keyframes[-1].c2w, atol=1e-9)
+    assert not ed.playing
+    v.export_path_video()
+    assert _until(v, lambda: v.export is not None and v.export.finished, 120)
+    assert (tmp_path / "path.mp4").stat().st_size > 0 and v.export.done == 5  # 1 s at 4 fps: 5 frames
+    assert not [m for m in v.messages if "unexpected error" in m[1]]
