@@ -80,16 +80,14 @@ class InputMixin:
     _press_at: tuple[float, float] | None
     click_scene: Callable[[float, float], bool]
     """Provided by app.overlay_control.OverlayMixin (a later base of Viewer)."""
+    screenshot: Callable[[], None]
+    """Provided by app.export_control.ExportMixin."""
     close_dialogs: Callable[[], None]
     dialogs_open: Callable[[], bool]
     """Provided by app.dialogs.DialogMixin."""
 
     # provided by Viewer
     def viewport(self) -> tuple[int, int, int, int]:
-        raise NotImplementedError
-
-    def screenshot(self) -> None:
-        """Export the current view (Viewer)."""
         raise NotImplementedError
 
     def save_window(self) -> None:

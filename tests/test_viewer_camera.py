@@ -220,3 +220,22 @@ def test_every_shortcut_is_in_the_docs() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "viewer.md").read_text()
     missing = [s.label for s in SHORTCUT_LIST if f"`{s.label}`" not in doc]
     assert not missing, missing
+
+
+def test_no_viewer_method_resolves_to_a_mixin_stub() -> None:
+    """The Viewer is assembled from mixins that declare what they use as stubs raising NotImplementedError;
+    every public name must resolve to a real implementation (a stub earlier in the MRO would shadow it)."""
+    import inspect
+
+    from app.viewer import Viewer
+
+    stubs = []
+    for name in dir(Viewer):
+        fn = getattr(Viewer, name)
+        if name.startswith("__") or not inspect.isfunction(fn):
+            continue
+        body = [ln.strip() for ln in inspect.getsource(fn).splitlines()[1:] if ln.strip()]
+        body = [ln for ln in body if not ln.startswith(('"""', "'''")) and not ln.endswith('"""')]
+        if body == ["raise NotImplementedError"]:
+            stubs.append(name)
+    assert not stubs, stubs
