@@ -2,8 +2,8 @@
 
 ImGui sees every event first; the scene gets keys unless an ImGui text field is active, and drags that
 start outside the panels. The shortcuts are one list, :data:`SHORTCUT_LIST`. Held keys move the camera
-in :meth:`InputMixin.apply_held_keys`, scaled by the frame time, so motion does not depend on the frame
-rate.
+in :meth:`InputMixin.apply_held_keys`, scaled by the frame time (at most ``KEY_DT_CAP_S``), so motion does
+not depend on the frame rate.
 """
 
 from __future__ import annotations
@@ -22,6 +22,21 @@ CLICK_SLOP_PX = 4.0
 """A left press and release on the image this close together (|dx| + |dy|) is a click, not a drag."""
 ORBIT_KEY_DEG_PER_S = 90.0
 """Arrow keys in orbit mode turn by this many degrees per second."""
+KEY_DT_CAP_S = 0.5
+"""Key motion per UI frame is at most this many seconds' worth (a UI thread at 2 Hz still moves at full
+speed; a longer stall does not throw the camera away)."""
+TAP_S = 0.1
+"""A key pressed and released between two UI frames moves the camera this long (or the frame time, if
+shorter): GLFW reports both events at the next poll, so how long it was down is not known."""
+RESIZE_GRAB_PX = 4.0
+"""ImGui grabs a window's edge this far outside it (its hover padding): a press there resizes the panel."""
+_GLFW_CURSORS: dict[int, int] = {
+    imgui.MOUSE_CURSOR_TEXT_INPUT: glfw.IBEAM_CURSOR,
+    imgui.MOUSE_CURSOR_RESIZE_EW: glfw.HRESIZE_CURSOR,
+    imgui.MOUSE_CURSOR_RESIZE_NS: glfw.VRESIZE_CURSOR,
+    imgui.MOUSE_CURSOR_HAND: glfw.HAND_CURSOR,
+}
+"""ImGui's cursor shapes → GLFW 3.3's standard cursors (others: the default arrow)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +121,37 @@ class InputMixin:
         """Paste a pose (Viewer)."""
         raise NotImplementedError
 
+    def init_input(self) -> None:
+        """Install the glfw callbacks (ImGui sees every event first) and let ImGui resize the panel by its
+        right edge (ImGui does that only for a backend that shows cursor shapes: :meth:`update_cursor`)."""
+        glfw.set_key_callback(self.window, self.handle_key)
+        glfw.set_char_callback(self.window, self.imgui.char_callback)
+        glfw.set_mouse_button_callback(self.window, self.handle_mouse_button)
+        glfw.set_cursor_pos_callback(self.window, self.handle_cursor)
+        glfw.set_scroll_callback(self.window, self.handle_scroll)
+        io = imgui.get_io()
+        io.config_windows_resize_from_edges = True
+        io.backend_flags |= imgui.BACKEND_HAS_MOUSE_CURSORS
+        self._cursor_shapes: dict[int, Any] = {}
+        self._cursor_shape: int | None = None
+
+    def update_cursor(self) -> None:
+        """Show the cursor shape ImGui asks for: the resize arrow on the panel's edge, a text beam over a
+        field, else the default arrow (a shape this GLFW cannot make stays the arrow)."""
+        shape = _GLFW_CURSORS.get(imgui.get_mouse_cursor()) if self.settings.show_ui else None
+        if shape == self._cursor_shape:
+            return
+        self._cursor_shape = shape
+        cursor = None
+        if shape is not None:
+            if shape not in self._cursor_shapes:
+                try:
+                    self._cursor_shapes[shape] = glfw.create_standard_cursor(shape)
+                except Exception:  # noqa: BLE001 - a missing cursor theme: keep the arrow
+                    self._cursor_shapes[shape] = None
+            cursor = self._cursor_shapes[shape]
+        glfw.set_cursor(self.window, cursor)  # type: ignore[arg-type]  # None restores the arrow
+
     def _ui_wants(self, kind: str) -> bool:
         """Whether ImGui takes this input: ``"mouse"`` (over a panel or dragging a widget), ``"keyboard"``,
         or ``"text"`` (a text field is active: keys go to it, not to the scene)."""
@@ -182,7 +228,8 @@ class InputMixin:
         if not self.settings.show_ui:
             return False
         title_h = 24.0
-        if pos[0] < self.panel_width and (not self.panel_collapsed or pos[1] < title_h):
+        edge = 0.0 if self.panel_collapsed else RESIZE_GRAB_PX  # a press just right of it resizes it
+        if pos[0] < self.panel_width + edge and (not self.panel_collapsed or pos[1] < title_h):
             return True
         return (self.show_help or self.dialogs_open()) and self._ui_wants("mouse")
 
@@ -214,20 +261,22 @@ class InputMixin:
 
     def apply_held_keys(self, dt: float) -> None:
         """Key motion for ``dt`` seconds, in both modes: W/A/S/D/Q/E move the camera (in orbit mode the orbit
-        centre moves with it; Shift faster); in orbit mode the arrows turn around the centre. Keys tapped
-        since the last frame count as held for this one."""
-        held = self.held | self.tapped
+        centre moves with it; Shift faster); in orbit mode the arrows turn around the centre. A key tapped
+        since the last frame and already released counts for ``TAP_S`` (at most ``dt``)."""
+        seconds = {k: min(dt, TAP_S) for k in self.tapped} | {k: dt for k in self.held}
         self.tapped.clear()
-        move = (
-            float((glfw.KEY_D in held) - (glfw.KEY_A in held)),
-            float((glfw.KEY_E in held) - (glfw.KEY_Q in held)),
-            float((glfw.KEY_W in held) - (glfw.KEY_S in held)),
-        )
-        fast = glfw.KEY_LEFT_SHIFT in held or glfw.KEY_RIGHT_SHIFT in held
-        self.camera.fly(move, dt, fast)
+
+        def axis(plus: int, minus: int) -> float:
+            return seconds.get(plus, 0.0) - seconds.get(minus, 0.0)
+
+        move = (axis(glfw.KEY_D, glfw.KEY_A), axis(glfw.KEY_E, glfw.KEY_Q), axis(glfw.KEY_W, glfw.KEY_S))
+        t = max(abs(m) for m in move)
+        fast = glfw.KEY_LEFT_SHIFT in seconds or glfw.KEY_RIGHT_SHIFT in seconds
+        if t > 0:
+            self.camera.fly((move[0] / t, move[1] / t, move[2] / t), t, fast)
         if self.camera.mode == "orbit":
-            px = ORBIT_KEY_DEG_PER_S * dt / self.camera.settings.rotate_deg_per_px
-            dx = float((glfw.KEY_RIGHT in held) - (glfw.KEY_LEFT in held)) * px
-            dy = float((glfw.KEY_DOWN in held) - (glfw.KEY_UP in held)) * px
+            px = ORBIT_KEY_DEG_PER_S / self.camera.settings.rotate_deg_per_px
+            dx = axis(glfw.KEY_RIGHT, glfw.KEY_LEFT) * px
+            dy = axis(glfw.KEY_DOWN, glfw.KEY_UP) * px
             if dx or dy:
                 self.camera.orbit_rotate(dx, dy)

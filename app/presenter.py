@@ -51,6 +51,23 @@ def to_uint8(image: Any) -> np.ndarray:
     return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def resize_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``[h, w, C]`` image → ``[height, width, C]`` float32, bilinear with pixel centres aligned and edges
+    clamped: the picture GL's linear filter draws of a small frame stretched over a larger viewport (so the
+    rows a refine has not reached yet look like the moving frame did, not like nearest-neighbour blocks)."""
+
+    def axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0, n_in - 1)
+        i0 = np.floor(s).astype(np.int64)
+        return i0, np.minimum(i0 + 1, n_in - 1), (s - i0).astype(np.float32)
+
+    src = np.asarray(image, np.float32)
+    y0, y1, fy = axis(int(height), src.shape[0])
+    x0, x1, fx = axis(int(width), src.shape[1])
+    rows = src[y0] * (1 - fy)[:, None, None] + src[y1] * fy[:, None, None]
+    return np.ascontiguousarray(rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None])
+
+
 class FramePresenter:
     """Holds the frame texture and draws it over a viewport."""
 

@@ -34,7 +34,7 @@ from app.export import ExportTask, save_png, window_capture_path
 from app.export_control import ExportMixin
 from app.frame_scheduling import STILL_DELAY_S, FrameSchedulingMixin
 from app.imgui_input import LatchedGlfwRenderer
-from app.input import InputMixin
+from app.input import KEY_DT_CAP_S, InputMixin
 from app.jobs import JobConfig, JobState, TrainingJob
 from app.overlay_control import OverlayMixin
 from app.overlays import OverlayRenderer
@@ -92,11 +92,7 @@ class Viewer(
         imgui.set_current_context(self.imgui_context)
         imgui.get_io().ini_file_name = None  # type: ignore[assignment]
         self.imgui = LatchedGlfwRenderer(self.window)
-        glfw.set_key_callback(self.window, self.handle_key)
-        glfw.set_char_callback(self.window, self.imgui.char_callback)
-        glfw.set_mouse_button_callback(self.window, self.handle_mouse_button)
-        glfw.set_cursor_pos_callback(self.window, self.handle_cursor)
-        glfw.set_scroll_callback(self.window, self.handle_scroll)
+        self.init_input()
         self.presenter = FramePresenter(self.ctx)
         self.compare_presenter = FramePresenter(self.ctx)
         self.overlays = OverlayRenderer(self.ctx)
@@ -328,7 +324,7 @@ class Viewer(
         glfw.poll_events()
         self.imgui.process_inputs()
         measured, self._last_time = t0 - self._last_time, t0
-        self.apply_held_keys(min(measured, 0.25) if dt is None else dt)
+        self.apply_held_keys(min(measured, KEY_DT_CAP_S) if dt is None else dt)
         pose = self.path_editor.advance(measured if dt is None else dt)  # the path preview plays
         if pose is not None:
             self.camera.set_c2w(pose[0])
@@ -368,6 +364,7 @@ class Viewer(
                 draw_panels(self)
             finally:  # an ImGui frame is always closed, or the next one cannot start
                 imgui.render()
+            self.update_cursor()
             _ = self.ctx.error  # PyOpenGL (ImGui's renderer) raises on any stale GL error: clear it first
             self.imgui.render(imgui.get_draw_data())
         t4 = time.perf_counter()

@@ -239,3 +239,23 @@ def test_no_viewer_method_resolves_to_a_mixin_stub() -> None:
         if body == ["raise NotImplementedError"]:
             stubs.append(name)
     assert not stubs, stubs
+
+
+def test_resize_linear_is_gl_style_bilinear_not_nearest_blocks() -> None:
+    """The rows a refine has not reached show the moving frame as the window drew it (linear filter)."""
+    import torch
+
+    from app.presenter import resize_linear
+
+    rng = np.random.default_rng(0)
+    small = rng.random((13, 21, 3), dtype=np.float32)
+    big = resize_linear(small, 80, 128)
+    t = torch.from_numpy(small).permute(2, 0, 1)[None]
+    want = torch.nn.functional.interpolate(t, size=(80, 128), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(big, want[0].permute(1, 2, 0).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(resize_linear(small, 13, 21), small)  # same size: the pixels as they are
+    step = np.zeros((1, 2, 3), np.float32)
+    step[0, 1] = 1.0
+    row = resize_linear(step, 1, 8)[0, :, 0]
+    assert np.all(np.diff(row) >= 0) and 0 < row[3] < 1 and 0 < row[4] < 1  # a ramp, not two blocks
+    assert resize_linear(np.full((2, 3, 3), 0.25, np.float32), 50, 70).std() == 0

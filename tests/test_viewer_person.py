@@ -111,8 +111,11 @@ FIELDS: dict[str, tuple[Callable[[Any], float], float, float]] = {
 
 def _type_into(v: Any, wid: str, label: str, text: str) -> None:
     x0, y0, x1, y1 = widgets.RECTS[label]
-    x, y = int((x0 + x1) / 2), int((y0 + y1) / 2)
-    _xdo("mousemove", "--window", wid, str(x), str(y))
+    _type_at(v, wid, (x0 + x1) / 2, (y0 + y1) / 2, text)
+
+
+def _type_at(v: Any, wid: str, x: float, y: float, text: str) -> None:
+    _xdo("mousemove", "--window", wid, str(int(x)), str(int(y)))
     _steps(v, 1)
     _xdo("keydown", "ctrl", "click", "1", "keyup", "ctrl")  # Ctrl+click: type a value into a slider
     _steps(v, 2)
@@ -141,6 +144,64 @@ def test_typing_zero_half_and_garbage_into_every_numeric_field(v: Any) -> None:
     assert v.settings.render.res_scale >= 0.1
     assert not [m for m in v.messages if "unexpected error" in m[1]], list(v.messages)
     assert _until(v, lambda: v.frame is not None and v.frame.complete, 30)  # still rendering
+
+
+def _pair_field_centres(label: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Centres of the two fields of an ``input_int2`` (its item rect spans both fields and the label)."""
+    import imgui
+
+    x0, y0, x1, y1 = widgets.RECTS[label]
+    fields = (x1 - x0) - imgui.calc_text_size(label).x - imgui.get_style().item_inner_spacing.x
+    y = (y0 + y1) / 2
+    return (x0 + fields / 4, y), (x0 + 3 * fields / 4, y)
+
+
+def test_typing_into_the_size_pairs_and_the_voxel_slices(v: Any) -> None:
+    """The numeric fields the first typing test cannot reach in one layout: the W x H pairs of the
+    screenshot and the turntable (each half on its own) and the voxel slice sliders."""
+    from app.panels import MAX_SIDE
+    from app.settings import ViewerSettings
+    from app.viewer import Viewer
+
+    settings = ViewerSettings(open_panels=("Overlays", "Export"))
+    settings.overlays.voxels = True
+    pv = Viewer(
+        _scene(),
+        "pairs.kilo",
+        get_backend("torch"),
+        SIZE,
+        settings=settings,
+        title="kilonerf-pairs",
+        render_process=False,
+    )
+    try:
+        wid = subprocess.run(
+            ["xdotool", "search", "--name", "kilonerf-pairs"], capture_output=True, text=True, timeout=10
+        ).stdout.split()[0]
+        _xdo("windowfocus", "--sync", wid)
+        _steps(pv, 5)
+        o, e = pv.settings.overlays, pv.settings.export
+        slices = {"slice from": lambda: o.voxel_lo, "slice to": lambda: o.voxel_hi}
+        pairs = {
+            "shot WxH": (lambda: e.shot_width, lambda: e.shot_height),
+            "video WxH": (lambda: e.video_width, lambda: e.video_height),
+        }
+        for text in ("0", "0.5", "abc", "-1e999", "1e999", "nan"):
+            for label, get in slices.items():
+                _type_into(pv, wid, label, text)
+                assert 0.0 <= get() <= 1.0 and o.voxel_lo <= o.voxel_hi, (label, text, get())
+                if text == "0.5":  # the typing reached the field
+                    assert get() == pytest.approx(0.5), (label, get())
+            for label, getters in pairs.items():
+                for (x, y), get in zip(_pair_field_centres(label), getters, strict=True):
+                    _type_at(pv, wid, x, y, text)
+                    assert isinstance(get(), int) and 16 <= get() <= MAX_SIDE, (label, text, get())
+                    if text == "0":  # the typing reached the field, and a typed 0 became the minimum
+                        assert get() == 16, (label, get())
+        assert not [m for m in pv.messages if "unexpected error" in m[1]], list(pv.messages)
+        assert _until(pv, lambda: pv.frame is not None and pv.frame.complete, 30)  # still rendering
+    finally:
+        pv.close()
 
 
 def test_holding_w_in_orbit_mode_moves_the_camera_and_its_centre(v: Any) -> None:
@@ -225,6 +286,34 @@ def test_the_whole_image_is_visible_at_900_px_wide(v: Any, tmp_path: Path) -> No
     assert np.percentile(diff, 99) <= 2, f"the image right of the panel is not the whole render: {tmp_path}"
 
 
+def _drag(v: Any, wid: str, x: int, y: int, dx: int) -> None:
+    _xdo("mousemove", "--window", wid, str(x), str(y))
+    _steps(v, 2)
+    _xdo("mousedown", "1")
+    _steps(v, 2)
+    for k in range(1, 6):
+        _xdo("mousemove", "--window", wid, str(x + dx * k // 5), str(y))
+        _steps(v, 1)
+    _xdo("mouseup", "1")
+    _steps(v, 3)
+
+
+def test_dragging_the_panels_edge_resizes_it_and_the_image_follows(v: Any) -> None:
+    """The right edge (grabbed just inside or just outside it) resizes the panel, the image viewport
+    starts where the panel ends, and the drag does not turn the camera."""
+    wid = _window()
+    _xdo("windowfocus", "--sync", wid)
+    v.settings.show_ui = True
+    _steps(v, 3)
+    for grab, dx in ((2, 100), (-2, -100)):  # outside, then inside the edge
+        w0, c0 = v.panel_width, v.camera.c2w().copy()
+        _drag(v, wid, int(w0) + grab, 350, dx)
+        assert v.panel_width == pytest.approx(w0 + dx, abs=3), (grab, w0, v.panel_width)
+        np.testing.assert_array_equal(v.camera.c2w(), c0)  # a drag on the edge is the panel's
+        x, _, vw, _ = v.viewport()
+        assert x == round(v.panel_width) and x + vw == SIZE[0]
+
+
 def test_clicking_a_training_camera_goes_there_and_highlights_it(v: Any) -> None:
     from app import overlay_geometry as og
 
@@ -234,7 +323,12 @@ def test_clicking_a_training_camera_goes_there_and_highlights_it(v: Any) -> None
     v.settings.show_ui = True
     v.camera.settings.fov_y_deg = 60.0
     v.camera.look_at(np.array([0.0, -9.0, 4.0]), v.scene_center())  # an overview: at no camera
-    assert _until(v, lambda: v.frame is not None and v.frame.complete, 60)
+
+    def overview_shown() -> bool:  # not a refine of the view before, finishing late
+        f = v.frame
+        return f is not None and f.complete and np.allclose(f.request.camera.c2w, v.camera.c2w())
+
+    assert _until(v, overview_shown, 60)
     _steps(v, 2)
     assert v.current_camera() is None and "frusta-current" not in v.overlays.layers
     vx, _, vw, vh = v.viewport()
