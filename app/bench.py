@@ -4,12 +4,20 @@ time to the refined full-size frame once it stops, UI frame times and stalls, th
 
 Speed is reported beside the machine's 2048² float32 matmul rate measured in the same run
 (:func:`matmul_gflops`), never compared with a fixed threshold.
+
+:func:`run_export_bench` (``run_viewer.py --bench-export``) times the window's turntable export against the
+headless command's for the same frames, in the same run.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -213,3 +221,86 @@ def matmul_gflops(n: int = 2048, seconds: float = 1.0, threads: int = 0) -> floa
     finally:
         torch.set_num_threads(before)
     return 2.0 * n**3 / best / 1e9
+
+
+@dataclass
+class ExportBench:
+    """The same turntable exported from the window and by the headless command."""
+
+    backend: str
+    frames: int
+    size: tuple[int, int]
+    gui_s: float
+    """From the Export panel's Turntable button to the video written (render and encode)."""
+    headless_s: float
+    """Render and encode, as the headless command reports it."""
+    headless_process_s: float
+    """The whole headless command: start-up and scene load included."""
+    same_frames: bool
+
+    def report(self) -> str:
+        """Two lines: both times and whether the videos hold the same frames."""
+        w, h = self.size
+        return (
+            f"[turntable export, {self.backend}] {self.frames} frames at {w}x{h}: window {self.gui_s:.1f} s, "
+            f"headless {self.headless_s:.1f} s ({self.headless_process_s:.1f} s with start-up, scene load)\n"
+            f"  decoded videos {'identical' if self.same_frames else 'DIFFER'}"
+        )
+
+
+def _gui_turntable_s(viewer: Any, args: Any, size: tuple[int, int], out: Path) -> float:
+    """Export the turntable from the window (the Export panel's settings and button, the main loop
+    running) and return its duration."""
+    e = viewer.settings.export
+    e.frames, e.fps, (e.video_width, e.video_height) = args.frames, round(args.fps or 30), size
+    e.elevation, e.radius, e.video_path = args.elevation, args.radius, str(out)
+    viewer.camera.settings.fov_y_deg = 40.0  # the headless turntable's field of view
+    viewer.wait_full_frame(timeout=120)  # the still frame refined: nothing else renders meanwhile
+    t0 = time.perf_counter()
+    viewer.turntable()
+    task = viewer.export
+    while task is not None and not task.finished:
+        now = time.perf_counter()
+        viewer.step()
+        viewer.pace(now)
+    if task is None or task.error:
+        raise RuntimeError(f"the window's export failed: {task.message if task else 'not started'}")
+    return time.perf_counter() - t0
+
+
+def _headless_turntable_s(viewer: Any, args: Any, size: tuple[int, int], out: Path) -> tuple[float, float]:
+    """Run ``run_viewer.py --headless --turntable`` as a user would (a fresh process, the backend the window
+    uses); (render and encode seconds it reports, the whole command's seconds)."""
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "run_viewer.py"), "--scene", str(args.scene), "--headless"]
+    cmd += [
+        "--backend",
+        viewer.settings.render.backend,
+        "--turntable",
+        str(out),
+        "--frames",
+        str(args.frames),
+    ]
+    cmd += ["--fps", str(round(args.fps or 30)), "--size", f"{size[0]}x{size[1]}"]
+    cmd += ["--elevation", str(args.elevation), "--radius", str(args.radius)]
+    cmd += ["--no-ess"] * bool(args.no_ess) + ["--no-ert"] * bool(args.no_ert)
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1800)
+    total = time.perf_counter() - t0
+    m = re.search(r"([0-9.]+) s\)\s*$", res.stdout)
+    if res.returncode != 0 or m is None:
+        raise RuntimeError(f"the headless export failed: {(res.stderr or res.stdout).strip()[-300:]}")
+    return float(m.group(1)), total
+
+
+def run_export_bench(viewer: Any, args: Any, size: tuple[int, int]) -> ExportBench:
+    """Time the turntable of ``args`` (frames, fps, elevation, radius, ESS/ERT) at ``size`` exported from
+    the window and by the headless command, one after the other in this run, and compare their frames."""
+    import imageio.v3 as iio
+
+    with tempfile.TemporaryDirectory(prefix="kilonerf-export-bench-") as d:
+        gui, headless = Path(d) / "window.mp4", Path(d) / "headless.mp4"
+        gui_s = _gui_turntable_s(viewer, args, size, gui)
+        headless_s, process_s = _headless_turntable_s(viewer, args, size, headless)
+        same = bool(np.array_equal(iio.imread(gui), iio.imread(headless)))
+    return ExportBench(viewer.settings.render.backend, args.frames, size, gui_s, headless_s, process_s, same)

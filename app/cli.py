@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from typing import Any
 
-from app.scene_source import DEFAULT_SCENE, SceneLoadError, initial_scene
-from renderer.backends import BACKENDS
+# Sleeping (not spinning) OpenMP workers, set before torch loads, as `python -m renderer` and the trainer do.
+# Two spinning torch workers on a shared 2-core machine made the headless turntable 8x slower than the
+# window's export of the same frames (issue 29: 71 s against 8.6 s sleeping); get_backend_once also gives the
+# headless backend the window's thread count. Set OMP_WAIT_POLICY yourself to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from app.scene_source import DEFAULT_SCENE, SceneLoadError, initial_scene  # noqa: E402
+from renderer.backends import BACKENDS  # noqa: E402
 
 
 class UserError(Exception):
@@ -69,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ert", action="store_true", help="disable early ray termination")
     p.add_argument("--bench", action="store_true", help="measure FPS while the camera moves, then exit")
     p.add_argument("--bench-seconds", type=float, default=8.0, help="duration of --bench")
+    p.add_argument(
+        "--bench-export",
+        action="store_true",
+        help="time the window's turntable export against the headless one (same --frames, --size, --fps)",
+    )
     p.add_argument(
         "--capture-window",
         metavar="OUT.png",
@@ -287,7 +299,8 @@ def _main(args: argparse.Namespace) -> int:
     try:
         from app.viewer import Viewer
 
-        viewer = Viewer(scene, name, backend, size or _remembered_size(), notice=notice)
+        window = None if args.bench_export else size  # --size is the export's there
+        viewer = Viewer(scene, name, backend, window or _remembered_size(), notice=notice)
     except NoDisplayError as e:
         raise UserError(str(e)) from None
     r = viewer.settings.render
@@ -297,6 +310,14 @@ def _main(args: argparse.Namespace) -> int:
 
         try:
             print(run_bench(viewer, seconds=args.bench_seconds).report())
+        finally:
+            viewer.close()
+        return 0
+    if args.bench_export:
+        from app.bench import run_export_bench
+
+        try:
+            print(run_export_bench(viewer, args, size or (240, 240)).report())
         finally:
             viewer.close()
         return 0

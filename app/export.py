@@ -127,7 +127,7 @@ def check_video_size(size: tuple[int, int]) -> None:
     """H.264 in yuv420p needs even sizes: raise a one-line ValueError otherwise."""
     w, h = size
     if w < 2 or h < 2 or w % 2 or h % 2:
-        raise ValueError(f"turntable size must be even in both dimensions (mp4/H.264), got {w}x{h}")
+        raise ValueError(f"video size must be even in both dimensions (mp4/H.264), got {w}x{h}")
 
 
 def write_video(
@@ -282,6 +282,8 @@ def start_video(
     task = ExportTask(kind, total=len(cams))
 
     def fn(task: ExportTask) -> str:
+        check_video_size(size)  # a one-line message in the panel, before any frame is rendered
+
         def progress(i: int, n: int) -> None:
             task.done = i
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,43 @@ def test_positions_are_c1_smooth_and_rotations_stay_rotations() -> None:
         assert np.linalg.det(r) == pytest.approx(1.0)
 
 
+def _rz(deg: float) -> np.ndarray:
+    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+    m = np.eye(4)
+    m[:2, :2] = [[c, -s], [s, c]]
+    return m
+
+
+def test_a_constant_turn_is_followed_exactly_even_with_uneven_keyframe_times() -> None:
+    """Keyframes turning 30 degrees per second about z (at 0, 1 and 3 s): every angular velocity is the same,
+    so the spherical Bézier is the uniform turn: 15 degrees at 0.5 s, 60 at 2 s (hand-computed)."""
+    p = cp.CameraPath([cp.Keyframe(_rz(a), 40.0, t) for a, t in [(0, 0.0), (30, 1.0), (90, 3.0)]], fps=10)
+    for t, deg in [(0.5, 15.0), (1.0, 30.0), (2.0, 60.0), (2.75, 82.5)]:
+        np.testing.assert_allclose(cp.pose_at(p, t)[0][:3, :3], _rz(deg)[:3, :3], atol=1e-12)
+
+
+def _body_rate(p: cp.CameraPath, t: float, eps: float) -> np.ndarray:
+    """Angular velocity (body frame) over [t, t + eps] by finite difference."""
+    r0, r1 = cp.pose_at(p, t)[0][:3, :3], cp.pose_at(p, t + eps)[0][:3, :3]
+    return cp.quat_log(cp.quat_from_matrix(r0.T @ r1)) / eps
+
+
+def test_rotations_are_c1_at_the_keyframes() -> None:
+    """The angular velocity just before and just after each inner keyframe agrees (plain per-segment slerp
+    would jump there: 60 degrees in 1 s, then 90 in 1.5 s, on another axis)."""
+    p = _path()
+    eps = 1e-6
+    for t in (1.0, 2.5):
+        before, after = _body_rate(p, t - eps, eps), _body_rate(p, t, eps)
+        assert np.linalg.norm(after) > 0.1
+        np.testing.assert_allclose(before, after, atol=1e-4 * np.linalg.norm(after))
+    seg = [
+        cp.quat_log(cp.quat_from_matrix(a.c2w[:3, :3].T @ b.c2w[:3, :3]))
+        for a, b in zip(p.keyframes, p.keyframes[1:])
+    ]
+    assert np.linalg.norm(seg[0] / 1.0 - seg[1] / 1.5) > 0.3  # the segments' own rates differ a lot
+
+
 def test_slerp_halfway_is_the_half_angle() -> None:
     q0 = cp.quat_from_matrix(np.eye(3))
     rz90 = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
@@ -76,18 +115,68 @@ def test_round_trip_through_nerfstudios_format(tmp_path: Path) -> None:
     out = cp.save_camera_path(p, tmp_path / "camera_path.json")
     data = json.loads(out.read_text())
     assert data["render_width"] == 64 and data["render_height"] == 48 and data["camera_type"] == "perspective"
-    assert len(data["camera_path"]) == p.frame_count and len(data["camera_path"][0]["camera_to_world"]) == 16
+    assert (
+        len(data["camera_path"]) == p.frame_count == 31
+        and len(data["camera_path"][0]["camera_to_world"]) == 16
+    )
+    assert data["seconds"] == pytest.approx(3.1)  # ns-render plays len(camera_path) / seconds = 10 fps
     back = cp.load_camera_path(out)
     a, b = cp.path_cameras(p), cp.path_cameras(back)
     assert len(a) == len(b)
     for x, y in zip(a, b):  # the frames of the file are rendered exactly
         np.testing.assert_allclose(x.c2w, y.c2w, atol=1e-9)
         assert x.focal == pytest.approx(y.focal) and (x.width, x.height) == (y.width, y.height)
-    del data["camera_path"]  # keyframes alone (column-major matrix text, TIME in properties)
-    keys = cp.from_nerfstudio(data, "k.json")
-    for k0, k1 in zip(p.keyframes, keys.keyframes):
+    # the keyframes as nerfstudio's viewer writes them: row-major matrix, the time to the next as transition
+    assert data["keyframes"][1]["matrix"] == p.keyframes[1].c2w.reshape(-1).tolist()
+    assert [k["override_transition_sec"] for k in data["keyframes"][:3]] == [1.0, 1.5, 0.5]
+    keys = cp.load_camera_path(out, prefer_keyframes=True)
+    for k0, k1 in zip(p.keyframes, keys.keyframes, strict=True):
         np.testing.assert_allclose(k0.c2w, k1.c2w, atol=1e-12)
         assert (k0.time, k0.fov_deg) == (k1.time, k1.fov_deg)
+
+
+def test_keyframes_of_both_nerfstudio_viewers_by_hand() -> None:
+    """Keyframes written by hand: the viser viewer's (row-major list, transitions, a default transition,
+    is_cycle) and the older three.js viewer's (column-major JSON text, TIME in properties)."""
+    a, b = look_at((3.0, 0.0, 1.0), (0.0, 0.0, 0.0)), look_at((0.0, 3.0, 1.0), (0.0, 0.0, 0.0))
+    viser = {
+        "render_width": 32,
+        "render_height": 24,
+        "fps": 10,
+        "default_fov": 50.0,
+        "default_transition_sec": 2.0,
+        "is_cycle": True,
+        "keyframes": [
+            {"matrix": a.reshape(-1).tolist(), "fov": 40.0, "aspect": 4 / 3},
+            {
+                "matrix": b.reshape(-1).tolist(),
+                "aspect": 4 / 3,
+                "override_transition_enabled": True,
+                "override_transition_sec": 0.5,
+            },
+        ],
+    }
+    p = cp.from_nerfstudio(viser, "viser.json")
+    assert [k.time for k in p.keyframes] == [0.0, 2.0, 2.5]  # a default 2 s, then its own 0.5 s, back to a
+    assert [k.fov_deg for k in p.keyframes] == [40.0, 50.0, 40.0]  # no fov: the default
+    np.testing.assert_allclose(p.keyframes[1].c2w, b, atol=1e-12)
+    np.testing.assert_allclose(p.keyframes[2].c2w, a, atol=1e-12)
+    assert p.frame_count == 26
+    three = {
+        "render_width": 32,
+        "render_height": 24,
+        "keyframes": [
+            {
+                "matrix": json.dumps(m.T.reshape(-1).tolist()),
+                "fov": 45,
+                "properties": json.dumps([["TIME", t]]),
+            }
+            for m, t in ((a, 0.0), (b, 1.5))
+        ],
+    }
+    q = cp.from_nerfstudio(three, "three.json")
+    assert [k.time for k in q.keyframes] == [0.0, 1.5] and q.fps == 24
+    np.testing.assert_allclose(q.keyframes[1].c2w, b, atol=1e-12)
 
 
 def _hand_written() -> dict:
@@ -126,6 +215,18 @@ def test_a_hand_written_nerfstudio_file_loads_with_the_right_cameras() -> None:
         (lambda d: d.update(camera_path=[], keyframes=[]), "no camera_path frames"),
         (lambda d: d.update(render_height=10**40), "digits"),
         (lambda d: d["camera_path"][0].update(camera_to_world=[0.0] * 16), "not a camera pose"),
+        (lambda d: d.update(camera_path=[], keyframes=[{"matrix": [0.0] * 15, "fov": 40}]), "16 numbers"),
+        (
+            lambda d: d.update(
+                camera_path=[],
+                fps=240,
+                keyframes=[
+                    {"matrix": np.eye(4).reshape(-1).tolist(), "fov": 40},
+                    {"matrix": np.eye(4).reshape(-1).tolist(), "fov": 40, "properties": '[["TIME", 9e5]]'},
+                ],
+            ),
+            "frames to render",
+        ),
     ],
 )
 def test_malformed_files_are_one_line(tmp_path: Path, edit, says: str) -> None:
@@ -205,3 +306,51 @@ def test_headless_camera_path_errors_exit_2(tmp_path: Path) -> None:
         timeout=300,
     )
     assert res.returncode == 2 and "render_height" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.gl
+@pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display: run under xvfb-run")
+def test_the_windows_path_export_and_the_headless_video_have_the_same_frames(tmp_path: Path) -> None:
+    """Keyframes added from the window's view, the path saved and exported from the window (the panel's
+    Save path and Export video), then that file rendered by `run_viewer.py --headless --camera-path`: the
+    decoded videos are identical (the window interpolates its keyframes, headless reads the frames)."""
+    iio = pytest.importorskip("imageio.v3")
+    from app.viewer import Viewer
+    from renderer.backends import cpu_backend_status, get_backend
+    from renderer.scene import load_scene, save_scene
+    from renderer.synthetic import random_scene
+
+    name = "cpu" if cpu_backend_status()[0] else "torch"
+    kilo = tmp_path / "s.kilo"  # white: the render panel's background
+    save_scene(random_scene(grid_res=(3, 2, 4), seed=3, background=(1.0, 1.0, 1.0), density_bias=10.0), kilo)
+    v = Viewer(load_scene(kilo), str(kilo), get_backend(name), (160, 120), title="kilonerf-test-path")
+    try:
+        ed = v.path_editor
+        for dx, dy in [(0, 0), (60, 10), (90, -20)]:
+            v.camera.orbit_rotate(dx, dy)
+            v.camera.settings.fov_y_deg += 5
+            ed.add(v.camera.c2w(), v.camera.settings.fov_y_deg)
+        ed.width, ed.height, ed.fps = 32, 24, 4.0
+        ed.file, ed.video = str(tmp_path / "path.json"), str(tmp_path / "window.mp4")
+        ed.save()
+        v.export_path_video()
+        task, end = v.export, time.monotonic() + 120
+        while task is not None and not task.finished and time.monotonic() < end:
+            v.step()
+            time.sleep(0.01)
+        assert task is not None and task.finished and not task.error, task and task.message
+    finally:
+        v.close()
+    headless = tmp_path / "headless.mp4"
+    cmd = [sys.executable, "run_viewer.py", "--scene", str(kilo), "--backend", name, "--headless"]
+    res = subprocess.run(
+        [*cmd, "--camera-path", ed.file, "--video", str(headless)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    a, b = iio.imread(ed.video), iio.imread(headless)
+    assert a.shape == b.shape == (9, 24, 32, 3) and np.array_equal(a, b)
+    assert len({f.tobytes() for f in a}) == 9  # the camera moves: nine different frames

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +204,48 @@ def test_turntable_task_reports_progress_and_cancel_leaves_no_file(scene_file: P
     )
     assert done.wait(60) and not done.error, done.message
     assert done.fraction == 1.0 and out.exists()
+
+
+def test_the_headless_export_runs_with_the_windows_thread_setup() -> None:
+    """Issue 29: 24 turntable frames at 240x240 took 97 s headless against 12.4 s from the window: the
+    headless run rendered the torch backend on two OpenMP threads spinning on a shared 2-core machine, the
+    window in a child process on one. A fresh run_viewer.py process (OMP_WAIT_POLICY unset) now sleeps idle
+    OpenMP workers and gives each backend the thread count the window's export uses."""
+    code = (
+        "import os\n"
+        "from app.cli import get_backend_once\n"
+        "from app.backend_profiles import PROFILES, resolve_threads\n"
+        "import torch\n"
+        "from renderer.backends import cpu_backend_status\n"
+        "get_backend_once('torch')\n"
+        "print(os.environ['OMP_WAIT_POLICY'], torch.get_num_threads(), PROFILES['torch'].moving_threads)\n"
+        "if cpu_backend_status()[0]:\n"
+        "    from renderer.native import library\n"
+        "    get_backend_once('cpu')\n"
+        "    print(library.threads() == resolve_threads(PROFILES['cpu'].moving_threads))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.split("\n")
+    assert lines[0] == "PASSIVE 1 1"  # the window's render process: one torch thread
+    assert lines[1] in ("True", "")  # the native cpu backend: every core, as in the window
+
+
+def test_a_path_video_of_odd_size_is_one_message_and_no_file(tmp_path: Path) -> None:
+    """The camera-path editor's size is typed freely: an odd one is refused by the export task (one line in
+    the panel) before any frame is rendered."""
+    from app.export import start_video
+    from renderer.camera import Camera, look_at
+
+    class NoRender:
+        def render(self, *a: object) -> None:
+            raise AssertionError("nothing should be rendered")
+
+    cam = Camera(width=33, height=24, focal=30.0, c2w=look_at((3.0, 0.0, 0.0), (0.0, 0.0, 0.0)))
+    task = start_video(NoRender(), None, RenderOptions(), [cam], tmp_path / "odd.mp4", 24.0)
+    assert task.wait(30) and task.error
+    assert "even" in task.message and "33x24" in task.message and "\n" not in task.message
+    assert list(tmp_path.iterdir()) == []
