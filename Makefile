@@ -8,7 +8,7 @@ TORCH_CPU_PIN := torch==2.13.0
 export OMP_WAIT_POLICY ?= PASSIVE
 APT_PKGS := xvfb xauth xdotool libgl1 libglx-mesa0 libgl1-mesa-dri libegl1 libegl-mesa0
 
-.PHONY: view test lint typecheck pytest sysdeps venv native bench clean
+.PHONY: view test lint typecheck pytest sysdeps venv native bench clean cuda
 
 venv: $(STAMP)
 
@@ -22,8 +22,17 @@ $(STAMP): pyproject.toml
 		echo "No GPU: installing the CPU torch pin $(TORCH_CPU_PIN)"; \
 		$(VPY) -m pip install -q $(TORCH_CPU_PIN); \
 	fi
-	$(VPY) -m pip install -q -e ".[dev]"
+	$(VPY) -m pip install -q -e ".[dev,cuda-wheels]"
 	@touch $(STAMP)
+
+# The CUDA backend's Python side: NVIDIA's NVRTC/header wheels, then pycuda built from source WITH CUDA-GL
+# interop (scripts/install_pycuda.sh; a plain pip build has no pycuda.gl), then the [cuda] extra, which
+# finds pycuda installed. Needs g++; links against the driver's libcuda.so.1 (a stub without a driver).
+cuda: $(STAMP)
+	scripts/install_pycuda.sh --python $(VPY)
+	$(VPY) -m pip install -q -e ".[cuda]"
+	@$(VPY) -c "from renderer.cuda import cuda_available, transfer_mode; \
+		print('cuda backend:', cuda_available()); print('transfer:', transfer_mode())"
 
 # The native CPU renderer (renderer/native/_kilocpu.so): rebuilt when its C++ sources change, skipped in a
 # second when they did not. Without a C++ compiler this says why and the project runs on the torch renderer.

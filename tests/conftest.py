@@ -59,6 +59,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ok, why = gpu_available()
     if ok:
         return
+    if os.environ.get("KILONERF_REQUIRE_GPU") and any("gpu" in item.keywords for item in items):
+        # scripts/gpu_check.sh: on the GPU machine a skipped GPU test is a failed check
+        pytest.exit(f"KILONERF_REQUIRE_GPU is set but the gpu tests cannot run: {why}", returncode=3)
     skip = pytest.mark.skip(reason=f"gpu test: {why}")
     for item in items:
         if "gpu" in item.keywords:

@@ -145,8 +145,7 @@ def test_parity_trained_lego(backend) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def gl_ctx():  # type: ignore[no-untyped-def]
-    import moderngl
-
+    moderngl = pytest.importorskip("moderngl", reason="moderngl is not installed (the PBO tests need it)")
     try:
         ctx = moderngl.create_context(standalone=True, backend="egl", require=330)
     except Exception as e:

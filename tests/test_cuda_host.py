@@ -8,6 +8,7 @@ import contextlib
 import logging
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -510,6 +511,8 @@ class _FakeDriver:
     def __init__(self) -> None:
         self.active = [5, 2, 0]
         self.launches: list = []
+        self.syncs: list[str] = []  # the kernel launched last at each Context.synchronize()
+        self.Context = types.SimpleNamespace(synchronize=lambda: self.syncs.append(self.last_launch()))
 
     def init(self) -> None:
         pass
@@ -584,6 +587,10 @@ class _FakeDriver:
 
 @pytest.fixture
 def fake_backend(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    return _make_fake_backend(monkeypatch)
+
+
+def _make_fake_backend(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     import types
 
     drv = _FakeDriver()
@@ -697,3 +704,26 @@ def test_backend_h64_f32_asks_for_large_shared_memory(fake_backend) -> None:  # 
     drv.launches.clear()
     drv.active = [1, 0]
     assert backend.render(data, cam).image.shape == (3, 4, 3)
+
+
+def test_debug_mode_synchronises_every_launch_and_names_the_failing_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KILONERF_CUDA_DEBUG", "1")
+    backend, drv = _make_fake_backend(monkeypatch)
+    sc = random_scene(grid_res=(3, 2, 4), hidden=32, dtype="float32", seed=0)
+    cam = Camera(width=13, height=7, focal=10.0, c2w=look_at((2.0, -2.0, 1.0), (0.0, 0.0, 0.0)))
+    backend.render(sc, cam, RenderOptions())
+    assert drv.syncs == [launch[0] for launch in drv.launches] and len(drv.syncs) == 14
+    fault = RuntimeError("an illegal memory access was encountered")
+    monkeypatch.setattr(drv.Context, "synchronize", lambda: (_ for _ in ()).throw(fault))
+    drv.launches.clear()
+    drv.active = [5, 0]
+    with pytest.raises(
+        kernels.KernelLaunchError, match="kernel generate_rays failed: RuntimeError: an illegal"
+    ):
+        backend.render(sc, cam, RenderOptions())
+    monkeypatch.setenv("KILONERF_CUDA_DEBUG", "0")
+    plain, drv2 = _make_fake_backend(monkeypatch)
+    plain.render(sc, cam, RenderOptions())
+    assert drv2.syncs == [] and not isinstance(plain.fn["march_rays"], kernels.SyncedKernel)

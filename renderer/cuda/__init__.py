@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from typing import Any
 
-__all__ = ["cuda_available", "pycuda_importable"]
+__all__ = ["cuda_available", "pycuda_importable", "transfer_mode"]
 
 
 def pycuda_importable() -> tuple[bool, str]:
@@ -25,7 +26,8 @@ def pycuda_importable() -> tuple[bool, str]:
 
 @functools.cache
 def cuda_available() -> tuple[bool, str]:
-    """Whether the CUDA backend can run here: pycuda imports, a CUDA GPU answers, nvcc builds the kernels.
+    """Whether the CUDA backend can run here: pycuda imports, a CUDA GPU answers, NVRTC (or nvcc) is there
+    to build the kernels.
 
     Returns:
         (True, "") or (False, a one-line reason). Cached: the probe runs once per process.
@@ -33,7 +35,7 @@ def cuda_available() -> tuple[bool, str]:
     ok, why = pycuda_importable()
     if not ok:
         return False, why
-    from renderer.cuda.kernels import find_nvcc  # noqa: PLC0415
+    from renderer.cuda.kernels import kernel_compiler  # noqa: PLC0415
 
     try:
         import pycuda.driver as cuda  # noqa: PLC0415
@@ -46,6 +48,24 @@ def cuda_available() -> tuple[bool, str]:
         return False, f"CUDA driver unusable ({e.__class__.__name__}: {e})"
     if major < 7:
         return False, f"GPU compute capability {major}.{minor} is below 7.0"
-    if find_nvcc() is None:
-        return False, "nvcc not found (needed once to build the kernels; put it on PATH or set CUDA_HOME)"
+    compiler, why = kernel_compiler()
+    if compiler is None:
+        return False, why
     return True, ""
+
+
+def transfer_mode(pixel_buffer: Any = None) -> tuple[str, str]:
+    """How CUDA frames reach GL, for one line in the viewer: ("interop" | "host copy", why).
+
+    Args:
+        pixel_buffer: a ``CudaGLPixelBuffer`` (its actual choice, registration included); None: what a new
+            one would try (pycuda built with GL or not), without touching a GPU or GL.
+    """
+    if pixel_buffer is not None:
+        if pixel_buffer.mode == "interop":
+            return "interop", "CUDA writes the GL pixel buffer directly (pycuda.gl)"
+        return "host copy", pixel_buffer.reason
+    from renderer.cuda.interop import probe_gl_interop  # noqa: PLC0415
+
+    ok, why = probe_gl_interop()
+    return ("interop", "pycuda was built with GL (CUDA_ENABLE_GL)") if ok else ("host copy", why)

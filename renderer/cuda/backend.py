@@ -120,11 +120,12 @@ class CudaBackend:
         self._scenes = SceneCache()
         self._uploaded: tuple[CudaSceneData, SceneBuffers] | None = None
         self._lock = threading.RLock()  # one frame at a time (render thread and GL thread share buffers)
+        self.debug_sync = K.debug_sync_enabled()
         self.context.push()
         try:
             self.module = K.load_module(self.arch)
             self.fn = {
-                name: self.module.get_function(name)
+                name: self._kernel(name)
                 for name in ("generate_rays", "init_rays", "march_rays", "scan_network_counts",
                              "scatter_samples", "composite_front_to_back", "write_pixels", "count_touched")
             }  # fmt: skip
@@ -405,12 +406,17 @@ class CudaBackend:
         self._uploaded = (data, bufs)
         return bufs
 
+    def _kernel(self, name: str) -> Any:
+        """A kernel of the module; in debug mode (``$KILONERF_CUDA_DEBUG=1``) each launch is synchronised."""
+        fn = self.module.get_function(name)
+        return K.SyncedKernel(fn, name, lambda: self.cuda.Context.synchronize()) if self.debug_sync else fn
+
     def _mlp_function(self, data: CudaSceneData) -> tuple[Any, int]:
         """The fused MLP kernel of the scene's width and dtype, and its dynamic shared memory."""
         name = K.evaluate_kernel_name(data.hidden, data.half)
         fn = self.fn.get(name)
         if fn is None:
-            fn = self.fn[name] = self.module.get_function(name)
+            fn = self.fn[name] = self._kernel(name)
         smem = K.evaluate_shared_bytes(
             data.hidden, data.weight_stride, data.weights.itemsize, self.config.mlp_block
         )

@@ -18,6 +18,12 @@
 #if !defined(__CUDACC_RTC__)
 #include <math.h>
 #include <stdint.h>
+#else
+// NVRTC (renderer/cuda/nvrtc.py) has no host C library: the two things this header takes from it.
+typedef unsigned char uint8_t;
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
 #endif
 
 #if defined(__CUDA_ARCH__)

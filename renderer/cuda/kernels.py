@@ -1,5 +1,6 @@
-"""Building and launching the CUDA kernels: nvcc discovery, the cubin (and emulator library) cache, the
-kernels' packed weights (``kn::WeightLayout``), counter slots and launch geometry.
+"""Building and launching the CUDA kernels: the compiler choice (NVRTC in ``nvrtc.py``, else nvcc), nvcc
+discovery, the nvcc cubin (and emulator library) cache, the kernels' packed weights (``kn::WeightLayout``),
+counter slots, launch geometry, and the debug mode that synchronises after every launch.
 
 The parameter structs (``kn::RenderParams`` / ``kn::CameraParams``) live in ``renderer.kernel_params``,
 shared with the native CPU backend. This module imports nothing else of ``renderer.cuda``; nothing here
@@ -67,11 +68,14 @@ def cuda_sources() -> list[Path]:
     return sorted(SOURCE_DIR.glob("*.cu"))
 
 
-def nvcc_command(nvcc: str, source: Path, output: Path, arch: str, fmt: str = "cubin") -> list[str]:
+def nvcc_command(
+    nvcc: str, source: Path, output: Path, arch: str, fmt: str = "cubin", *, strict: bool = True
+) -> list[str]:
     """nvcc command line compiling ``source`` for ``arch`` (e.g. ``"sm_90"``) into ``fmt`` (cubin/ptx/fatbin).
 
-    Warnings are errors for our code; the headers of this folder are on the include path. No fast math:
-    the index maths must round exactly as the torch renderer does.
+    ``strict`` (CI and development): warnings are errors; a user's run (``build_cubin``) keeps them as
+    warnings. The headers of this folder are on the include path. No fast math: the index maths must
+    round exactly as the torch renderer does.
     """
     if fmt not in ("cubin", "ptx", "fatbin"):
         raise ValueError(f"unknown nvcc output format {fmt!r}")
@@ -82,7 +86,7 @@ def nvcc_command(nvcc: str, source: Path, output: Path, arch: str, fmt: str = "c
         "-std=c++17",
         "-O3",
         "-lineinfo",
-        "-Werror=all-warnings",
+        *(["-Werror=all-warnings"] if strict else []),
         f"-I{SOURCE_DIR}",
         "-o",
         str(output),
@@ -150,7 +154,7 @@ def build_cubin(arch: str) -> Path:
     """The renderer's kernels compiled for ``arch`` (e.g. ``"sm_90"``), from the cache when up to date."""
 
     def command(nvcc: str, out: Path) -> list[str]:
-        return nvcc_command(nvcc, KERNEL_SOURCE, out, arch)
+        return nvcc_command(nvcc, KERNEL_SOURCE, out, arch, strict=False)
 
     return build_cached(command, ".cubin", KERNEL_SOURCE)
 
@@ -160,11 +164,75 @@ def build_emulator() -> Path:
     return build_cached(emulator_command, ".so", EMULATOR_SOURCE)
 
 
+COMPILERS = ("auto", "nvrtc", "nvcc")
+"""``$KILONERF_CUDA_COMPILER`` values: NVRTC when it is installed, else nvcc; or force one."""
+
+
+def kernel_compiler() -> tuple[str | None, str]:
+    """Which compiler builds the kernels here: ("nvrtc" | "nvcc", "") or (None, a one-line reason).
+
+    ``auto`` (the default) takes NVRTC (NVIDIA's pip wheels, no toolkit needed), else nvcc. Loads nothing.
+    """
+    from renderer.cuda.nvrtc import nvrtc_available  # noqa: PLC0415
+
+    want = os.environ.get("KILONERF_CUDA_COMPILER", "auto").strip().lower() or "auto"
+    if want not in COMPILERS:
+        return None, f"KILONERF_CUDA_COMPILER must be one of {COMPILERS}, not {want!r}"
+    rtc_ok, rtc_why = nvrtc_available()
+    if want in ("auto", "nvrtc") and rtc_ok:
+        return "nvrtc", ""
+    if want in ("auto", "nvcc") and find_nvcc() is not None:
+        return "nvcc", ""
+    nvcc_why = "nvcc not found (put it on PATH or set CUDA_HOME)"
+    why = {"nvrtc": rtc_why, "nvcc": nvcc_why}.get(want, f"{rtc_why}; {nvcc_why}")
+    return None, f"no CUDA kernel compiler: {why}; pip install '.[cuda]' (see docs/cuda.md)"
+
+
+def kernel_binary(arch: str) -> bytes:
+    """The kernels' cubin for ``arch`` from the compiler ``kernel_compiler`` picks (cached on disk)."""
+    compiler, why = kernel_compiler()
+    if compiler == "nvrtc":
+        from renderer.cuda.nvrtc import build_cubin as nvrtc_cubin  # noqa: PLC0415
+
+        return nvrtc_cubin(arch, cache_dir())
+    if compiler == "nvcc":
+        return build_cubin(arch).read_bytes()
+    raise NvccError(why)
+
+
+class KernelLaunchError(RuntimeError):
+    """A kernel launch or the work it queued failed (debug mode); the message names the kernel."""
+
+
+def debug_sync_enabled() -> bool:
+    """``$KILONERF_CUDA_DEBUG=1``: synchronise after every launch, so that a fault names its kernel."""
+    return os.environ.get("KILONERF_CUDA_DEBUG", "").strip() not in ("", "0")
+
+
+class SyncedKernel:
+    """A kernel whose every launch is followed by a device synchronisation (debug mode): an error raised
+    by the launch or by the kernel's own execution comes out as ``KernelLaunchError`` naming the kernel.
+    Other attributes (``set_attribute``, ``prepare``) are the wrapped function's."""
+
+    def __init__(self, fn: Any, name: str, synchronize: Any) -> None:
+        self.fn, self.name, self.synchronize = fn, name, synchronize
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            self.fn(*args, **kwargs)
+            self.synchronize()
+        except Exception as e:
+            raise KernelLaunchError(f"CUDA kernel {self.name} failed: {e.__class__.__name__}: {e}") from e
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.fn, attr)
+
+
 def load_module(arch: str) -> Any:
     """Load the kernels' cubin into the current pycuda context (imports pycuda)."""
     import pycuda.driver as cuda  # noqa: PLC0415  (lazy: optional dependency)
 
-    return cuda.module_from_buffer(build_cubin(arch).read_bytes())
+    return cuda.module_from_buffer(kernel_binary(arch))
 
 
 # ---------------------------------------------------------------------------------------------------------
