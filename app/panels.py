@@ -206,6 +206,19 @@ def per_ray_stats(stats: dict[str, float]) -> dict[str, float]:
     }
 
 
+def network_stats_line(stats: dict[str, float]) -> str:
+    """Networks touched and passes of the whole frame, saying how a frame rendered in bands counts them:
+    networks are the union over the bands (the largest band's count where a backend gave no mask), passes
+    the most of any band, as a one-call render reports the most of any ray chunk."""
+    bands = int(stats.get("bands", 1))
+    nets, passes = int(stats.get("networks_touched", 0)), int(stats.get("passes", 0))
+    if bands <= 1:
+        return f"networks touched {nets}, passes {passes}"
+    if stats.get("networks_exact", 0):
+        return f"networks touched {nets} (all {bands} bands), passes {passes} (most in one band)"
+    return f"networks touched {nets}, passes {passes} (largest of {bands} bands)"
+
+
 def _stats_panel(v: Viewer) -> None:
     f = v.frame
     tm = v.timing
@@ -228,11 +241,7 @@ def _stats_panel(v: Viewer) -> None:
     ess = f"ESS skipped {skipped}" if req.ess else f"ESS off (samples in cells without a network: {skipped})"
     ert = f"stopped early {d['early_pct']:.1f}%" if req.ert else "ERT off"
     imgui.text_wrapped(f"{ess}, {ert}")
-    bands = int(st.get("bands", 1))
-    per = f" (largest of {bands} refine bands)" if bands > 1 else ""
-    imgui.text_wrapped(
-        f"networks touched {int(st.get('networks_touched', 0))}, passes {int(st.get('passes', 0))}{per}"
-    )
+    imgui.text_wrapped(network_stats_line(st))
     imgui.text_wrapped(
         f"UI {tm.frame_ms:.1f} ms (upload {tm.upload_ms:.1f}, UI {tm.ui_ms:.1f}), {tm.ui_fps:.0f} Hz"
     )

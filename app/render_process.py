@@ -40,6 +40,8 @@ class RemoteResult:
     """[H, W] float32 expected ray distance (0: no surface)."""
     stats: dict[str, Any]
     """RenderStats.to_dict()."""
+    touched: np.ndarray | None = None
+    """[num_networks] bool: the networks evaluated."""
 
 
 def _serve(conn: Any, device: str, threads: int) -> None:
@@ -72,7 +74,8 @@ def _serve(conn: Any, device: str, threads: int) -> None:
                     continue
                 res = backend.render(rs, msg[2], msg[3])
                 depth = res.depth.numpy() if res.depth is not None else None
-                conn.send(("ok", RemoteResult(res.image.numpy(), depth, res.stats.to_dict())))
+                touched = res.touched.numpy() if res.touched is not None else None
+                conn.send(("ok", RemoteResult(res.image.numpy(), depth, res.stats.to_dict(), touched)))
         except KeyboardInterrupt:
             return
         except Exception as e:

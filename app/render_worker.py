@@ -84,17 +84,34 @@ class FrameResult:
         return int(self.request.camera.width), int(self.request.camera.height)
 
 
-def combine_stats(parts: list[dict[str, float]]) -> dict[str, float]:
-    """Sum per-band stats (``networks_touched`` and ``passes`` take the maximum over the bands: they are
-    per band, shown as such); ``bands`` counts them."""
+def combine_stats(parts: list[dict[str, float]], touched: np.ndarray | None = None) -> dict[str, float]:
+    """The frame's stats from its bands' (in row order): counts are summed; ``passes`` is the most of any
+    band (as a one-call render reports the most of any ray chunk); ``networks_touched`` is the size of the
+    union ``touched`` of the bands' masks when every band gave one (``networks_exact`` = 1), else the
+    most of any band (``networks_exact`` = 0, shown as such); ``bands`` counts them."""
     out: dict[str, float] = {}
     for p in parts:
         for k, v in p.items():
             if not isinstance(v, int | float):
                 continue
             out[k] = max(out.get(k, 0), v) if k in MAX_STATS else out.get(k, 0) + v
+    if touched is not None:
+        out["networks_touched"] = float(np.count_nonzero(touched))
+    out["networks_exact"] = float(touched is not None or len(parts) <= 1)
     out["bands"] = float(len(parts))
     return out
+
+
+def union_touched(acc: np.ndarray | None, res: Any, first: bool) -> np.ndarray | None:
+    """The union of the networks evaluated so far and ``res.touched`` ([num_networks] bool); None once a
+    band has no mask (a backend that does not say)."""
+    mask = getattr(res, "touched", None)
+    if mask is None or (acc is None and not first):
+        return None
+    m = np.asarray(mask.numpy() if hasattr(mask, "numpy") else mask, bool)
+    if acc is None:
+        return m.copy()
+    return acc | m if acc.shape == m.shape else None
 
 
 def stats_to_dict(stats: Any) -> dict[str, float]:
@@ -301,6 +318,7 @@ class RenderWorker:
         image = np.zeros((h, w, 3), np.float32)
         depth: np.ndarray | None = None
         parts: list[dict[str, float]] = []
+        touched: np.ndarray | None = None
         y = 0
         while y < h:
             y1 = min(h, y + rows)
@@ -313,12 +331,13 @@ class RenderWorker:
                     depth = np.zeros((h, w), np.float32)
                 depth[y:y1] = d.detach().cpu().numpy() if hasattr(d, "detach") else np.asarray(d)
             parts.append(stats_to_dict(getattr(res, "stats", None)))
+            touched = union_touched(touched, res, first=len(parts) == 1)
             y = y1
             ms = (time.perf_counter() - t0) * 1000
             self.timing.ms_per_px = ms / (w * y)
             done = y >= h
             if (done or req.publish_bands) and not self._publish(
-                FrameResult(image, depth, combine_stats(parts), ms, req, done, y)
+                FrameResult(image, depth, combine_stats(parts, touched), ms, req, done, y)
             ):
                 return
             if not done and self._newer_pending(req.serial):

@@ -178,6 +178,9 @@ class RenderResult:
     """Counters and time."""
     network: torch.Tensor | None = None
     """``[H, W]`` int64 id of the network with the largest weight per pixel (−1: none), or None."""
+    touched: torch.Tensor | None = None
+    """``[num_networks]`` bool: the networks evaluated for this frame (``stats.networks_touched`` is its
+    sum), so that frames rendered in parts can report their union; None where a backend does not say."""
 
 
 @dataclass

@@ -144,6 +144,13 @@ def render_rays_full(
 
     rgb = C + T_end·background; depth = Σ w_k t_k / Σ w_k (0 where Σ w = 0).
     """
+    return _render_rays_touched(rs, origins, dirs, options)[:5]  # type: ignore[return-value]
+
+
+def _render_rays_touched(
+    rs: RenderScene, origins: torch.Tensor, dirs: torch.Tensor, options: RenderOptions | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, RenderStats, torch.Tensor]:
+    """``render_rays_full`` and the ``[num_networks]`` bool mask of the networks evaluated."""
     fp = resolve_options(rs, options)
     start = time.perf_counter()
     stats = RenderStats(rays=int(origins.shape[0]))
@@ -163,7 +170,7 @@ def render_rays_full(
     stats.networks_touched = int(touched.sum())
     stats.ms = (time.perf_counter() - start) * 1e3
     rgb, depth, net, trans = (torch.cat([p[i] for p in parts]) for i in range(4))
-    return rgb, depth, net, trans, stats
+    return rgb, depth, net, trans, stats, touched
 
 
 def render_rays(
@@ -180,7 +187,7 @@ def render_image(scene_or_rs: Any, camera: Camera, options: RenderOptions | None
     fp = resolve_options(rs, options)
     start = time.perf_counter()
     origins, dirs = generate_rays(camera, rs.device)
-    rgb, depth, net, trans, stats = render_rays_full(rs, origins, dirs, options)
+    rgb, depth, net, trans, stats, touched = _render_rays_touched(rs, origins, dirs, options)
     if fp.output != "rgb":
         rgb = write_pixels(rgb, trans, depth, net, fp.background, fp.output)
     h, w = camera.height, camera.width
@@ -190,4 +197,5 @@ def render_image(scene_or_rs: Any, camera: Camera, options: RenderOptions | None
         depth=depth.reshape(h, w).float().cpu(),
         stats=stats,
         network=net.reshape(h, w).cpu() if fp.output == "network" else None,
+        touched=touched.cpu(),
     )

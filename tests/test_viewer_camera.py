@@ -6,13 +6,15 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from app import overlay_geometry as og
 from app.camera_control import CameraController
 from app.dynres import DynamicResolution
-from app.render_worker import band_camera, combine_stats
+from app.render_worker import band_camera, combine_stats, union_touched
 from renderer.camera import Camera, look_at
 from renderer.camera import camera_directions as _camera_directions
+from renderer.frame import RenderOptions
 
 
 def camera_directions(cam: Camera) -> np.ndarray:
@@ -146,7 +148,48 @@ def test_combine_stats_sums_counts_and_maxes_networks() -> None:
     s = combine_stats(
         [{"rays": 10, "networks_touched": 5, "passes": 2}, {"rays": 6, "networks_touched": 7, "passes": 1}]
     )
-    assert s == {"rays": 16, "networks_touched": 7, "passes": 2, "bands": 2}
+    assert s == {"rays": 16, "networks_touched": 7, "passes": 2, "bands": 2, "networks_exact": 0}
+    union = np.array([1, 1, 0, 1, 1, 1, 1, 1, 1, 1], bool)  # 5 and 7 networks sharing 3: 9 in the frame
+    s = combine_stats([{"networks_touched": 5}, {"networks_touched": 7}], union)
+    assert s["networks_touched"] == 9 and s["networks_exact"] == 1
+
+
+def test_union_touched_is_the_or_of_the_bands_and_none_once_a_band_has_no_mask() -> None:
+    from types import SimpleNamespace
+
+    a = SimpleNamespace(touched=torch.tensor([True, False, False]))
+    b = SimpleNamespace(touched=np.array([False, False, True]))
+    acc = union_touched(None, a, first=True)
+    acc = union_touched(acc, b, first=False)
+    assert acc is not None and acc.tolist() == [True, False, True]
+    assert a.touched.tolist() == [True, False, False]  # the band's own mask is not changed
+    assert union_touched(acc, SimpleNamespace(touched=None), first=False) is None
+    assert union_touched(None, a, first=False) is None  # an earlier band had none: stays unknown
+
+
+@pytest.mark.parametrize("backend_name", ["torch", "cpu"])
+def test_a_frame_in_bands_reports_the_same_networks_as_one_call(backend_name: str) -> None:
+    """Issue 29: the GUI showed 77 networks for the last band against the CLI's 541 for the frame. The
+    worker's banded frame now reports the union of its bands: the one-call render's count."""
+    from renderer.backends import cpu_backend_status, get_backend
+    from renderer.camera import Camera, look_at
+    from renderer.synthetic import random_scene
+
+    if backend_name == "cpu" and not cpu_backend_status()[0]:
+        pytest.skip(cpu_backend_status()[1])
+    backend = get_backend(backend_name)
+    scene = random_scene(grid_res=(4, 4, 4), occupancy_factor=(4, 4, 4), seed=3)
+    cam = Camera(width=40, height=36, focal=40.0, c2w=look_at((2.2, -1.6, 1.2), (0.0, 0.0, 0.0)))
+    whole = backend.render(scene, cam, RenderOptions())
+    assert whole.touched is not None and int(whole.touched.sum()) == whole.stats.networks_touched
+    parts, acc = [], None
+    for i, (y0, y1) in enumerate(((0, 12), (12, 24), (24, 36))):
+        res = backend.render(scene, band_camera(cam, y0, y1), RenderOptions())
+        parts.append(res.stats.to_dict())
+        acc = union_touched(acc, res, first=i == 0)
+    s = combine_stats(parts, acc)
+    assert max(p["networks_touched"] for p in parts) < whole.stats.networks_touched  # bands differ
+    assert s["networks_touched"] == whole.stats.networks_touched and s["networks_exact"] == 1
 
 
 def test_dynamic_resolution_meets_budget() -> None:

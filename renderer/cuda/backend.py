@@ -376,6 +376,8 @@ class CudaBackend:
         touched = np.zeros(1, np.uint64)
         cuda.memcpy_dtoh(frame, b.frame_counters)
         cuda.memcpy_dtoh(touched, b.touched_count)
+        mask = np.zeros(max(1, f.networks), np.uint8)  # a few KB: the union over a frame's bands
+        cuda.memcpy_dtoh(mask, b.net_touched)
         rgb, depth = np.zeros((n, 3), np.float32), np.zeros(n, np.float32)
         trans, net = np.ones(n, np.float32), np.full(n, -1, np.int32)
         if f.host_outputs:
@@ -395,7 +397,7 @@ class CudaBackend:
         )
         return RaysResult(
             torch.from_numpy(rgb), torch.from_numpy(depth), torch.from_numpy(net).long(),
-            torch.from_numpy(trans), stats,
+            torch.from_numpy(trans), stats, torch.from_numpy(mask[: f.networks]).to(torch.bool),
         )  # fmt: skip
 
     def _scene_buffers(self, data: CudaSceneData) -> SceneBuffers:

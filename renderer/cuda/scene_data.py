@@ -163,6 +163,8 @@ class RaysResult:
     """``[N]`` T_end."""
     stats: RenderStats
     """What the frame cost."""
+    touched: torch.Tensor | None = None
+    """``[num_networks]`` bool: the networks evaluated (None: not read back)."""
 
 
 def finish_image(rays: RaysResult, camera: Any, fp: FrameParams) -> RenderResult:
@@ -180,4 +182,5 @@ def finish_image(rays: RaysResult, camera: Any, fp: FrameParams) -> RenderResult
         depth=rays.depth.reshape(h, w).float(),
         stats=rays.stats,
         network=rays.network.reshape(h, w) if fp.output == "network" else None,
+        touched=rays.touched,
     )

@@ -108,7 +108,7 @@ class CpuBackend:
         fp = resolve_options(ns, options)
         cam = np.array(camera_params(camera))
         n = int(camera.width) * int(camera.height)
-        rgb, depth, trans, net, stats = self._frame(ns, fp, n, camera=cam)
+        rgb, depth, trans, net, stats, touched = self._frame(ns, fp, n, camera=cam)
         stats.ms = (time.perf_counter() - start) * 1e3
         h, w = int(camera.height), int(camera.width)
         return RenderResult(
@@ -116,6 +116,7 @@ class CpuBackend:
             depth=torch.from_numpy(depth).reshape(h, w),
             stats=stats,
             network=torch.from_numpy(net).to(torch.int64).reshape(h, w) if fp.output == "network" else None,
+            touched=torch.from_numpy(touched).to(torch.bool),
         )
 
     def render_rays(
@@ -134,18 +135,19 @@ class CpuBackend:
         fp = resolve_options(ns, options)
         o = np.ascontiguousarray(origins.detach().to("cpu", torch.float32).numpy())
         d = np.ascontiguousarray(dirs.detach().to("cpu", torch.float32).numpy())
-        rgb, depth, trans, net, stats = self._frame(ns, fp, o.shape[0], origins=o, dirs=d)
+        rgb, depth, trans, net, stats, _ = self._frame(ns, fp, o.shape[0], origins=o, dirs=d)
         stats.ms = (time.perf_counter() - start) * 1e3
         t = torch.from_numpy
         return t(rgb), t(depth), t(net).to(torch.int64), t(trans), stats
 
     def _frame(self, ns: NativeScene, fp: FrameParams, n: int, **rays: np.ndarray) -> tuple[Any, ...]:
-        """One ``kc_render_frame`` call: (rgb, depth, trans, network, stats)."""
+        """One ``kc_render_frame`` call: (rgb, depth, trans, network, stats, touched networks as uint8)."""
         P = np.array(render_params(ns, fp, ns.weight_stride))
         F = frame_struct(fp)
         rgb = np.empty((n, 3), np.float32)
         depth, trans = np.empty(n, np.float32), np.empty(n, np.float32)
         net = np.empty(n, np.int32)
+        touched = np.zeros(max(1, ns.num_networks), np.uint8)
         io = L.FrameIO()
         io.n_rays = n
         if "camera" in rays:
@@ -153,6 +155,7 @@ class CpuBackend:
         else:
             io.origins, io.dirs = _ptr(rays["origins"]), _ptr(rays["dirs"])
         io.rgb, io.depth, io.trans, io.network = _ptr(rgb), _ptr(depth), _ptr(trans), _ptr(net)
+        io.touched = _ptr(touched)
         with self._lock:
             scene_ptr = ns.pointer(fp.ess)
             io.workspace = self._workspace
@@ -162,4 +165,4 @@ class CpuBackend:
         check(rc, "render")
         values = {name: int(io.stats[i]) for i, name in enumerate(L.STAT_NAMES)}
         self.last_step_ms = {name: io.step_ns[i] / 1e6 for i, name in enumerate(L.STEP_TIMES)}
-        return rgb, depth, trans, net, RenderStats(rays=n, **values)
+        return rgb, depth, trans, net, RenderStats(rays=n, **values), touched[: ns.num_networks]

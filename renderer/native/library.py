@@ -79,6 +79,7 @@ class FrameIO(ctypes.Structure):
         ("depth", _vp),
         ("trans", _vp),
         ("network", _vp),
+        ("touched", _vp),
         ("stats", _i64 * 8),
         ("step_ns", _i64 * 8),
     ]

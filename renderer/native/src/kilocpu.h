@@ -88,6 +88,7 @@ struct FrameIO {
     float* depth;                    // [n_rays] expected depth (0: nothing hit)
     float* trans;                    // [n_rays] T_end
     int32_t* network;                // [n_rays] dominant network (-1: none)
+    uint8_t* touched;                // [num_networks] 1 where a network was evaluated; may be null
     i64 stats[kNumStats];
     i64 step_ns[kNumStats];  // wall time per step: StepTime
 };

@@ -198,6 +198,7 @@ int render_frame(const RenderParams* Pp, const CpuScene* Sp, const CpuFrame* Fp,
         }
     }
     for (int m = 0; rc == 0 && m < P.num_networks; ++m) io->stats[kc::kNetworksTouched] += touched[m];
+    if (rc == 0 && io->touched) memcpy(io->touched, touched, (size_t)P.num_networks);
     if (rc == 0 && F.output != kc::kRgb)
         write_pixels(&P, F.output, N, io->rgb, io->trans, io->depth, io->network, io->rgb);
     clock.lap(kc::kTimeWrite);
