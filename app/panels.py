@@ -189,6 +189,28 @@ def _render_panel(v: Viewer) -> None:
     changed, vi = imgui.combo("view", views.index(r.view) if r.view in views else 0, views)
     if changed:
         r.view = views[vi]
+    if r.view == "depth":
+        _depth_legend(v)
+
+
+def depth_legend_text(depth_range: tuple[float, float] | None) -> str:
+    """The depth view's scale in words: what white and dark grey stand for."""
+    if depth_range is None:
+        return "depth: nothing hit in this frame"
+    near, far = depth_range
+    return f"near {near:.3f} (white) .. far {far:.3f} (dark grey), scene units along the ray"
+
+
+def _depth_legend(v: Viewer) -> None:
+    """A grey ramp as the depth view draws it (``renderer.pixels.shade_depth``: 1 at the nearest hit, 0.15
+    at the farthest) with the frame's range."""
+    rng = v.frame.depth_range if v.frame is not None and v.frame.request.options.output == "depth" else None
+    x, y = imgui.get_cursor_screen_pos()
+    width = imgui.get_content_region_available_width()
+    white, dark = imgui.get_color_u32_rgba(1, 1, 1, 1), imgui.get_color_u32_rgba(0.15, 0.15, 0.15, 1)
+    imgui.get_window_draw_list().add_rect_filled_multicolor(x, y, x + width, y + 10, white, dark, dark, white)
+    imgui.dummy(width, 12)
+    imgui.text_wrapped(depth_legend_text(rng))
 
 
 def per_ray_stats(stats: dict[str, float]) -> dict[str, float]:

@@ -13,6 +13,7 @@ newer request arrives — that keeps a full resolution refine from blocking the 
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import traceback
@@ -78,6 +79,16 @@ class FrameResult:
     """False while bands remain."""
     rows_done: int = 0
 
+    @functools.cached_property
+    def depth_range(self) -> tuple[float, float] | None:
+        """(nearest, farthest) expected ray distance over the rendered pixels that hit something: what the
+        depth view's grey spans (near = white, far = dark grey), for its legend; None when nothing was hit."""
+        if self.depth is None:
+            return None
+        d = self.depth[: self.rows_done or None]
+        hit = d[d > 0]
+        return (float(hit.min()), float(hit.max())) if hit.size else None
+
     @property
     def size(self) -> tuple[int, int]:
         """(width, height) of the frame."""
@@ -100,6 +111,21 @@ def combine_stats(parts: list[dict[str, float]], touched: np.ndarray | None = No
     out["networks_exact"] = float(touched is not None or len(parts) <= 1)
     out["bands"] = float(len(parts))
     return out
+
+
+def reshade_depth_rows(image: np.ndarray, depth: np.ndarray, rows: int) -> None:
+    """Shade the depth view of rows [0, rows) over their common depth range, in place: each band of a
+    refined frame was shaded over its own range by the renderer (``renderer.pixels.shade_depth``, used here
+    too), which showed as stripes; the finished frame is then the one-call render's picture."""
+    import torch
+
+    from renderer.pixels import shade_depth
+
+    d = torch.from_numpy(np.ascontiguousarray(depth[:rows]).reshape(-1))
+    hit = d > 0
+    grey = shade_depth(d, hit, torch.zeros(3)).numpy().reshape(rows, -1, 3)
+    mask = hit.numpy().reshape(rows, -1)
+    image[:rows][mask] = grey[mask]
 
 
 def union_touched(acc: np.ndarray | None, res: Any, first: bool) -> np.ndarray | None:
@@ -332,6 +358,12 @@ class RenderWorker:
                 depth[y:y1] = d.detach().cpu().numpy() if hasattr(d, "detach") else np.asarray(d)
             parts.append(stats_to_dict(getattr(res, "stats", None)))
             touched = union_touched(touched, res, first=len(parts) == 1)
+            if (
+                getattr(req.options, "output", "rgb") == "depth"
+                and depth is not None
+                and not (y == 0 and y1 == h)
+            ):
+                reshade_depth_rows(image, depth, y1)
             y = y1
             ms = (time.perf_counter() - t0) * 1000
             self.timing.ms_per_px = ms / (w * y)

@@ -302,3 +302,41 @@ def test_resize_linear_is_gl_style_bilinear_not_nearest_blocks() -> None:
     row = resize_linear(step, 1, 8)[0, :, 0]
     assert np.all(np.diff(row) >= 0) and 0 < row[3] < 1 and 0 < row[4] < 1  # a ramp, not two blocks
     assert resize_linear(np.full((2, 3, 3), 0.25, np.float32), 50, 70).std() == 0
+
+
+def test_a_depth_view_refined_in_bands_is_the_one_call_picture() -> None:
+    """Each band of the depth view was shaded over its own depth range (stripes); the worker re-shades the
+    rows done over their common range, so the finished frame equals the one-call render's."""
+    from app.render_worker import reshade_depth_rows
+    from renderer.backends import get_backend
+    from renderer.synthetic import random_scene
+
+    backend = get_backend("torch")
+    scene = random_scene(grid_res=(4, 4, 4), occupancy_factor=(4, 4, 4), seed=5)
+    cam = Camera(width=30, height=24, focal=30.0, c2w=look_at((2.2, -1.6, 1.2), (0.0, 0.0, 0.0)))
+    opts = RenderOptions(output="depth", background=(0.2, 0.4, 0.6))
+    whole = backend.render(scene, cam, opts)
+    image, depth = np.zeros((24, 30, 3), np.float32), np.zeros((24, 30), np.float32)
+    for y0 in range(0, 24, 8):
+        res = backend.render(scene, band_camera(cam, y0, y0 + 8), opts)
+        image[y0 : y0 + 8], depth[y0 : y0 + 8] = res.image.numpy(), res.depth.numpy()
+    assert not np.allclose(image, whole.image.numpy(), atol=1e-4)  # the bands' own ranges: stripes
+    reshade_depth_rows(image, depth, 24)
+    np.testing.assert_allclose(image, whole.image.numpy(), atol=1e-5)
+    np.testing.assert_allclose(depth, whole.depth.numpy(), atol=1e-5)
+
+
+def test_depth_range_and_legend_text() -> None:
+    from app.panels import depth_legend_text
+    from app.render_worker import FrameRequest, FrameResult
+
+    depth = np.array([[0.0, 2.5, 3.0], [4.25, 0.0, 9.0]], np.float32)
+    req = FrameRequest(camera=None, options=RenderOptions(output="depth"), serial=1)
+    assert FrameResult(None, depth, {}, 1.0, req, False, rows_done=1).depth_range == (2.5, 3.0)
+    assert FrameResult(None, depth, {}, 1.0, req, True, rows_done=2).depth_range == (2.5, 9.0)
+    assert FrameResult(None, np.zeros((2, 3), np.float32), {}, 1.0, req, True, 2).depth_range is None
+    assert (
+        depth_legend_text((2.5, 9.0))
+        == "near 2.500 (white) .. far 9.000 (dark grey), scene units along the ray"
+    )
+    assert "nothing hit" in depth_legend_text(None)
