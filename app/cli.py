@@ -58,11 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="no window: export and exit")
     p.add_argument("--screenshot", metavar="OUT.png", help="headless: render one image (+ OUT.json camera)")
     p.add_argument("--camera", metavar="CAM.json", help="headless screenshot: camera JSON (default: view 0)")
-    p.add_argument("--turntable", metavar="OUT.mp4", help="headless: render a turntable video")
+    p.add_argument(
+        "--turntable", metavar="OUT.mp4", help="headless: render a turntable video (.mp4, or .gif)"
+    )
     p.add_argument(
         "--camera-path", metavar="PATH.json", help="headless: render nerfstudio's camera_path.json to --video"
     )
-    p.add_argument("--video", metavar="OUT.mp4", help="headless: the camera path's video")
+    p.add_argument("--video", metavar="OUT.mp4", help="headless: the camera path's video (.mp4, or .gif)")
     p.add_argument("--frames", type=int, default=60, help="turntable frames (default 60)")
     p.add_argument(
         "--fps",
@@ -171,7 +173,7 @@ def _check_turntable_args(args: argparse.Namespace, size: tuple[int, int] | None
     from app.export import check_video_size
 
     try:
-        check_video_size(size or (400, 400))
+        check_video_size(size or (400, 400), args.turntable)
     except ValueError as e:
         raise UserError(str(e)) from None
     if args.frames < 1 or (args.fps is not None and args.fps <= 0):
@@ -210,7 +212,7 @@ def headless_camera_path(
                 raise CameraPathError(f"--fps must be in (0, 240], got {args.fps}")
             path.fps = float(args.fps)
         cams = path_cameras(path, size)
-        check_video_size((cams[0].width, cams[0].height))
+        check_video_size((cams[0].width, cams[0].height), args.video)
     except ValueError as e:
         raise UserError(str(e)) from None
     return _headless_video(args, scene, backend, cams, args.video, path.fps)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from app.presenter import to_uint8
-from renderer.atomic import atomic_write_bytes
+from renderer.atomic import atomic_write_bytes, new_file_mode
 
 
 class ExportCancelled(Exception):
@@ -123,11 +123,61 @@ def turntable_cameras(
     ]
 
 
-def check_video_size(size: tuple[int, int]) -> None:
-    """H.264 in yuv420p needs even sizes: raise a one-line ValueError otherwise."""
+def check_video_size(size: tuple[int, int], out: str | Path | None = None) -> None:
+    """H.264 in yuv420p needs even sizes: raise a one-line ValueError otherwise (a GIF takes any size)."""
     w, h = size
+    if out is not None and is_gif(out):
+        if w < 1 or h < 1:
+            raise ValueError(f"video size must be positive, got {w}x{h}")
+        return
     if w < 2 or h < 2 or w % 2 or h % 2:
         raise ValueError(f"video size must be even in both dimensions (mp4/H.264), got {w}x{h}")
+
+
+def is_gif(out: str | Path) -> bool:
+    """Whether ``out`` asks for an animated GIF (by its suffix) rather than an H.264 mp4."""
+    return Path(out).suffix.lower() == ".gif"
+
+
+def _encode_frames(
+    frames: Iterator[np.ndarray],
+    tmp: Path,
+    gif: bool,
+    fps: float,
+    step: Callable[[int], None],
+) -> None:
+    """Write ``frames`` into ``tmp``: H.264 mp4 through ffmpeg, or an animated GIF through Pillow (each
+    frame quantised to its own 256-colour palette, looping, 1/fps apart rounded to 10 ms as GIF stores)."""
+    if gif:
+        from PIL import Image
+
+        images = []
+        for i, frame in enumerate(frames):
+            images.append(Image.fromarray(frame).quantize(256, method=Image.Quantize.MEDIANCUT))
+            step(i)
+        if not images:
+            raise ValueError("no frames to write")
+        ms = max(20, round(100.0 / fps) * 10)
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=ms, loop=0)
+        return
+    import imageio.v2 as iio
+
+    writer = iio.get_writer(
+        str(tmp),
+        format="FFMPEG",
+        mode="I",
+        fps=fps,
+        codec="libx264",
+        macro_block_size=1,
+        pixelformat="yuv420p",
+        ffmpeg_log_level="error",
+    )
+    try:
+        for i, frame in enumerate(frames):
+            writer.append_data(frame)
+            step(i)
+    finally:
+        writer.close()
 
 
 def write_video(
@@ -138,38 +188,33 @@ def write_video(
     progress: Callable[[int, int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> Path:
-    """Encode uint8 [H, W, 3] frames as H.264 mp4 at ``out``.
+    """Encode uint8 [H, W, 3] frames as H.264 mp4 (or an animated GIF when ``out`` ends in .gif) at ``out``.
 
-    ffmpeg writes a temp file beside ``out`` that is renamed onto it only when every frame is in, so a
+    The encoder writes a temp file beside ``out`` that is renamed onto it only when every frame is in, so a
     cancelled or failed export never leaves a truncated video (the same rule as renderer/atomic.py).
     """
-    import imageio.v2 as iio
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.mp4", dir=out.parent)
+    suffix = ".tmp.gif" if is_gif(out) else ".tmp.mp4"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
+    os.fchmod(fd, new_file_mode())  # readable as any file the user writes, not mkstemp's 0600
     os.close(fd)
     tmp = Path(tmp_name)
+
+    def step(i: int) -> None:
+        if progress is not None:
+            progress(i + 1, count)
+        if cancelled is not None and cancelled():
+            raise ExportCancelled("export cancelled")
+
+    def checked() -> Iterator[np.ndarray]:
+        for frame in frames:
+            if cancelled is not None and cancelled():
+                raise ExportCancelled("export cancelled")
+            yield frame
+
     try:
-        writer = iio.get_writer(
-            str(tmp),
-            format="FFMPEG",
-            mode="I",
-            fps=fps,
-            codec="libx264",
-            macro_block_size=1,
-            pixelformat="yuv420p",
-            ffmpeg_log_level="error",
-        )
-        try:
-            for i, frame in enumerate(frames):
-                if cancelled is not None and cancelled():
-                    raise ExportCancelled("turntable cancelled")
-                writer.append_data(frame)
-                if progress is not None:
-                    progress(i + 1, count)
-        finally:
-            writer.close()
+        _encode_frames(checked(), tmp, is_gif(out), fps, step)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, out)
@@ -260,7 +305,7 @@ def start_turntable(
     """Render and encode a turntable in the background (cancel stops after the current frame)."""
     from app.camera_path import path_cameras, turntable_path
 
-    check_video_size(size)
+    check_video_size(size, out)
     # the turntable is a preset camera path: the same frames as the headless turntable and path export
     cams = path_cameras(
         turntable_path(turntable_cameras(scene, frames, size, elevation, radius, fov_y_deg), fps)
@@ -282,7 +327,7 @@ def start_video(
     task = ExportTask(kind, total=len(cams))
 
     def fn(task: ExportTask) -> str:
-        check_video_size(size)  # a one-line message in the panel, before any frame is rendered
+        check_video_size(size, out)  # a one-line message in the panel, before any frame is rendered
 
         def progress(i: int, n: int) -> None:
             task.done = i

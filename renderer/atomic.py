@@ -21,7 +21,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
     folder = target.parent if str(target.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual umask-based mode
+        os.fchmod(fd, new_file_mode())  # mkstemp makes 0600 files
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -33,11 +33,13 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
         raise
 
 
-def _umask() -> int:
-    """The process umask (read by setting it and putting it back)."""
+def new_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: 0666 less the process umask (read by
+    setting it and putting it back). ``tempfile.mkstemp`` makes 0600 files; an atomic write's target gets
+    this mode instead."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

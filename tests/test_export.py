@@ -249,3 +249,29 @@ def test_a_path_video_of_odd_size_is_one_message_and_no_file(tmp_path: Path) -> 
     assert task.wait(30) and task.error
     assert "even" in task.message and "33x24" in task.message and "\n" not in task.message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_gif_export_holds_every_frame_loops_and_takes_odd_sizes(tmp_path: Path) -> None:
+    """``--video OUT.gif`` / a .gif path in the panel: an animated GIF (READMEs and issues show it inline),
+    any size, each frame close to the render (a 256-colour palette per frame), written atomically."""
+    from PIL import Image
+
+    from app.export import check_video_size, write_video
+    from renderer.atomic import new_file_mode
+
+    rng = np.random.default_rng(0)
+    frames = [np.full((15, 21, 3), 40 * i, np.uint8) for i in range(4)]
+    frames[2][5:9, 3:17] = rng.integers(0, 255, (4, 14, 3), dtype=np.uint8)
+    seen: list[int] = []
+    out = write_video(iter(frames), tmp_path / "p.gif", 12.5, 4, lambda i, n: seen.append(i))
+    assert seen == [1, 2, 3, 4] and [p.name for p in tmp_path.iterdir()] == ["p.gif"]
+    assert out.stat().st_mode & 0o777 == new_file_mode()  # not the temp file's 0600
+    im = Image.open(out)
+    assert im.n_frames == 4 and im.info["loop"] == 0 and im.info["duration"] == 80  # 1/12.5 s
+    for i, want in enumerate(frames):
+        im.seek(i)
+        got = np.asarray(im.convert("RGB"), np.int16)
+        assert got.shape == (15, 21, 3) and np.abs(got - want).mean() < 3, i
+    check_video_size((21, 15), "x.gif")  # odd sizes are fine for a GIF, not for H.264
+    with pytest.raises(ValueError, match="even"):
+        check_video_size((21, 15), "x.mp4")

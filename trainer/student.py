@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from renderer.atomic import new_file_mode
 from trainer.checkpoint import CheckpointError
 from trainer.files import writing
 from trainer.progress import STAGES
@@ -187,17 +188,11 @@ def provenance(ctx: Context, stage: str) -> dict[str, Any]:
     return out
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_output(ctx: Context, stage: str, scene: Any) -> None:
     """Write the output .kilo atomically (weights in the preset's dtype) and announce it."""
     from renderer.scene import save_scene
 
     with writing(ctx.out):
         save_scene(scene, ctx.out, dtype=ctx.preset.weights_dtype)
-        os.chmod(ctx.out, 0o666 & ~_umask())  # the atomic temp file is created 0600
+        os.chmod(ctx.out, new_file_mode())  # the atomic temp file is created 0600
     ctx.log.scene(stage, ctx.out)
