@@ -53,9 +53,9 @@ class BackendMixin:
         self.settings.render.target_fps = self.profile.target_fps
         self.dynres.configure(self.profile)
 
-    def switch_backend(self, name: str) -> None:
+    def switch_backend(self, name: str, announce: bool = True) -> None:
         """Render with backend ``name`` (one of renderer.backends.BACKENDS) from now on; a backend that
-        cannot run here is reported and the current one stays."""
+        cannot run here is reported and the current one stays. ``announce``: say so in the message log."""
         from renderer.backends import get_backend
 
         try:
@@ -72,7 +72,19 @@ class BackendMixin:
         self._submitted = None
         self.apply_profile(backend)
         self.scene_version += 1
-        self.notify(f"rendering with the {self.settings.render.backend} backend")
+        if announce:
+            self.notify(f"rendering with the {self.settings.render.backend} backend")
+
+    def fall_back_from_gpu(self, error: str) -> bool:
+        """After a failed CUDA render (a GPU fault, a kernel error): render with the torch renderer from now
+        on, saying so in one line; True when it did (False: the backend is not the CUDA one)."""
+        if getattr(self.worker.backend, "name", "") != "cuda":
+            return False
+        self.release_pixel_buffer()
+        self._pbo_failed = True  # no more pixel-buffer renders through the failed context
+        self.switch_backend("torch", announce=False)
+        self.notify(f"CUDA renderer failed ({error}); rendering with the torch renderer", "error")
+        return True
 
     def release_pixel_buffer(self) -> None:
         """Free the CUDA backend's GL pixel buffer (a new one is made for the next frame)."""

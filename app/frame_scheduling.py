@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ class FrameSchedulingMixin:
     _last_change: float
     _submitted: Any
     _pixel_buffer: Any
+    _transfer_said: tuple[str, str] | None
     _pbo_failed: bool
     _shown_frames: deque[float]
     _base: tuple[int, np.ndarray] | None = None
@@ -57,6 +59,10 @@ class FrameSchedulingMixin:
     def render_camera(self, scale: float = 1.0, size: tuple[int, int] | None = None) -> Any:
         """The camera to render (Viewer)."""
         raise NotImplementedError
+
+    fall_back_from_gpu: Callable[[str], bool]
+    """Switch from a failed CUDA renderer to torch (BackendMixin's method; declared, not stubbed, so the
+    MRO reaches it)."""
 
     def render_options(self) -> Any:
         """RenderOptions of the render panel (Viewer)."""
@@ -136,14 +142,22 @@ class FrameSchedulingMixin:
         try:
             if self._pixel_buffer is None:
                 self._pixel_buffer = backend.pixel_buffer(self.ctx, cam.width, cam.height)
-            stats = backend.render_to_pixel_buffer(
-                self.worker._scene, cam, self._pixel_buffer, self.render_options()
-            )
-        except Exception as e:  # fall back to the render thread (host images) for good
+                self._say_transfer(self._pixel_buffer)
+        except Exception as e:  # no GL interop buffer: the render thread (host images) for good
             msg = f"pixel-buffer path failed ({type(e).__name__}: {e}); using host images"
             self.notify(msg.splitlines()[0], "error")
             self._pbo_failed = True
             self._submitted = None
+            return False
+        try:
+            stats = backend.render_to_pixel_buffer(
+                self.worker._scene, cam, self._pixel_buffer, self.render_options()
+            )
+        except Exception as e:  # a GPU fault or kernel error: the torch renderer from now on
+            self._submitted = None
+            if not self.fall_back_from_gpu(f"{type(e).__name__}: {e}".splitlines()[0]):
+                self.notify(f"render failed: {type(e).__name__}: {e}".splitlines()[0], "error")
+                self._pbo_failed = True
             return False
         self.presenter.upload_pbo(self._pixel_buffer.buffer, cam.width, cam.height)
         ms = (time.perf_counter() - t0) * 1e3
@@ -153,6 +167,17 @@ class FrameSchedulingMixin:
         self._shown_frames.append(time.perf_counter())
         self.overlays.set_depth(None)
         return True
+
+    def _say_transfer(self, pixel_buffer: Any) -> None:
+        """One line on how CUDA frames reach GL: interop (device to device) or a host copy, and why."""
+        if getattr(pixel_buffer, "mode", None) is None:
+            return
+        from renderer.cuda import transfer_mode
+
+        mode, why = transfer_mode(pixel_buffer)
+        if self._transfer_said != (mode, why):  # once, not at every resize
+            self._transfer_said = (mode, why)
+            self.notify(f"CUDA frames reach GL by {mode}: {why}")
 
     def take_frame(self) -> bool:
         """Upload the newest rendered frame, if any (a partial refine keeps the old frame below its rows)."""

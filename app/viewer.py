@@ -129,7 +129,8 @@ class Viewer(
         """The panel folded to its title bar: the image takes the whole window."""
         self._last_draw = 0.0
         self._pbo_failed = False
-        """Last training view chosen."""
+        self._transfer_said: tuple[str, str] | None = None
+        """The CUDA-to-GL transfer last announced (mode, why): said once, not at every resize."""
         self.held: set[int] = set()
         self._buttons: set[int] = set()
         self._drag_on_scene = False
@@ -278,7 +279,8 @@ class Viewer(
             self.notify(self.export.message, "error" if self.export.error else "info")
         if self.worker.error:
             err, self.worker.error = self.worker.error, None
-            self.notify(err, "error")
+            if not self.fall_back_from_gpu(err):
+                self.notify(err, "error")
 
     def start_training(self) -> None:
         """Start (or resume) a training job from the training panel's form."""

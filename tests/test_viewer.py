@@ -605,3 +605,69 @@ def test_switching_backends_cpu_and_torch_with_hot_reload(
     assert isinstance(v.worker.backend, ProcessPoolBackend)  # type: ignore[attr-defined]
     assert v.settings.render.target_fps == PROFILES["torch"].target_fps  # type: ignore[attr-defined]
     assert v.wait_full_frame(60)  # type: ignore[attr-defined]
+
+
+class _FaultyCuda:
+    """A CUDA backend whose GPU faults on every frame (as after an illegal address: the context is dead)."""
+
+    name = "cuda"
+
+    def __init__(self, pbo: bool) -> None:
+        self.calls = 0
+        self.closed = False
+        if pbo:  # the interop path: frames rendered on the GL thread into a pixel buffer
+            self.pixel_buffer = self._pixel_buffer
+            self.render_to_pixel_buffer = self._render_to_pixel_buffer
+
+    def prepare(self, scene: object) -> object:
+        return scene
+
+    def render(self, *args: object) -> object:
+        self.calls += 1
+        raise RuntimeError("cuLaunchKernel failed: an illegal memory access was encountered")
+
+    def _pixel_buffer(self, ctx: object, w: int, h: int) -> object:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(
+            mode="host",
+            reason="pycuda was built without GL",
+            release=lambda: None,
+            buffer=SimpleNamespace(release=lambda: None),
+        )
+
+    def _render_to_pixel_buffer(self, *args: object) -> object:
+        return self.render()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("pbo", [False, True], ids=["render-thread", "pixel-buffer"])
+def test_a_gpu_fault_switches_to_the_torch_renderer_with_one_line(
+    scene_paths: dict[str, Path], pbo: bool
+) -> None:
+    """Issue 28: a GPU fault must not take the viewer down; it renders on with torch and says so once."""
+    from app.viewer import Viewer
+
+    faulty = _FaultyCuda(pbo)
+    fv = Viewer(
+        load_scene(scene_paths["a"]),
+        "a.kilo",
+        faulty,
+        (W, H),
+        title="kilonerf-gpu-fault",
+        render_process=False,
+    )
+    try:
+        assert fv.wait_full_frame(timeout=60)  # the frame shown comes from the torch renderer
+        assert faulty.calls >= 1 and faulty.closed
+        assert fv.worker.backend.name == "torch" and fv.settings.render.backend == "torch"
+        errors = [m for m in fv.messages if "CUDA renderer failed" in m[1]]
+        assert len(errors) == 1 and "illegal memory access" in errors[0][1] and "torch" in errors[0][1]
+        assert "\n" not in errors[0][1]
+        assert not [m for m in fv.messages if "unexpected error" in m[1]]
+        said = [m[1] for m in fv.messages if "reach GL" in m[1]]  # the transfer, in one line
+        assert said == (["CUDA frames reach GL by host copy: pycuda was built without GL"] if pbo else [])
+    finally:
+        fv.close()
