@@ -128,6 +128,28 @@ def test_parity_lego_like(backend, dtype: str) -> None:  # type: ignore[no-untyp
         assert err <= TOL[dtype], f"ert={ert}: {err}"
 
 
+def test_parity_float16_weights_kept_on_the_device() -> None:
+    """device_weights="source": the float16 MLP kernels (weights converted at use) against torch."""
+    from renderer.cuda.backend import CudaBackend, CudaBackendConfig
+
+    b = CudaBackend(config=CudaBackendConfig(device_weights="source"))
+    try:
+        for hidden in (16, 32, 64):
+            sc = (
+                make_lego_like_scene(dtype="float16")
+                if hidden == 32
+                else random_scene(
+                    grid_res=(3, 2, 4), hidden=hidden, dtype="float16", seed=hidden, density_bias=8.0
+                )
+            )
+            cam = Camera(width=61, height=47, focal=70.0, c2w=orbit_pose((0.0, 0.0, 0.3), 4.0, 30.0, 30.0))
+            opts = RenderOptions()
+            err = _max_err(b.render(sc, cam, opts).image, render_image(sc, cam, opts).image)
+            assert err <= TOL["float16"], f"hidden {hidden}: {err}"
+    finally:
+        b.close()
+
+
 def test_parity_trained_lego(backend) -> None:  # type: ignore[no-untyped-def]
     if not TRAINED_LEGO.is_file():
         pytest.skip(f"no trained lego at {TRAINED_LEGO}")

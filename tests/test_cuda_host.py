@@ -590,7 +590,7 @@ def fake_backend(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-de
     return _make_fake_backend(monkeypatch)
 
 
-def _make_fake_backend(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def _make_fake_backend(monkeypatch: pytest.MonkeyPatch, config=None):  # type: ignore[no-untyped-def]
     import types
 
     drv = _FakeDriver()
@@ -610,7 +610,7 @@ def _make_fake_backend(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unty
     monkeypatch.setattr(kernels, "load_module", lambda arch: _Module())
     from renderer.cuda.backend import CudaBackend
 
-    return CudaBackend(), drv
+    return CudaBackend(config=config), drv
 
 
 def _check_launches(launches: list, signatures: dict[str, list[str]]) -> None:
@@ -645,6 +645,26 @@ def _check_launches(launches: list, signatures: dict[str, list[str]]) -> None:
         assert 0 <= shared <= 227 * 1024, name
 
 
+def test_float16_weights_reach_the_device_as_float32_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 28: f16 -> f32 conversions were about half the fused MLP's instructions; a float16 file is
+    converted once at upload (exactly), and device_weights="source" keeps float16 (half the memory)."""
+    from renderer.cuda.backend import CudaBackendConfig
+
+    sc = random_scene(grid_res=(3, 2, 4), hidden=32, dtype="float16", seed=0)
+    cam = Camera(width=13, height=7, focal=10.0, c2w=look_at((2.0, -2.0, 1.0), (0.0, 0.0, 0.0)))
+    for weights, kernel, itemsize in (("float32", "h32_f32", 4), ("source", "h32_f16", 2)):
+        backend, drv = _make_fake_backend(monkeypatch, CudaBackendConfig(device_weights=weights))
+        backend.render(sc, cam, RenderOptions())
+        mlp = {name for name, *_ in drv.launches if name.startswith("evaluate_networks")}
+        assert mlp == {f"evaluate_networks_{kernel}"}, weights
+        data = backend.prepare(sc)
+        assert data.weights.itemsize == itemsize
+        f16 = prepare_cuda_scene(sc).weights  # the file's own values: the conversion is exact
+        np.testing.assert_array_equal(data.weights.astype(np.float32), f16.astype(np.float32))
+    with pytest.raises(ValueError, match="device_weights"):
+        _make_fake_backend(monkeypatch, CudaBackendConfig(device_weights="bf16"))
+
+
 def test_backend_launches_match_kernel_signatures(fake_backend) -> None:  # type: ignore[no-untyped-def]
     backend, drv = fake_backend
     sigs = _kernel_signatures()
@@ -655,8 +675,13 @@ def test_backend_launches_match_kernel_signatures(fake_backend) -> None:  # type
     assert res.image.shape == (7, 13, 3) and res.stats.passes == 2
     order = [launch[0] for launch in drv.launches]
     assert order[:2] == ["generate_rays", "init_rays"]
-    per_pass = ["march_rays", "scan_network_counts", "scatter_samples", "evaluate_networks_h32_f16",
-                "composite_front_to_back"]  # fmt: skip
+    per_pass = [
+        "march_rays",
+        "scan_network_counts",
+        "scatter_samples",
+        "evaluate_networks_h32_f32",
+        "composite_front_to_back",
+    ]  # fmt: skip  (float16 weights converted once at upload)
     assert order[2:12] == per_pass * 2
     assert order[12:] == ["write_pixels", "count_touched"]
     _check_launches(drv.launches, sigs)

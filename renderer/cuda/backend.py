@@ -63,6 +63,10 @@ class CudaBackendConfig:
     """Samples per MLP work tile (one network per tile; its weights are staged once per tile)."""
     max_samples_per_pass: int = 1 << 24
     """Sample slots per pass (36 bytes each); rays that do not fit wait for the next pass."""
+    device_weights: str = "float32"
+    """Weights on the device: ``"float32"`` (a float16 file converted once at upload, exactly: the fused MLP
+    then does no per-use conversions, about half its instructions with float16 weights) or ``"source"``
+    (the file's dtype: float16 halves the weights' device memory)."""
 
 
 @dataclass
@@ -117,7 +121,7 @@ class CudaBackend:
         self.max_shared = int(
             self.device.get_attribute(cuda.device_attribute.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
         )
-        self._scenes = SceneCache()
+        self._scenes = SceneCache(self._weight_dtype())
         self._uploaded: tuple[CudaSceneData, SceneBuffers] | None = None
         self._lock = threading.RLock()  # one frame at a time (render thread and GL thread share buffers)
         self.debug_sync = K.debug_sync_enabled()
@@ -182,6 +186,14 @@ class CudaBackend:
                 self.context.pop()
         return rays.stats
 
+    def _weight_dtype(self) -> Any:
+        """``prepare_cuda_scene``'s weight dtype for ``config.device_weights`` (None: the file's own)."""
+        if self.config.device_weights not in ("float32", "source"):
+            raise ValueError(
+                f"device_weights must be 'float32' or 'source', not {self.config.device_weights!r}"
+            )
+        return np.float32 if self.config.device_weights == "float32" else None
+
     def pixel_buffer(self, ctx: Any, width: int, height: int, prefer: str = "auto") -> Any:
         """A ``CudaGLPixelBuffer`` on moderngl context ``ctx`` bound to this backend's CUDA context."""
         from renderer.cuda.interop import CudaGLPixelBuffer  # noqa: PLC0415  (imports moderngl)
@@ -191,7 +203,7 @@ class CudaBackend:
     def invalidate(self) -> None:
         """Forget the prepared scene (call after changing a scene's weights in place, e.g. while training)."""
         with self._lock:
-            self._scenes = SceneCache()
+            self._scenes = SceneCache(self._weight_dtype())
             self._uploaded = None
 
     def close(self) -> None:

@@ -135,16 +135,18 @@ def frame_render_params(data: CudaSceneData, fp: FrameParams) -> np.void:
 class SceneCache:
     """The last prepared scene, reused while the same object is rendered."""
 
-    def __init__(self) -> None:
+    def __init__(self, weight_dtype: Any = None) -> None:
         self.key: Any = None
         self.data: CudaSceneData | None = None
+        self.weight_dtype = weight_dtype
+        """``prepare_cuda_scene``'s: None keeps the scene's dtype, ``np.float32`` converts at packing."""
 
     def get(self, scene_or_rs: Any) -> CudaSceneData:
         """``scene_or_rs`` packed (a ``CudaSceneData`` is returned as is)."""
         if isinstance(scene_or_rs, CudaSceneData):
             return scene_or_rs
         if self.data is None or self.key is not scene_or_rs:
-            self.data = prepare_cuda_scene(scene_or_rs)
+            self.data = prepare_cuda_scene(scene_or_rs, self.weight_dtype)
             self.key = scene_or_rs
         return self.data
 
