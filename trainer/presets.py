@@ -170,11 +170,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "trained_pos_freqs": 6,
         "eval_views": 10,
     },
-    "gpu": {
+    "gpu": {  # full resolution on one GPU; not yet run on one (README), choices in docs/presets.md
         "downscale": 1,
-        "teacher": {},
+        "teacher": {
+            "steps": 10000,
+            "batch_rays": 16384,
+            "grid_res": (80, 128, 160),
+            "hull_res": 160,
+            "mixed_precision": True,
+            "render_chunk": 65536,
+        },
         "distill": {"steps": 4000, "points_per_network": 512},
-        "finetune": {"steps": 6000, "rays_per_batch": 8192},
+        "finetune": {"steps": 6000, "rays_per_batch": 16384, "teacher_rays": 8192},
         "eval_views": 8,
     },
     "paper": {

@@ -86,6 +86,12 @@ class TeacherConfig:
     """Seconds between atomic training checkpoints (one is also written at the end)."""
     seed: int = setting(0, ge=0, le=MAX_SEED)
     """Seed of initialisation and ray sampling."""
+    mixed_precision: bool = setting(False)
+    """Grid teacher: run its colour MLP in bfloat16 (autocast) while training; the lattices, the
+    trilinear interpolation, compositing and the loss stay float32 (the MLP's inputs are features and a
+    4-octave direction encoding, which bfloat16 holds well). For GPUs (the ``gpu`` preset); a CPU runs it
+    too, slower. The NeRF teacher and the students always train in float32 (their 10-octave position
+    encodings need float32 inputs)."""
     render_chunk: int = setting(4096, ge=1, le=MAX_RAYS, anytime=True)
     """Rays per chunk when rendering without gradients."""
     nerf_depth: int = setting(8, ge=1, le=64)

@@ -121,6 +121,8 @@ class GridTeacher(Teacher):
         self.entropy_weight = 0.0
         self.tv_weights = (0.0, 0.0)
         self.tv_pairs = 0
+        self.mixed_precision = False
+        """bfloat16 autocast of the colour MLP (``TeacherConfig.mixed_precision``, set while training)."""
         self._pairs_key: tuple[Any, ...] | None = None
         self._pairs = torch.zeros(0, 2, dtype=torch.int64)
 
@@ -130,6 +132,7 @@ class GridTeacher(Teacher):
         self.entropy_weight = cfg.entropy_weight
         self.tv_weights = (cfg.tv_density_weight, cfg.tv_feature_weight)
         self.tv_pairs = cfg.tv_pairs
+        self.mixed_precision = cfg.mixed_precision
 
     def after_backward(self, step: int) -> None:
         """Add the total-variation gradients of both lattices (when their weights are set), over a window
@@ -196,7 +199,12 @@ class GridTeacher(Teacher):
         """rgb ``[N, 3]`` in [0, 1] at points ``x`` ``[N, 3]`` seen along unit directions ``d`` ``[N, 3]``."""
         c, w = self.corners(x) if corners is None else corners
         feat = sparse_trilinear(self.feature_table, self.slot(), c, w)
-        return torch.sigmoid(self.rgbnet(torch.cat([feat, direction_encoding(d, self.dir_freqs)], dim=-1)))
+        inp = torch.cat([feat, direction_encoding(d, self.dir_freqs)], dim=-1)
+        with torch.autocast(
+            x.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision and self.training
+        ):
+            logits = self.rgbnet(inp)
+        return torch.sigmoid(logits.float())
 
     def density(
         self, x: torch.Tensor, corners: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -396,13 +404,21 @@ class GridTeacher(Teacher):
         sig = torch.cat([self.raw_sigma(c) for c in centres.split(1 << 20)])
         alpha = 1.0 - torch.exp(-sig * self.step_ratio * self.voxel_final)
         solid = (alpha > alpha_threshold).reshape(self.mask_dims)
-        self.mask &= dilate(solid, dilation)
+        self._narrow_mask(dilate(solid, dilation))
+
+    @torch.no_grad()
+    def _narrow_mask(self, keep: torch.Tensor) -> None:
+        """``mask &= keep``, unless that would leave no voxel (a teacher that has not learnt the scene yet,
+        e.g. a few steps before the first pruning): an empty lattice could not train or render."""
+        narrowed = self.mask & keep
+        if bool(narrowed.any()):
+            self.mask.copy_(narrowed)
 
     @torch.no_grad()
     def prune_by_weight(self, weight_threshold: float, dilation: int = 1) -> None:
         """Keep only mask voxels (dilated) some training ray weighted by at least ``weight_threshold``."""
         if bool((self.max_weight > 0).any()):
-            self.mask &= dilate(self.max_weight >= weight_threshold, dilation)
+            self._narrow_mask(dilate(self.max_weight >= weight_threshold, dilation))
         self.max_weight.zero_()
 
     @torch.no_grad()
