@@ -665,6 +665,30 @@ def test_float16_weights_reach_the_device_as_float32_unless_asked(monkeypatch: p
         _make_fake_backend(monkeypatch, CudaBackendConfig(device_weights="bf16"))
 
 
+def test_pass_samples_grow_as_rays_retire() -> None:
+    """K doubles per earlier pass while active rays × 2K fit the slots the frame was sized for."""
+    k = kernels.pass_samples_per_ray
+    cap = 100 * 8  # a frame of 100 rays at K = 8
+    assert [k(8, p, 100, cap, True) for p in range(3)] == [8, 8, 8]  # nobody retired: no room
+    assert [k(8, p, 50, cap, True) for p in range(3)] == [8, 16, 16]  # half retired: twice the samples
+    assert [k(8, p, 3, cap, True) for p in range(4)] == [8, 16, 32, 32]  # at most the kernels' 32
+    assert k(8, 3, 3, cap, False) == 8  # grow_passes off: K in every pass
+    assert k(32, 2, 1, cap, True) == 32
+
+
+def test_the_backend_sends_each_pass_its_k(fake_backend) -> None:  # type: ignore[no-untyped-def]
+    """The march of a pass gets that pass's K in its parameter struct (5 → 2 → 0 active rays of 6)."""
+    backend, drv = fake_backend
+    sc = random_scene(grid_res=(3, 2, 4), hidden=32, seed=0)
+    cam = Camera(width=3, height=2, focal=3.0, c2w=look_at((2.0, -2.0, 1.0), (0.0, 0.0, 0.0)))
+    for grow, want in ((True, [4, 8]), (False, [4, 4])):
+        drv.launches.clear()
+        drv.active = [5, 2, 0]
+        backend.render(sc, cam, RenderOptions(samples_per_pass=4, grow_passes=grow))
+        ks = [int(launch[1][0]["samples_per_pass"]) for launch in drv.launches if launch[0] == "march_rays"]
+        assert ks == want, grow
+
+
 def test_backend_launches_match_kernel_signatures(fake_backend) -> None:  # type: ignore[no-untyped-def]
     backend, drv = fake_backend
     sigs = _kernel_signatures()

@@ -97,6 +97,10 @@ class _Frame:
     """Its dynamic shared memory in bytes."""
     host_outputs: bool
     """Whether pixels, depth and T are read back to the host."""
+    first_k: int = 0
+    """K of the first pass (the frame's ``samples_per_pass``)."""
+    grow: bool = False
+    """Whether later passes may take more samples per ray (``RenderOptions.grow_passes``)."""
     active: int = 0
     """Rays active in the current pass."""
     passes: int = 0
@@ -242,6 +246,7 @@ class CudaBackend:
             self.rays_for_pixels(f, camera, origins, dirs)
             self.clip_to_box(f)
             while f.active > 0:
+                self.grow_pass(f)
                 f.passes += 1
                 self.march_pass(f)
                 stored = self.sort_by_network(f)
@@ -267,7 +272,8 @@ class CudaBackend:
         return _Frame(
             params=params, rays=n, width=width, height=height, networks=m, samples_per_pass=kpp,
             capacity=cap, scene=self._scene_buffers(data), mlp=mlp, shared=smem, host_outputs=host_outputs,
-            bufs=FrameBuffers.allocate(self.buffers, n, cap, m, host_outputs),
+            bufs=FrameBuffers.allocate(self.buffers, n, cap, m, host_outputs), first_k=kpp,
+            grow=fp.grow_passes,
         )  # fmt: skip
 
     def _grid(self, items: int) -> tuple[int, int]:
@@ -309,6 +315,14 @@ class CudaBackend:
             block=(self.config.block, 1, 1), grid=self._grid(f.rays),
         )  # fmt: skip
         self._read_pass_counters(f)
+
+    def grow_pass(self, f: _Frame) -> None:
+        """K of the next pass (``kernels.pass_samples_per_ray``): more samples per ray as rays retire."""
+        k = K.pass_samples_per_ray(f.first_k, f.passes, f.active, f.capacity, f.grow)
+        if k != f.samples_per_pass:
+            f.samples_per_pass = k
+            f.params = f.params.copy()
+            f.params["samples_per_pass"] = k
 
     def march_pass(self, f: _Frame) -> None:
         """``march_rays``: ≤ K contributing samples per active ray, with a histogram per network."""

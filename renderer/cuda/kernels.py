@@ -268,6 +268,20 @@ def sample_capacity(n_rays: int, samples_per_pass: int, max_samples: int) -> int
     return max(k, min(int(n_rays) * k, int(max_samples)))
 
 
+def pass_samples_per_ray(k0: int, pass_index: int, active: int, capacity: int, grow: bool) -> int:
+    """K of pass ``pass_index`` (0-based): the frame's K doubles once per earlier pass, up to
+    ``MAX_SAMPLES_PER_PASS``, while ``active`` rays × 2K still fit the pass's ``capacity`` slots. As rays
+    retire (ERT, leaving the box) the slots the frame was sized for go to the rays still marching, so the
+    last passes of a frame take more samples each and the frame needs fewer passes (each a host sync).
+    The GPU twin of ``renderer.frame.FrameParams.pass_samples`` (whose budget is a CPU's)."""
+    k = int(k0)
+    for _ in range(pass_index if grow else 0):
+        if k >= MAX_SAMPLES_PER_PASS or active * k * 2 > capacity:
+            break
+        k *= 2
+    return k
+
+
 def evaluate_shared_bytes(hidden: int, stride: int, weight_bytes: int, block: int) -> int:
     """Dynamic shared memory of evaluate_networks: packed weights + one H-float column per thread."""
     return stride * weight_bytes + hidden * block * 4
