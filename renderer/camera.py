@@ -227,25 +227,33 @@ def _c2w_matrix(value: Any, name: str) -> np.ndarray:
 
 
 def pixel_rays(
-    c2w: torch.Tensor, px: torch.Tensor, py: torch.Tensor, focal: float, cx: float, cy: float
+    c2w: torch.Tensor,
+    px: torch.Tensor,
+    py: torch.Tensor,
+    focal: float | torch.Tensor,
+    cx: float | torch.Tensor,
+    cy: float | torch.Tensor,
+    fy: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rays through pixel centres, computed in ``c2w``'s dtype: the project's one pixel → ray rule.
 
-    Camera-space direction of pixel (px, py): ((px + ½ − cx)/f, −(py + ½ − cy)/f, −1), rotated by c2w
-    (x·R[:, 0] + y·R[:, 1] − R[:, 2]) and normalised; the origin is c2w[:3, 3].
+    Camera-space direction of pixel (px, py): ((px + ½ − cx)/fx, −(py + ½ − cy)/fy, −1), rotated by c2w
+    (x·R[:, 0] + y·R[:, 1] − R[:, 2]) and normalised; the origin is c2w[:3, 3]. fx = ``focal``; fy =
+    ``fy``, or ``focal`` when None (square pixels).
 
     Args:
         c2w: ``[R, 4, 4]`` camera-to-world of each ray's camera, or one ``[4, 4]`` for every ray
             (OpenGL/Blender convention: the camera looks down −Z, +Y up).
         px, py: ``[R]`` pixel coordinates (0-based, from the top-left), any real or integer dtype.
-        focal, cx, cy: pinhole focal length and principal point in pixels.
+        focal, cx, cy, fy: pinhole focal lengths and principal point in pixels: numbers, or ``[R]`` tensors
+            (each ray's camera's own, in c2w's dtype and on its device).
 
     Returns:
         origins ``[R, 3]`` and unit directions ``[R, 3]``, in c2w's dtype and on its device.
     """
     dt = c2w.dtype
     x = ((px.to(dt) + 0.5 - cx) / focal)[:, None]
-    y = (-(py.to(dt) + 0.5 - cy) / focal)[:, None]
+    y = (-(py.to(dt) + 0.5 - cy) / (focal if fy is None else fy))[:, None]
     rot = c2w[..., :3, :3]  # [R, 3, 3] or [3, 3]; its columns are the camera's right, up and back axes
     dirs = x * rot[..., 0] + y * rot[..., 1] - rot[..., 2]
     origins = c2w[..., :3, 3].expand(dirs.shape).contiguous()

@@ -19,7 +19,12 @@ PRESET_NAMES = ("tiny", "cpu", "gpu", "paper")
 
 
 def _add_common(p: argparse.ArgumentParser, *, need_data: bool) -> None:
-    p.add_argument("--data", type=Path, required=need_data, help="dataset folder (Blender or NSVF layout)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=need_data,
+        help="dataset folder (Blender, transforms.json or NSVF layout)",
+    )
     p.add_argument("--out", type=Path, default=None, help="output .kilo (run: default from the work folder)")
     p.add_argument(
         "--preset", default=None, help=f"training preset: {' | '.join(PRESET_NAMES)} (default cpu)"

@@ -49,6 +49,7 @@ def evaluate_scene(
     from renderer.scene import load_scene
     from trainer.data import load_dataset
     from trainer.metrics import Lpips, psnr, ssim
+    from trainer.stages import view_size
 
     dev = torch.device(device)
     render_view: Callable[[Any, int], np.ndarray]
@@ -65,7 +66,8 @@ def evaluate_scene(
         opts = RenderOptions()
 
         def render_view(ds: Any, i: int) -> np.ndarray:
-            return backend.render(rs, ds.camera(i), opts).image.clamp(0, 1).numpy()
+            w, h = view_size(ds, i)
+            return backend.render(rs, ds.camera(i), opts).image[:h, :w].clamp(0, 1).numpy()
 
     idx = evenly_spaced(len(ds.images), limit)
     lp = Lpips.try_load()
@@ -85,7 +87,8 @@ def evaluate_scene(
         if dev.type == "cuda":
             torch.cuda.synchronize()
         ms = (time.perf_counter() - t0) * 1000.0
-        gt = ds.images[i]
+        w, h = view_size(ds, i)
+        gt = np.asarray(ds.images[i])[:h, :w]
         row = {
             "name": ds.names[i] if i < len(ds.names) else str(i),
             "psnr": psnr(img, gt),
@@ -131,7 +134,7 @@ def _teacher_renderer(teacher: Any, ds: Any) -> Callable[[Any, int], np.ndarray]
     rays and near/far planes the pipeline's teacher PSNR uses."""
     import torch
 
-    from trainer.stages import near_far, view_rays
+    from trainer.stages import near_far, view_rays, view_size
     from trainer.teachers import TeacherConfig, render_teacher
 
     near, far = near_far(ds)
@@ -140,7 +143,8 @@ def _teacher_renderer(teacher: Any, ds: Any) -> Callable[[Any, int], np.ndarray]
     def render(ds: Any, i: int) -> np.ndarray:
         o, d = view_rays(ds, i, torch.device("cpu"))
         rgb = render_teacher(teacher, o, d, near, far, ds.background, cfg)
-        return rgb.reshape(ds.height, ds.width, 3).numpy()
+        w, h = view_size(ds, i)
+        return rgb.reshape(ds.height, ds.width, 3)[:h, :w].numpy()
 
     return render
 

@@ -35,6 +35,7 @@ from trainer.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from trainer.data.cameras import FrameRays
 from trainer.distill import exponential_lr, freeze_rows
 from trainer.errors import check_finite_loss
 from trainer.optim import adam
@@ -119,7 +120,9 @@ class FinetunePixelSampler:
     """All training pixels: ``images [N, H, W, 3]``, ``c2w [N, 4, 4]``, pinhole focal and principal point.
 
     Draws pixels uniformly over all images as one flat index on the images' device (one ``randint`` per
-    batch); the teachers' sampler (`trainer.teachers.TeacherPixelSampler`) draws differently.
+    batch); the teachers' sampler (`trainer.teachers.TeacherPixelSampler`) draws differently. A dataset whose
+    frames differ in size or intrinsics (``frames``, `trainer.data.cameras.FrameRays`) draws its flat index
+    over each frame's own pixels and takes each frame's intrinsics.
     """
 
     images: torch.Tensor
@@ -127,24 +130,31 @@ class FinetunePixelSampler:
     focal: float
     cx: float
     cy: float
+    frames: FrameRays | None = None
 
     @staticmethod
     def from_dataset(ds: Any, device: torch.device | str) -> FinetunePixelSampler:
         """From a `trainer.data.Dataset`."""
         cx = ds.cx if getattr(ds, "cx", None) is not None else ds.width / 2
         cy = ds.cy if getattr(ds, "cy", None) is not None else ds.height / 2
+        frames = FrameRays(ds, device)
         return FinetunePixelSampler(
             images=torch.as_tensor(np.ascontiguousarray(ds.images), dtype=torch.float32, device=device),
-            c2w=torch.as_tensor(np.ascontiguousarray(ds.c2w), dtype=torch.float32, device=device),
+            c2w=frames.c2w,
             focal=float(ds.focal),
             cx=float(cx),
             cy=float(cy),
+            frames=None if frames.uniform else frames,
         )
 
     def sample(
         self, count: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``count`` random pixels over all images: origins, dirs, colours ``[R, 3]``."""
+        if self.frames is not None:
+            img, py, px = self.frames.draw_pixels(count, generator, self.images.device)
+            o, d = self.frames.rays(img, px, py)
+            return o, d, self.images[img, py, px]
         n, h, w, _ = self.images.shape
         flat = torch.randint(0, n * h * w, (count,), generator=generator, device=self.images.device)
         img = flat // (h * w)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from renderer.scene_checks import DENSITY_ACTIVATIONS, MAX_FREQS, MAX_HIDDEN
+from trainer.data.config import DataConfig
 from trainer.distill import DistillConfig
 from trainer.finetune import FinetuneConfig
 from trainer.occupancy import OccupancyConfig
@@ -49,6 +50,8 @@ class Preset:
     """Image downscale factor (area average); 4 turns 800x800 lego into 200x200."""
     train_views: int | None = setting(None, ge=1, le=100_000, stage="teacher")
     """Use only the first N training views (None: all)."""
+    data: DataConfig = group(DataConfig, stage="teacher")
+    """What is taken from the dataset: the scene box (``data.bbox_min`` / ``data.bbox_max``)."""
     teacher: TeacherConfig = group(TeacherConfig, stage="teacher")
     """Stage 1: the teacher."""
     occupancy: OccupancyConfig = group(OccupancyConfig, stage="occupancy")

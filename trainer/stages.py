@@ -51,15 +51,17 @@ def near_far(ds: Any) -> tuple[float, float]:
 
 
 def view_rays(ds: Any, i: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rays of every pixel of view ``i`` (row-major): origins, dirs ``[H*W, 3]``."""
-    from renderer.camera import pixel_grid, pixel_rays
+    """Rays of every pixel of view ``i``'s W x H picture (row-major; ``Dataset.camera(i)``'s pixels, the
+    frame's own at the top-left): origins, dirs ``[H*W, 3]`` (`trainer.data.cameras.view_rays`)."""
+    from trainer.data.cameras import view_rays as frame_view_rays
 
-    h, w = ds.height, ds.width
-    cx = ds.cx if ds.cx is not None else w / 2
-    cy = ds.cy if ds.cy is not None else h / 2
-    px, py = pixel_grid(w, h, device)
-    c2w = torch.as_tensor(ds.c2w[i], dtype=torch.float32, device=device)
-    return pixel_rays(c2w, px, py, float(ds.focal), float(cx), float(cy))
+    return frame_view_rays(ds, i, device)
+
+
+def view_size(ds: Any, i: int) -> tuple[int, int]:
+    """(w, h) of view ``i``'s own pixels (the top-left of its W x H picture)."""
+    size_of = getattr(ds, "size_of", None)
+    return size_of(i) if size_of is not None else (int(ds.width), int(ds.height))
 
 
 def score_views(ctx: Context, render: Callable[[Any, int], torch.Tensor]) -> dict[str, Any]:
@@ -71,9 +73,11 @@ def score_views(ctx: Context, render: Callable[[Any, int], torch.Tensor]) -> dic
         with torch.no_grad():
             rgb = render(ds, i)
         ms.append((time.perf_counter() - t0) * 1000)
-        img = rgb.reshape(ds.height, ds.width, 3).clamp(0, 1).cpu().numpy()
-        values.append(psnr(img, ds.images[i]))
-        ssims.append(ssim(img, ds.images[i]))
+        w, h = view_size(ds, i)
+        img = rgb.reshape(ds.height, ds.width, 3)[:h, :w].clamp(0, 1).cpu().numpy()
+        gt = np.asarray(ds.images[i])[:h, :w]
+        values.append(psnr(img, gt))
+        ssims.append(ssim(img, gt))
     return {
         "psnr": float(np.mean(values)),
         "ssim": float(np.mean(ssims)),
@@ -165,7 +169,7 @@ def stage_occupancy(ctx: Context) -> dict[str, Any]:
         with torch.no_grad():
             return teacher.density(x)
 
-    if ds.bbox_min is not None and ds.bbox_max is not None:
+    if ds.bbox_min is not None and ds.bbox_max is not None and not getattr(ds, "bbox_loose", False):
         bmin, bmax, bbox_source = np.asarray(ds.bbox_min), np.asarray(ds.bbox_max), "dataset"
     else:
         try:

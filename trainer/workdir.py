@@ -69,7 +69,7 @@ class RunConfig:
     """What to train, where, on what."""
 
     data: Path | None
-    """Dataset folder (Blender or NSVF layout); None: read from the work folder's run.json."""
+    """Dataset folder (Blender, transforms.json or NSVF layout); None: from the work folder's run.json."""
     out: Path | None
     """Output .kilo; None: from run.json (or ``W/scene.kilo``)."""
     workdir: Path
@@ -113,7 +113,13 @@ class Context:
         if self._train is None:
             from trainer.data import load_dataset
 
-            train = load_dataset(self.data, "train", self.preset.downscale, limit=self.preset.train_views)
+            train = load_dataset(
+                self.data,
+                "train",
+                self.preset.downscale,
+                limit=self.preset.train_views,
+                bbox=self.preset.data.box,
+            )
             check_poses(train)
             self._train = train
         return self._train
@@ -135,7 +141,12 @@ class Context:
                 total = count_frames(self.data, "test")
                 self.eval_every = max(1, total // k)
                 self._eval = load_dataset(
-                    self.data, "test", self.preset.downscale, limit=k, every=self.eval_every
+                    self.data,
+                    "test",
+                    self.preset.downscale,
+                    limit=k,
+                    every=self.eval_every,
+                    bbox=self.preset.data.box,
                 )
                 check_poses(self._eval)
                 self._eval_split = "test"

@@ -2,7 +2,8 @@
 
 Every loader turns its layout into one :class:`Dataset`: float32 RGB composited on a background with the
 alpha kept, camera-to-world matrices in the Blender/OpenGL convention (camera looks down -Z, +Y up), a pinhole
-focal length in pixels, and the scene box / near-far when the data has them.
+focal length in pixels (or each frame's own fx, fy, cx, cy and size), and the scene box / near-far when the
+data has them.
 
 Images are decoded in a thread pool (PIL releases the GIL while decoding) and each one is composited at full
 resolution and area-averaged right away, so peak memory is the downscaled dataset plus a few full images.
@@ -42,7 +43,7 @@ class Dataset:
     c2w: np.ndarray
     """[N, 4, 4] float32 camera-to-world, Blender/OpenGL convention (camera looks down -Z, +Y up)."""
     focal: float
-    """Focal length in pixels (of the possibly downscaled images)."""
+    """Focal length in pixels (of the possibly downscaled images); frame 0's fx when ``frame_intrinsics``."""
     width: int
     """Image width W in pixels."""
     height: int
@@ -68,9 +69,19 @@ class Dataset:
     cy: float | None = None
     """Principal point y in pixels; None means ``height / 2``."""
     layout: str = ""
-    """Layout on disk: ``blender``, ``nsvf`` or empty for a dataset built in memory."""
+    """Layout on disk: ``blender``, ``ngp`` (transforms.json), ``nsvf``, or empty for one built in memory."""
     voxel_size: float | None = None
     """Initial voxel size from NSVF ``bbox.txt``, when given."""
+    frame_intrinsics: np.ndarray | None = None
+    """[N, 4] float64 (fx, fy, cx, cy) of each frame in pixels, when the frames differ (or fx != fy);
+    None: every frame has (focal, focal, *principal_point)."""
+    frame_sizes: np.ndarray | None = None
+    """[N, 2] int64 (w, h) of each frame's own image, when they differ: its pixels are the top-left w x h
+    of ``images[i]``, the rest padding (background colour, alpha 1) no ray is drawn from. None: all W x H."""
+    bbox_loose: bool = False
+    """True when ``bbox_min``/``bbox_max`` only bound the scene (estimated from the cameras, or instant-ngp's
+    ``aabb_scale``): the teacher and the occupancy stage search inside it for the scene's own box. False: it
+    is the scene's box (stated by the data, or by the user with ``--set data.bbox_min/max``)."""
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -88,6 +99,17 @@ class Dataset:
             self.names = [f"{i:04d}" for i in range(n)]
         if len(self.names) != n:
             raise ValueError(f"{len(self.names)} names for {n} images")
+        if self.frame_intrinsics is not None:
+            self.frame_intrinsics = np.asarray(self.frame_intrinsics, dtype=np.float64)
+            if self.frame_intrinsics.shape != (n, 4) or not np.isfinite(self.frame_intrinsics).all():
+                raise ValueError(
+                    f"frame_intrinsics must be [{n}, 4] finite, got {self.frame_intrinsics.shape}"
+                )
+        if self.frame_sizes is not None:
+            self.frame_sizes = np.asarray(self.frame_sizes, dtype=np.int64)
+            sizes = self.frame_sizes
+            if sizes.shape != (n, 2) or (sizes < 1).any() or (sizes > [self.width, self.height]).any():
+                raise ValueError(f"frame_sizes must be [{n}, 2] within {self.width}x{self.height}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -99,21 +121,59 @@ class Dataset:
         cy = self.height / 2.0 if self.cy is None else self.cy
         return cx, cy
 
+    @property
+    def uniform(self) -> bool:
+        """Whether every frame is W x H with the same square-pixel intrinsics (``focal``, ``cx``, ``cy``)."""
+        return self.frame_intrinsics is None and self.frame_sizes is None
+
+    def all_intrinsics(self) -> np.ndarray:
+        """[N, 4] float64 (fx, fy, cx, cy) of every frame."""
+        if self.frame_intrinsics is not None:
+            return np.array(self.frame_intrinsics, dtype=np.float64)
+        cx, cy = self.principal_point
+        return np.tile(np.array([self.focal, self.focal, cx, cy], dtype=np.float64), (len(self), 1))
+
+    def all_sizes(self) -> np.ndarray:
+        """[N, 2] int64 (w, h) of every frame's own image."""
+        if self.frame_sizes is not None:
+            return np.array(self.frame_sizes, dtype=np.int64)
+        return np.tile(np.array([self.width, self.height], dtype=np.int64), (len(self), 1))
+
+    def size_of(self, i: int) -> tuple[int, int]:
+        """(w, h) of frame ``i``'s own image (the top-left of ``images[i]``)."""
+        if self.frame_sizes is None:
+            return int(self.width), int(self.height)
+        w, h = self.frame_sizes[i]
+        return int(w), int(h)
+
+    def view_image(self, i: int) -> np.ndarray:
+        """[h, w, 3] frame ``i``'s own pixels (without padding)."""
+        w, h = self.size_of(i)
+        return np.asarray(self.images[i])[:h, :w]
+
     def camera(self, i: int) -> Camera:
-        """View ``i`` as a renderer ``Camera`` (its pose, this split's size, focal and principal point): what
-        evaluation and the viewer's compare mode render to match ``images[i]`` pixel for pixel."""
+        """View ``i`` as a renderer ``Camera`` (its pose, this split's W x H, its focal and principal point):
+        what evaluation and the viewer's compare mode render to match ``images[i]`` pixel for pixel (a frame
+        smaller than W x H is the top-left of the picture). The renderer's cameras have square pixels: a
+        frame whose fy differs from its fx gets focal fx (its rows are then off by (fy/fx - 1)(v - cy) pixels,
+        so the student's scores on it are approximate; training rays use both, `trainer.data.cameras`)."""
+        if self.frame_intrinsics is None:
+            fx, cx, cy = float(self.focal), self.cx, self.cy
+        else:
+            fx, _, cx, cy = (float(v) for v in self.frame_intrinsics[i])
         return Camera(
             width=int(self.width),
             height=int(self.height),
-            focal=float(self.focal),
+            focal=fx,
             c2w=np.asarray(self.c2w[i], np.float64),
-            cx=None if self.cx is None else float(self.cx),
-            cy=None if self.cy is None else float(self.cy),
+            cx=None if cx is None else float(cx),
+            cy=None if cy is None else float(cy),
         )
 
     @property
     def intrinsics(self) -> np.ndarray:
-        """[3, 3] float64 pinhole matrix K = [[f, 0, cx], [0, f, cy], [0, 0, 1]] (pixel y down)."""
+        """[3, 3] float64 pinhole matrix K = [[f, 0, cx], [0, f, cy], [0, 0, 1]] (pixel y down) of the shared
+        ``focal`` and principal point (a dataset whose frames differ: ``all_intrinsics``)."""
         cx, cy = self.principal_point
         return np.array([[self.focal, 0.0, cx], [0.0, self.focal, cy], [0.0, 0.0, 1.0]])
 
@@ -296,10 +356,33 @@ def load_images(
     Every image must be ``width`` x ``height`` at full resolution (``size_source`` names where that size came
     from, for the error message). Returns (images [N, H/N, W/N, 3], alphas [N, H/N, W/N]) float32.
     """
-    check_image_size(width, height, paths[0], f"image size ({size_source})" if size_source else "image size")
-    w, h = downscaled_size(width, height, downscale)
-    if w < 1 or h < 1:
-        raise DatasetError(paths[0], f"downscale {downscale} leaves no pixels of a {width}x{height} image")
+    n = len(paths)
+    return load_frame_images(
+        paths, [(width, height)] * n, background, downscale, [size_source] * n, num_workers
+    )
+
+
+def load_frame_images(
+    paths: Sequence[Path],
+    sizes: Sequence[tuple[int, int]],
+    background: np.ndarray,
+    downscale: int,
+    size_sources: Sequence[str | None],
+    num_workers: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`load_images` with each frame's own full-resolution size ``sizes[i]`` = (w, h).
+
+    Frame i becomes the top-left (w // N) x (h // N) of arrays as large as the largest frame; the rest is
+    padding: ``background`` with alpha 1. Every header is read (and checked against its size) before any
+    image is decoded.
+    """
+    for path, (width, height), source in zip(paths, sizes, size_sources, strict=True):
+        check_image_size(width, height, path, f"image size ({source})" if source else "image size")
+        w, h = downscaled_size(width, height, downscale)
+        if w < 1 or h < 1:
+            raise DatasetError(path, f"downscale {downscale} leaves no pixels of a {width}x{height} image")
+    small = [downscaled_size(width, height, downscale) for width, height in sizes]
+    w, h = max(s[0] for s in small), max(s[1] for s in small)
     need, have = len(paths) * h * w * 16, physical_memory()  # 3 colour + 1 alpha float32 per pixel
     if have is not None and need > have:
         raise DatasetError(
@@ -307,20 +390,27 @@ def load_images(
             f"{len(paths)} images of {w}x{h} need {need / 2**30:.1f} GiB decoded, more than this machine's "
             f"{have / 2**30:.1f} GiB of memory (downscale more or keep fewer frames)",
         )
-    for path in paths:  # every header before any decoding: a wrong or huge image fails fast, in this thread
+
+    def expected(i: int) -> str:
+        source = size_sources[i]
+        return f"{sizes[i][0]}x{sizes[i][1]}" + (f" ({source})" if source else "")
+
+    for i, path in enumerate(paths):  # every header before any decoding: a wrong or huge image fails fast
         size = image_header_size(path)
-        if size != (width, height):
-            expected = f"{width}x{height}" + (f" ({size_source})" if size_source else "")
-            raise DatasetError(path, f"image is {size[0]}x{size[1]}, expected {expected}")
+        if size != tuple(sizes[i]):
+            raise DatasetError(path, f"image is {size[0]}x{size[1]}, expected {expected(i)}")
     images = np.empty((len(paths), h, w, 3), dtype=np.float32)
     alphas = np.empty((len(paths), h, w), dtype=np.float32)
+    if any(s != (w, h) for s in small):
+        images[:] = np.asarray(background, dtype=np.float32).reshape(3)
+        alphas[:] = 1.0
 
     def load_one(i: int) -> None:
         rgba = read_image(paths[i])
-        if rgba.shape[:2] != (height, width):
-            expected = f"{width}x{height}" + (f" ({size_source})" if size_source else "")
-            raise DatasetError(paths[i], f"image is {rgba.shape[1]}x{rgba.shape[0]}, expected {expected}")
-        images[i], alphas[i] = composite_downscaled(rgba, background, downscale)
+        if rgba.shape[:2] != (sizes[i][1], sizes[i][0]):
+            raise DatasetError(paths[i], f"image is {rgba.shape[1]}x{rgba.shape[0]}, expected {expected(i)}")
+        fw, fh = small[i]
+        images[i, :fh, :fw], alphas[i, :fh, :fw] = composite_downscaled(rgba, background, downscale)
 
     run_parallel(load_one, len(paths), num_workers)
     return images, alphas

@@ -27,8 +27,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from renderer.atomic import atomic_write_bytes
-from renderer.camera import pixel_grid, pixel_rays
 from renderer.safe_json import parse_json
+from trainer.data.cameras import FrameRays
 from trainer.errors import PipelineError, check_finite_loss
 from trainer.files import writing
 from trainer.metrics import psnr_from_mse
@@ -70,8 +70,14 @@ class TeacherFormatError(PipelineError):
 
 # ---- construction ----
 def teacher_bbox(dataset: Any, cfg: TeacherConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher's box: the dataset's own if it has one, else the visual hull of the views with a margin."""
-    if getattr(dataset, "bbox_min", None) is not None and getattr(dataset, "bbox_max", None) is not None:
+    """The teacher's box: the dataset's own if it has one, else the visual hull of the views with a margin
+    (searched inside the dataset's box when that is only a loose bound, ``Dataset.bbox_loose``)."""
+    loose = bool(getattr(dataset, "bbox_loose", False))
+    if (
+        getattr(dataset, "bbox_min", None) is not None
+        and getattr(dataset, "bbox_max", None) is not None
+        and not loose
+    ):
         return np.asarray(dataset.bbox_min, dtype=np.float32), np.asarray(dataset.bbox_max, dtype=np.float32)
     return estimate_bbox_from_views(dataset, cfg)
 
@@ -247,15 +253,17 @@ class TeacherPixelSampler:
     """All pixels of a dataset as rays, sampled at random (rays built on the fly, so memory is the images).
 
     Draws each ray's image, row and column as three ``randint`` calls on a CPU generator (so ``crop`` can
-    narrow the rows and columns); fine-tuning's sampler (`trainer.finetune.FinetunePixelSampler`) draws
-    differently.
+    narrow the rows and columns; frames of their own sizes draw within them, `FrameRays.draw`); the rays come
+    from each frame's intrinsics (`trainer.data.cameras.FrameRays`). Fine-tuning's sampler
+    (`trainer.finetune.FinetunePixelSampler`) draws differently.
     """
 
     def __init__(self, dataset: Any, device: str | torch.device) -> None:
         from trainer.data import default_near_far
 
         self.images = torch.as_tensor(np.asarray(dataset.images, dtype=np.float32)).to(device)
-        self.c2w = torch.as_tensor(np.asarray(dataset.c2w, dtype=np.float32)).to(device)
+        self.frames = FrameRays(dataset, device)
+        self.c2w = self.frames.c2w
         self.n, self.h, self.w = self.images.shape[:3]
         self.focal = float(dataset.focal)
         self.cx, self.cy = dataset.principal_point
@@ -270,16 +278,9 @@ class TeacherPixelSampler:
 
         ``crop < 1`` draws pixels from the centred ``crop``-fraction of each image only.
         """
-        img = torch.randint(0, self.n, (batch,), generator=gen)
-        if crop < 1.0:
-            ch, cw = max(1, int(self.h * crop)), max(1, int(self.w * crop))
-            py = torch.randint(0, ch, (batch,), generator=gen) + (self.h - ch) // 2
-            px = torch.randint(0, cw, (batch,), generator=gen) + (self.w - cw) // 2
-        else:
-            py = torch.randint(0, self.h, (batch,), generator=gen)
-            px = torch.randint(0, self.w, (batch,), generator=gen)
+        img, py, px = self.frames.draw(batch, gen, crop)
         img, py, px = img.to(self.device), py.to(self.device), px.to(self.device)
-        o, d = pixel_rays(self.c2w[img], px, py, self.focal, self.cx, self.cy)
+        o, d = self.frames.rays(img, px, py)
         return o, d, self.images[img, py, px]
 
 
@@ -409,15 +410,14 @@ def teacher_psnr(
     from trainer.data import default_near_far
 
     near, far = default_near_far(dataset)
-    cx, cy = dataset.principal_point
-    h, w = dataset.height, dataset.width
-    px, py = pixel_grid(w, h)
+    frames = FrameRays(dataset)
     scores = []
     for i in views if views is not None else range(len(dataset.images)):
-        c2w = torch.as_tensor(np.asarray(dataset.c2w[i], dtype=np.float32))
-        o, d = pixel_rays(c2w, px, py, float(dataset.focal), cx, cy)
-        rgb = render_teacher(teacher, o, d, near, far, dataset.background, cfg).reshape(h, w, 3)
-        mse = float(torch.mean((rgb - torch.as_tensor(np.asarray(dataset.images[i]))) ** 2))
+        o, d = frames.view(i)
+        w, h = (int(v) for v in frames.sizes[i])
+        rgb = render_teacher(teacher, o, d, near, far, dataset.background, cfg).reshape(frames.h, frames.w, 3)
+        gt = torch.as_tensor(np.asarray(dataset.images[i])[:h, :w])
+        mse = float(torch.mean((rgb[:h, :w] - gt) ** 2))
         scores.append(psnr_from_mse(mse))
     mean = float(np.mean(scores)) if scores else math.nan
     return mean, scores

@@ -25,7 +25,7 @@ from renderer.composite import composite_weights
 from renderer.march import intersect_aabb
 from trainer.teachers.base import Teacher
 from trainer.teachers.config import TeacherConfig
-from trainer.teachers.hull import visual_hull
+from trainer.teachers.hull import dataset_hull
 from trainer.teachers.lattice import (
     add_tv_gradient,
     cells_to_lattice_support,
@@ -491,10 +491,7 @@ class GridTeacher(Teacher):
             return 1.0  # no coverage information (e.g. photos without alpha)
         hdims, hv = voxel_grid_dims(self.bbox_min.tolist(), self.bbox_max.tolist(), cfg.hull_res)
         centres = voxel_centres(self.bbox_min.tolist(), self.bbox_max.tolist(), hdims)
-        cx, cy = dataset.principal_point
-        hull = visual_hull(
-            centres, alphas, np.asarray(dataset.c2w), float(dataset.focal), cx, cy, cfg.hull_alpha, hv
-        )
+        hull = dataset_hull(dataset, centres, cfg.hull_alpha, hv)
         hull = dilate(hull.reshape(hdims), 1)
         up = F.interpolate(hull[None, None].float(), size=self.mask_dims, mode="nearest")[0, 0] > 0
         self.mask.copy_(up.to(self.mask.device))
