@@ -437,40 +437,9 @@ def test_cuda_available_reports_missing_pycuda(monkeypatch: pytest.MonkeyPatch) 
 
 
 def _kernel_signatures() -> dict[str, list[str]]:
-    """Parameter kinds of each extern "C" kernel in kilonerf.cu: ptr, i64, i32, RenderParams, CameraParams."""
-    import re
-
-    src = kernels.KERNEL_SOURCE.read_text().replace("\\\n", "\n")
-    found: dict[str, str] = {}
-    for m in re.finditer(
-        r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\((.*?)\)\s*\{', src, re.S
-    ):
-        if not m.group(1).startswith("__"):  # skip the macro's __launch_bounds__(...) prefix
-            found[m.group(1)] = m.group(2)
-    macro = re.search(r"evaluate_networks_h##H##_##SUFFIX\((.*?)\)\s*\{", src, re.S)
-    assert macro is not None
-    for h in kernels.HIDDEN_WIDTHS:
-        for half in (False, True):
-            found[kernels.evaluate_kernel_name(h, half)] = macro.group(1)
-    kinds: dict[str, list[str]] = {}
-    for name, params in found.items():
-        out = []
-        for p in params.split(","):
-            p = p.strip()
-            if "*" in p:
-                out.append("ptr")
-            elif p.startswith("kn::RenderParams"):
-                out.append("RenderParams")
-            elif p.startswith("kn::CameraParams"):
-                out.append("CameraParams")
-            elif p.startswith("i64"):
-                out.append("i64")
-            elif p.startswith("int"):
-                out.append("i32")
-            else:
-                raise AssertionError(f"unknown parameter kind in {name}: {p}")
-        kinds[name] = out
-    return kinds
+    """Parameter kinds of each extern "C" kernel in kilonerf.cu (the backend prepares its launches from
+    the same reading)."""
+    return kernels.kernel_parameter_kinds()
 
 
 class _Alloc:
@@ -480,17 +449,34 @@ class _Alloc:
     def __int__(self) -> int:
         return 0x7000_0000 + self.n
 
+    __index__ = __int__
+
     def free(self) -> None:
         pass
 
 
 class _FakeFunction:
+    """pycuda's Function as the backend uses it: prepared once, then launched by ``prepared_call`` only
+    (there is no unprepared ``__call__``). Each launch's arguments are packed with the prepared format by
+    Python's ``struct`` (pycuda packs with a copy of it) and logged with structs as numpy records."""
+
     def __init__(self, name: str, log: list) -> None:
         self.name, self.log = name, log
         self.attrs: dict[object, int] = {}
+        self.format: str | None = None
 
-    def __call__(self, *args: object, block: tuple, grid: tuple, shared: int = 0) -> None:
-        self.log.append((self.name, args, block, grid, shared))
+    def prepare(self, fmt: str) -> None:
+        self.format = fmt
+
+    def prepared_call(self, grid: tuple, block: tuple, *args: object, shared_size: int = 0) -> None:
+        import struct
+
+        assert self.format is not None, f"{self.name} launched unprepared"
+        struct.pack(self.format, *args)  # every argument packs with the kernel's format
+        structs = (kernel_params.RENDER_PARAMS_DTYPE, kernel_params.CAMERA_PARAMS_DTYPE)
+        records = {d.itemsize: d for d in structs}
+        logged = tuple(np.frombuffer(a, records[len(a)])[0] if isinstance(a, bytes) else a for a in args)
+        self.log.append((self.name, logged, block, grid, shared_size))
 
     def set_attribute(self, attr: object, value: int) -> None:
         self.attrs[attr] = value
@@ -511,6 +497,7 @@ class _FakeDriver:
     def __init__(self) -> None:
         self.active = [5, 2, 0]
         self.launches: list = []
+        self.functions: dict[str, _FakeFunction] = {}
         self.syncs: list[str] = []  # the kernel launched last at each Context.synchronize()
         self.Context = types.SimpleNamespace(synchronize=lambda: self.syncs.append(self.last_launch()))
 
@@ -605,7 +592,8 @@ def _make_fake_backend(monkeypatch: pytest.MonkeyPatch, config=None):  # type: i
 
     class _Module:
         def get_function(self, name: str) -> _FakeFunction:
-            return _FakeFunction(name, drv.launches)
+            drv.functions[name] = _FakeFunction(name, drv.launches)
+            return drv.functions[name]
 
     monkeypatch.setattr(kernels, "load_module", lambda arch: _Module())
     from renderer.cuda.backend import CudaBackend
@@ -709,6 +697,11 @@ def test_backend_launches_match_kernel_signatures(fake_backend) -> None:  # type
     assert order[2:12] == per_pass * 2
     assert order[12:] == ["write_pixels", "count_touched"]
     _check_launches(drv.launches, sigs)
+    assert {name: fn.format for name, fn in drv.functions.items()} == {
+        name: kernels.launch_format(sigs[name]) for name in drv.functions
+    }  # every kernel prepared once, with the format of its signature
+    with pytest.raises(TypeError, match="march_rays takes 21 arguments, got 1"):
+        backend.fn["march_rays"](np.int64(1), block=(256, 1, 1), grid=(1, 1))
     march = drv.launches[2]
     assert march[3][0] == kernels.blocks_for(5, backend.config.block)  # sized by the active-ray count
     # rays given by the caller (uploaded), then straight into a pixel buffer

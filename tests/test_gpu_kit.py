@@ -244,6 +244,57 @@ def test_render_benchmark_compares_backends_on_the_cpu(tmp_path: Path) -> None:
     assert doc["rows"][0]["gpu_ms"] is None  # no CUDA events on a CPU
 
 
+def test_pixel_buffer_timing_reads_the_texture_back() -> None:
+    """The benchmark's GL path on a real EGL context: a stand-in backend writes a known frame into the
+    texture through its "pixel buffer"; the row reports the transfer, times and the level difference of
+    what reached the texture against the host-read frame."""
+    import numpy as np
+    import torch
+
+    bench = _load("gpu_bench")
+    ctx, why = bench._gl_context()
+    if ctx is None:
+        pytest.skip(f"no EGL context here: {why}")
+    host = torch.rand(6, 10, 3)
+    from renderer.cuda.interop import rgba8
+
+    class _Pbo:
+        mode, reason = "host", "stand-in"
+
+        def __init__(self, frame: np.ndarray) -> None:
+            self.frame = frame
+
+        def upload(self, texture) -> None:  # type: ignore[no-untyped-def]
+            texture.write(self.frame.tobytes())
+
+        def release(self) -> None:
+            pass
+
+    class _Backend:
+        last_gpu_ms = 0.25
+
+        def __init__(self, frame: np.ndarray) -> None:
+            self.frame, self.frames = frame, 0
+
+        def pixel_buffer(self, ctx, w: int, h: int) -> _Pbo:  # type: ignore[no-untyped-def]
+            return _Pbo(self.frame)
+
+        def render_to_pixel_buffer(self, scene, cam, pbo) -> None:  # type: ignore[no-untyped-def]
+            self.frames += 1
+
+    cam = type("Cam", (), {"width": 10, "height": 6})()
+    exact = _Backend(rgba8(host))
+    row = bench._time_pixel_buffer(exact, ctx, None, cam, 3, host)
+    assert exact.frames == 4 and row["transfer"] == "host" and row["gpu_ms"] == 0.25
+    assert row["max_level_diff_to_host_frame"] == 0 and row["wall_ms"] > 0
+    off = rgba8(host).copy()
+    off[2, 3, 1] = off[2, 3, 1] ^ 0x40  # one channel of one pixel off by 64 levels
+    assert (
+        bench._time_pixel_buffer(_Backend(off), ctx, None, cam, 1, host)["max_level_diff_to_host_frame"] == 64
+    )
+    ctx.release()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # End to end: prepare -> install into a fresh venv -> pycuda built with GL -> GPU steps skipped -> report
 

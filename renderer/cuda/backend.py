@@ -129,6 +129,7 @@ class CudaBackend:
         self._uploaded: tuple[CudaSceneData, SceneBuffers] | None = None
         self._lock = threading.RLock()  # one frame at a time (render thread and GL thread share buffers)
         self.debug_sync = K.debug_sync_enabled()
+        self.kernel_kinds = K.kernel_parameter_kinds()  # each launch's argument format, from kilonerf.cu
         self.context.push()
         try:
             self.module = K.load_module(self.arch)
@@ -436,7 +437,7 @@ class CudaBackend:
 
     def _kernel(self, name: str) -> Any:
         """A kernel of the module; in debug mode (``$KILONERF_CUDA_DEBUG=1``) each launch is synchronised."""
-        fn = self.module.get_function(name)
+        fn = K.PreparedKernel(self.module.get_function(name), name, self.kernel_kinds[name])
         return K.SyncedKernel(fn, name, lambda: self.cuda.Context.synchronize()) if self.debug_sync else fn
 
     def _mlp_function(self, data: CudaSceneData) -> tuple[Any, int]:

@@ -228,6 +228,78 @@ class SyncedKernel:
         return getattr(self.fn, attr)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Prepared launches: each kernel's argument format is read once from its signature in kilonerf.cu
+
+
+def kernel_parameter_kinds(source: str | None = None) -> dict[str, list[str]]:
+    """Parameter kinds of every ``extern "C"`` kernel of ``kilonerf.cu`` (``ptr``, ``i64``, ``i32``,
+    ``RenderParams``, ``CameraParams``), the fused MLP kernels under each of their instantiated names.
+
+    Raises:
+        ValueError: a parameter of a kind a launch cannot pack (a new kind needs a line here)."""
+    import re  # noqa: PLC0415
+
+    text = (KERNEL_SOURCE.read_text() if source is None else source).replace("\\\n", "\n")
+    found: dict[str, str] = {}
+    pattern = r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\((.*?)\)\s*\{'
+    for m in re.finditer(pattern, text, re.S):
+        if not m.group(1).startswith("__"):  # the MLP macro's body, named below
+            found[m.group(1)] = m.group(2)
+    macro = re.search(r"evaluate_networks_h##H##_##SUFFIX\((.*?)\)\s*\{", text, re.S)
+    if macro is not None:
+        for h in HIDDEN_WIDTHS:
+            for half in (False, True):
+                found[evaluate_kernel_name(h, half)] = macro.group(1)
+    return {name: [_parameter_kind(name, p.strip()) for p in ps.split(",")] for name, ps in found.items()}
+
+
+def _parameter_kind(kernel: str, param: str) -> str:
+    if "*" in param:
+        return "ptr"
+    for prefix, kind in (("kn::RenderParams", "RenderParams"), ("kn::CameraParams", "CameraParams"),
+                         ("i64", "i64"), ("int", "i32")):  # fmt: skip
+        if param.startswith(prefix):
+            return kind
+    raise ValueError(f"{KERNEL_SOURCE.name}: kernel {kernel} has a parameter of unknown kind: {param}")
+
+
+def launch_format(kinds: list[str]) -> str:
+    """pycuda's ``Function.prepare`` format of a kernel's parameters: the native-alignment ``struct``
+    codes pycuda's own unprepared call builds (``P`` pointer, ``q`` int64, ``i`` int32, ``Ns`` a struct by
+    value)."""
+    from renderer.kernel_params import CAMERA_PARAMS_DTYPE, RENDER_PARAMS_DTYPE  # noqa: PLC0415
+
+    codes = {"ptr": "P", "i64": "q", "i32": "i", "RenderParams": f"{RENDER_PARAMS_DTYPE.itemsize}s",
+             "CameraParams": f"{CAMERA_PARAMS_DTYPE.itemsize}s"}  # fmt: skip
+    return "".join(codes[k] for k in kinds)
+
+
+class PreparedKernel:
+    """A kernel launched through pycuda's prepared calls: the argument format is fixed once
+    (``launch_format``), so a launch packs its arguments without pycuda's per-argument type dispatch.
+    Called like a pycuda function: ``k(*args, block=..., grid=..., shared=0)``; structs by value are
+    passed as their numpy records. Other attributes (``set_attribute``) are the wrapped function's."""
+
+    def __init__(self, fn: Any, name: str, kinds: list[str]) -> None:
+        self.fn, self.name = fn, name
+        self.structs = tuple(i for i, k in enumerate(kinds) if k in ("RenderParams", "CameraParams"))
+        self.arity = len(kinds)
+        fn.prepare(launch_format(kinds))
+
+    def __call__(
+        self, *args: Any, block: tuple[int, int, int], grid: tuple[int, int], shared: int = 0
+    ) -> None:
+        if len(args) != self.arity:
+            raise TypeError(f"CUDA kernel {self.name} takes {self.arity} arguments, got {len(args)}")
+        if self.structs:
+            args = tuple(a.tobytes() if i in self.structs else a for i, a in enumerate(args))
+        self.fn.prepared_call(grid, block, *args, shared_size=shared)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.fn, attr)
+
+
 def load_module(arch: str) -> Any:
     """Load the kernels' cubin into the current pycuda context (imports pycuda)."""
     import pycuda.driver as cuda  # noqa: PLC0415  (lazy: optional dependency)

@@ -31,6 +31,67 @@ __device__ __forceinline__ i64 global_thread_index() { return (i64)blockIdx.x * 
 __device__ __forceinline__ i64 grid_stride() { return (i64)gridDim.x * blockDim.x; }
 
 // ---------------------------------------------------------------------------------------------
+// Warp-aggregated atomics. The lanes of a warp that reach one of these together make one atomic
+// instead of one each (the lowest lane adds the warp's total and broadcasts the old value); every
+// lane gets what its own atomicAdd would have returned had the lanes added in lane order. The slots
+// handed out are the same set as with per-lane atomics, only their order within a warp is fixed, and
+// no output depends on that order (samples are composited per ray, sorted slots by network).
+__device__ __forceinline__ unsigned lane_id() {
+    unsigned lane;
+    asm("mov.u32 %0, %%laneid;" : "=r"(lane));
+    return lane;
+}
+
+// Exclusive prefix sum of `v` over the lanes of `mask` below this one, and the total (all of `mask`
+// must call it).
+__device__ __forceinline__ u64 warp_exclusive_sum(unsigned mask, u64 v, u64& total) {
+    const unsigned lane = lane_id();
+    if (mask == 0xffffffffu) {  // whole warp: a 5-step shuffle scan
+        u64 x = v;
+        for (unsigned d = 1; d < 32; d <<= 1) {
+            const u64 y = __shfl_up_sync(mask, x, d);
+            if (lane >= d) x += y;
+        }
+        total = __shfl_sync(mask, x, 31);
+        return x - v;
+    }
+    u64 prefix = 0, sum = 0;  // a partial warp (the last grid-stride iteration): one shuffle per lane
+    for (unsigned m = mask; m; m &= m - 1) {
+        const int src = __ffs(m) - 1;
+        const u64 x = __shfl_sync(mask, v, src);
+        if ((unsigned)src < lane) prefix += x;
+        sum += x;
+    }
+    total = sum;
+    return prefix;
+}
+
+// `atomicAdd(counter, v)` for every calling lane, made once per warp; returns this lane's old value.
+__device__ __forceinline__ u64 warp_aggregated_add(u64* counter, u64 v) {
+    const unsigned mask = __activemask();
+    u64 total;
+    const u64 prefix = warp_exclusive_sum(mask, v, total);
+    const int leader = __ffs(mask) - 1;
+    u64 base = 0;
+    if ((int)lane_id() == leader && total) base = atomicAdd(counter, total);
+    return __shfl_sync(mask, base, leader) + prefix;
+}
+
+// `atomicAdd(&counters[key], 1u)` for every calling lane, made once per distinct key in the warp.
+__device__ __forceinline__ unsigned warp_aggregated_increment(unsigned int* counters, int key) {
+#if __CUDA_ARCH__ >= 700
+    const unsigned peers = __match_any_sync(__activemask(), key);
+    const int leader = __ffs(peers) - 1;
+    const unsigned lane = lane_id();
+    unsigned base = 0;
+    if ((int)lane == leader) base = atomicAdd(&counters[key], (unsigned)__popc(peers));
+    return __shfl_sync(peers, base, leader) + (unsigned)__popc(peers & ((1u << lane) - 1u));
+#else
+    return atomicAdd(&counters[key], 1u);
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
 extern "C" __global__ void generate_rays(kn::CameraParams cam, float* __restrict__ origins,
                                          float* __restrict__ dirs) {
     const i64 n = (i64)cam.width * cam.height;
@@ -64,17 +125,15 @@ extern "C" __global__ void init_rays(kn::RenderParams P, i64 n_rays, const float
         depth[r] = 0.0f;
         best_w[r] = 0.0f;
         best_net[r] = -1;
-        if (hit) {
-            const u64 slot = atomicAdd(&pass_counters[kActiveNext], 1ull);
-            active[slot] = (int)r;
-            atomicAdd(&frame_counters[kRaysHitBox], 1ull);
-        }
+        const u64 slot = warp_aggregated_add(&pass_counters[kActiveNext], hit ? 1ull : 0ull);
+        if (hit) active[slot] = (int)r;
+        warp_aggregated_add(&frame_counters[kRaysHitBox], hit ? 1ull : 0ull);
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // ESS marching: each active ray walks its lattice and keeps up to K samples; slots are claimed with
-// one atomic per ray. A ray whose slots do not fit in the capacity is deferred (its k is not advanced
+// one atomic per warp (warp_aggregated_add). A ray whose slots do not fit in the capacity is deferred (its k is not advanced
 // and it emits nothing this pass). Histogram of samples per network on the side.
 extern "C" __global__ void march_rays(kn::RenderParams P, const int* __restrict__ active, i64 n_active,
                                       const float* __restrict__ origins, const float* __restrict__ dirs,
@@ -95,26 +154,23 @@ extern "C" __global__ void march_rays(kn::RenderParams P, const int* __restrict_
         bool exhausted = false;
         const int n = kn::march_ray_pass(P, origins + 3 * (i64)r, dirs + 3 * (i64)r, t0s[r], t1s[r], k,
                                          network_index, occupancy, ts, nets, marched, exhausted);
-        i64 base = 0;
-        bool stored = true;
-        if (n > 0) {
-            base = (i64)atomicAdd(&pass_counters[kSamplesRequested], (u64)n);
-            stored = base + n <= capacity;
-        }
+        const i64 claimed = (i64)warp_aggregated_add(&pass_counters[kSamplesRequested], (u64)n);
+        const i64 base = n > 0 ? claimed : 0;
+        const bool stored = n == 0 || base + n <= capacity;
+        warp_aggregated_add(&frame_counters[kSamplesMarched], stored ? (u64)marched : 0ull);
+        warp_aggregated_add(&frame_counters[kSamplesEvaluated], stored ? (u64)n : 0ull);
         if (stored) {
             for (int j = 0; j < n; ++j) {
                 sample_t[base + j] = ts[j];
                 sample_ray[base + j] = r;
                 sample_net[base + j] = nets[j];
-                atomicAdd(&net_counts[nets[j]], 1u);
+                warp_aggregated_increment(net_counts, nets[j]);
                 net_touched[nets[j]] = 1;
             }
             k_next[r] = k;
             ray_base[a] = base;
             ray_count[a] = n;
             ray_exhausted[a] = exhausted ? 1 : 0;
-            atomicAdd(&frame_counters[kSamplesMarched], (u64)marched);
-            atomicAdd(&frame_counters[kSamplesEvaluated], (u64)n);
         } else {  // deferred to the next pass; mark the claimed slots below the capacity as empty
             for (i64 j = base; j < capacity && j < base + n; ++j) sample_net[j] = -1;
             ray_base[a] = 0;
@@ -188,7 +244,7 @@ extern "C" __global__ void scatter_samples(const int* __restrict__ sample_net, c
     for (i64 i = global_thread_index(); i < n; i += grid_stride()) {
         const int m = sample_net[i];
         if (m < 0) continue;
-        const i64 pos = net_offsets[m] + (i64)atomicAdd(&net_cursor[m], 1u);
+        const i64 pos = net_offsets[m] + (i64)warp_aggregated_increment(net_cursor, m);
         sorted[pos] = i;
     }
 }
@@ -280,12 +336,10 @@ extern "C" __global__ void composite_front_to_back(
         color[3 * r] = C[0];
         color[3 * r + 1] = C[1];
         color[3 * r + 2] = C[2];
-        if (stopped) {
-            if (!ray_exhausted[a]) atomicAdd(&frame_counters[kRaysTerminatedEarly], 1ull);
-        } else if (!ray_exhausted[a]) {
-            const u64 slot = atomicAdd(&pass_counters[kActiveNext], 1ull);
-            active_next[slot] = (int)r;
-        }
+        const bool goes_on = !stopped && !ray_exhausted[a];
+        warp_aggregated_add(&frame_counters[kRaysTerminatedEarly], stopped && !ray_exhausted[a] ? 1ull : 0ull);
+        const u64 slot = warp_aggregated_add(&pass_counters[kActiveNext], goes_on ? 1ull : 0ull);
+        if (goes_on) active_next[slot] = (int)r;
     }
 }
 
