@@ -33,9 +33,10 @@ from pathlib import Path
 
 from app.jsonl_tail import JsonlTail, os_reason
 from app.progress_events import ProgressEvent, ProgressFormatError, one_line, parse_event
+from trainer.preset_names import PRESET_NAMES  # the trainer's own list (no torch)
 from trainer.progress import STAGES  # the trainer's own list (a light module: no torch)
 
-PRESETS: tuple[str, ...] = ("tiny", "cpu", "gpu", "paper")
+PRESETS: tuple[str, ...] = PRESET_NAMES
 ROOT = Path(__file__).resolve().parents[1]
 
 MAX_HISTORY = 20000
@@ -64,7 +65,7 @@ class JobConfig:
     out: str = "exports/scene.kilo"
     """Output .kilo path."""
     preset: str = "tiny"
-    """Trainer preset: tiny, cpu, gpu or paper."""
+    """Trainer preset: one of `trainer.preset_names.PRESET_NAMES`."""
     workdir: str = ""
     """Checkpoint folder holding progress.jsonl; empty means OUT.kilo.work."""
     stage: str = ""

@@ -130,6 +130,17 @@ def test_valid_widths_without_native_kernels_are_accepted() -> None:
         assert get_preset("tiny", {"hidden": hidden}).hidden == hidden
 
 
+def test_one_list_of_preset_names() -> None:
+    """The CLI's --preset help, the viewer's launcher and the preset data share one list of names."""
+    from app.jobs import PRESETS as LAUNCHER_PRESETS
+    from trainer.preset_names import PRESET_NAMES
+    from trainer.presets import PRESETS, PresetError, get_preset
+
+    assert tuple(PRESETS) == PRESET_NAMES == LAUNCHER_PRESETS
+    with pytest.raises(PresetError, match="cpu-hd"):
+        get_preset("hd")
+
+
 def test_every_setting_declares_its_rule_and_each_bound_is_enforced() -> None:
     from trainer.presets import PRESETS, Preset, get_preset
     from trainer.settings import is_group, kind_of, problems, rule_of

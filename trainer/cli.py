@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trainer.preset_names import PRESET_NAMES
 from trainer.progress import STAGES, Cancelled
-
-PRESET_NAMES = ("tiny", "cpu", "gpu", "paper")
 
 
 def _add_common(p: argparse.ArgumentParser, *, need_data: bool) -> None:

@@ -2,8 +2,8 @@
 
 A `Preset` composes the teacher, occupancy, distillation and fine-tuning configurations with the student's
 format choices; every field declares its valid values beside it (`trainer.settings`). The named presets
-(`tiny`, `cpu`, `gpu`, `paper`) are nested dicts of overrides applied to the defaults by `get_preset`, so
-they never copy code.
+(`tiny`, `cpu`, `cpu-hd`, `gpu`, `paper`) are nested dicts of overrides applied to the defaults by
+`get_preset`, so they never copy code.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from trainer.data.config import DataConfig
 from trainer.distill import DistillConfig
 from trainer.finetune import FinetuneConfig
 from trainer.occupancy import OccupancyConfig
+from trainer.preset_names import PRESET_NAMES
 from trainer.settings import PresetError, group, is_group, kind_of, rule_of, setting, validate
 from trainer.teachers.config import TeacherConfig
 
@@ -173,6 +174,26 @@ PRESETS: dict[str, dict[str, Any]] = {
         "trained_pos_freqs": 6,
         "eval_views": 10,
     },
+    "cpu-hd": {  # lego at 800x800 on a 2-core CPU; how the values were chosen: docs/presets.md
+        "downscale": 1,
+        "teacher": {"steps": 9000, "grid_res": (96, 128, 160), "hull_res": 128},
+        "distill": {
+            "steps": 6500,
+            "points_per_network": 64,
+            "lr": 1e-2,
+            "rgb_by_alpha": True,
+            "visibility_floor": 0.05,
+        },
+        "finetune": {
+            "steps": 2000,
+            "rays_per_batch": 8192,
+            "lr": 5e-3,
+            "teacher_rays": 4096,
+            "ema_decay": 0.99,
+        },
+        "trained_pos_freqs": 8,
+        "eval_views": 4,
+    },
     "gpu": {  # full resolution on one GPU; not yet run on one (README), choices in docs/presets.md
         "downscale": 1,
         "teacher": {
@@ -234,9 +255,9 @@ def _apply(obj: Any, data: dict[str, Any], where: str, *, strict: bool = True) -
 
 
 def get_preset(name: str, overrides: dict[str, Any] | None = None, *, where: str = "--set") -> Preset:
-    """The preset ``name`` (tiny | cpu | gpu | paper) with optional nested ``overrides``, validated."""
+    """The preset ``name`` (one of `PRESET_NAMES`) with optional nested ``overrides``, validated."""
     if name not in PRESETS:
-        raise PresetError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+        raise PresetError(f"unknown preset {name!r} (choose from {', '.join(PRESET_NAMES)})")
     preset = _apply(Preset(name=name), copy.deepcopy(PRESETS[name]), f"preset {name}")
     validate(preset, f"preset {name}")
     if overrides:
