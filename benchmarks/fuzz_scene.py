@@ -1,4 +1,6 @@
-"""Fuzzing the readers of untrusted files: `.kilo` scenes, camera JSON and Blender `transforms_*.json`.
+"""Fuzzing the readers of untrusted files: `.kilo` scenes, camera JSON, Blender `transforms_*.json` and
+instant-ngp / nerfstudio `transforms.json` (``ngp``: intrinsics global and per frame, lens keys, boxes,
+split lists, paths, matrices).
 
 Every case is a mutation of a valid file (byte flips, truncation, header and metadata edits: dtypes, shapes,
 offsets, huge and negative dimensions, NaN/Inf and huge values, deep and long JSON, duplicate keys,
@@ -8,7 +10,8 @@ accepted — and then an accepted scene renders a small frame with every backend
 NaN pixel. Anything else is a failure: a traceback (any other exception), a hang (past the time limit), a
 NaN pixel, or memory past the limit.
 
-    python benchmarks/fuzz_scene.py --cases 10000 [--seed 0] [--kinds scene,camera,transforms] [--json OUT]
+    python benchmarks/fuzz_scene.py --cases 10000 [--seed 0] [--kinds scene,camera,transforms,ngp]
+        [--json OUT]
 
 CI runs a fixed-seed sample (tests/test_fuzz.py). Exit code 1 when any case failed.
 """
@@ -449,12 +452,82 @@ def fuzz_transforms(n: int, seed: int, folder: Path) -> Iterator[Outcome]:
         yield run_limited(what, len(text), lambda: _load_ok(load_dataset, folder), (DatasetError,))
 
 
+NGP_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "k1", "p2", "aabb_scale", "scale", "offset", "camera_model")
+
+
+def _ngp_dataset(folder: Path) -> dict[str, Any]:
+    """A 3-view instant-ngp / nerfstudio dataset (images of two sizes in a subfolder, per-frame intrinsics on
+    one frame, an ``aabb``); returns its ``transforms.json`` content."""
+    import imageio.v3 as iio
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    frames = []
+    for i in range(3):
+        size = (6, 8) if i == 2 else (4, 4)
+        iio.imwrite(folder / "images" / f"f{i}.png", np.full((*size, 3), 90 + 40 * i, np.uint8))
+        c2w = np.eye(4)
+        c2w[:3, 3] = [0.3 * i, -4.0, 0.5]
+        frame: dict[str, Any] = {"file_path": f"images/f{i}" + (".png" if i else ""),
+                                 "transform_matrix": c2w.tolist()}  # fmt: skip
+        if i == 2:
+            frame.update({"w": 8, "h": 6, "fl_x": 9.0, "fl_y": 9.0, "cx": 4.2, "cy": 2.9})
+        frames.append(frame)
+    return {"fl_x": 5.0, "fl_y": 5.0, "cx": 2.0, "cy": 2.0, "w": 4, "h": 4, "camera_model": "OPENCV",
+            "k1": 0.0, "p2": 0.0, "aabb": [[-1, -1, -1], [1, 1, 1]], "frames": frames}  # fmt: skip
+
+
+def _ngp_mutation(rng: random.Random, d: dict[str, Any]) -> tuple[str, str]:
+    """One hostile edit of an instant-ngp ``transforms.json``: a key (global or a frame's) set to a hostile
+    number or value, a bad box, split lists naming what is not there, a bad path or matrix, deep nesting."""
+    r = rng.random()
+    if r < 0.35:
+        key = rng.choice(NGP_KEYS)
+        target = d if rng.random() < 0.5 else d["frames"][rng.randrange(3)]
+        target[key] = "__V__"
+        value = rng.choice(HOSTILE_NUMBERS + ['"FISHEYE"', '"EQUIRECTANGULAR"', "0.1"])
+        return f"ngp {key}", json.dumps(d).replace('"__V__"', _num_text(value))
+    if r < 0.5:
+        boxes = [[[1, 1, 1], [-1, -1, -1]], [[0, 0, 0]], [[0, 0], [1, 1]], "box", [[-1e30] * 3, [1e30] * 3],
+                 [[0, 0, 0], [0, 0, 0]], [[None, 0, 0], [1, 1, 1]]]  # fmt: skip
+        d["aabb"] = rng.choice(boxes)
+        return "ngp aabb", json.dumps(d)
+    if r < 0.65:
+        d[rng.choice(["train_filenames", "test_filenames"])] = rng.choice(
+            [[], ["images/nope.png"], ["images/f0"] * 3, "images/f0", [7], ["../../etc/passwd"]]
+        )
+        return "ngp split lists", json.dumps(d)
+    if r < 0.8:
+        f = d["frames"][rng.randrange(3)]
+        f["file_path"] = rng.choice(
+            ["/etc/passwd", "../../x", "", 7, "images/missing", "images/" + "a" * 5000]
+        )
+        return "ngp file_path", json.dumps(d)
+    if r < 0.92:
+        m = d["frames"][rng.randrange(3)]["transform_matrix"]
+        m[rng.randrange(4)][rng.randrange(4)] = rng.choice([1e30, -1e30, 0.0, 1e300])
+        return "ngp matrix", json.dumps(d)
+    depth = rng.choice([100, 2000])
+    return f"ngp nested {depth}", json.dumps(d)[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}"
+
+
+def fuzz_ngp(n: int, seed: int, folder: Path) -> Iterator[Outcome]:
+    """``n`` mutated instant-ngp / nerfstudio ``transforms.json`` of a tiny dataset, each loaded."""
+    from trainer.data import DatasetError, load_dataset
+
+    base = _ngp_dataset(folder)
+    rng = random.Random(seed)
+    for _ in range(n):
+        what, text = _ngp_mutation(rng, json.loads(json.dumps(base)))
+        (folder / "transforms.json").write_text(text)
+        yield run_limited(what, len(text), lambda: _load_ok(load_dataset, folder), (DatasetError,))
+
+
 def _load_ok(load: Callable[..., Any], folder: Path) -> str:
     ds = load(folder, "train")
     return "accepted" if bool(np.isfinite(ds.c2w).all() and np.isfinite(ds.images).all()) else "nan"
 
 
-KINDS = {"scene": fuzz_scenes, "camera": fuzz_cameras, "transforms": fuzz_transforms}
+KINDS = {"scene": fuzz_scenes, "camera": fuzz_cameras, "transforms": fuzz_transforms, "ngp": fuzz_ngp}
 
 
 def run(kinds: dict[str, int], seed: int, progress: bool = False) -> dict[str, Summary]:
@@ -475,13 +548,14 @@ def run(kinds: dict[str, int], seed: int, progress: bool = False) -> dict[str, S
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
-        "--cases", type=int, default=10000, help="scene cases (cameras and transforms: a fifth each)"
+        "--cases", type=int, default=10000, help="scene cases (cameras, transforms, ngp: a fifth each)"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--kinds", default="scene,camera,transforms")
+    p.add_argument("--kinds", default="scene,camera,transforms,ngp")
     p.add_argument("--json", default=None, help="write the counts and failures here")
     args = p.parse_args(argv)
-    share = {"scene": args.cases, "camera": max(1, args.cases // 5), "transforms": max(1, args.cases // 5)}
+    fifth = max(1, args.cases // 5)
+    share = {"scene": args.cases, "camera": fifth, "transforms": fifth, "ngp": fifth}
     kinds = {k: share[k] for k in args.kinds.split(",") if k in share}
     start = time.perf_counter()
     result = run(kinds, args.seed, progress=True)

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import fuzz_scene  # noqa: E402
 
 
-@pytest.mark.parametrize("kind, cases", [("scene", 500), ("camera", 200), ("transforms", 200)])
+@pytest.mark.parametrize("kind, cases", [("scene", 500), ("camera", 200), ("transforms", 200), ("ngp", 200)])
 def test_fixed_seed_sample_has_no_failures(kind: str, cases: int) -> None:
     summary = fuzz_scene.run({kind: cases}, seed=1)[kind]
     assert summary.cases == cases
