@@ -151,46 +151,34 @@ def _tiny() -> dict[str, Any]:
     }
 
 
+_CPU_DISTILL: dict[str, Any] = {
+    "steps": 6500,
+    "points_per_network": 64,
+    "lr": 1e-2,
+    "rgb_by_alpha": True,
+    "visibility_floor": 0.05,
+}
+"""Distillation of both CPU presets (`cpu` at 200x200, `cpu-hd` at 800x800)."""
+_CPU_FINETUNE: dict[str, Any] = {"rays_per_batch": 8192, "lr": 5e-3, "teacher_rays": 4096, "ema_decay": 0.99}
+"""Fine-tuning batches, learning rate and parameter average of both CPU presets (their steps differ)."""
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": _tiny(),
     "cpu": {
         "downscale": 4,
         # how these values were chosen: docs/presets.md
         "teacher": {"steps": 5500},
-        "distill": {
-            "steps": 6500,
-            "points_per_network": 64,
-            "lr": 1e-2,
-            "rgb_by_alpha": True,
-            "visibility_floor": 0.05,
-        },
-        "finetune": {
-            "steps": 575,
-            "rays_per_batch": 8192,
-            "lr": 5e-3,
-            "teacher_rays": 4096,
-            "ema_decay": 0.99,
-        },
+        "distill": dict(_CPU_DISTILL),
+        "finetune": {"steps": 575, **_CPU_FINETUNE},
         "trained_pos_freqs": 6,
         "eval_views": 10,
     },
     "cpu-hd": {  # lego at 800x800 on a 2-core CPU; how the values were chosen: docs/presets.md
         "downscale": 1,
         "teacher": {"steps": 9000, "grid_res": (96, 128, 160), "hull_res": 128},
-        "distill": {
-            "steps": 6500,
-            "points_per_network": 64,
-            "lr": 1e-2,
-            "rgb_by_alpha": True,
-            "visibility_floor": 0.05,
-        },
-        "finetune": {
-            "steps": 2000,
-            "rays_per_batch": 8192,
-            "lr": 5e-3,
-            "teacher_rays": 4096,
-            "ema_decay": 0.99,
-        },
+        "distill": dict(_CPU_DISTILL),
+        "finetune": {"steps": 2000, **_CPU_FINETUNE},
         "trained_pos_freqs": 8,
         "eval_views": 4,
     },
