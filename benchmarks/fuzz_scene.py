@@ -44,11 +44,10 @@ import numpy as np  # noqa: E402
 TIME_LIMIT_S = 20
 """A case running longer than this is a hang."""
 MEMORY_SLACK_MB = 256
-"""A case may raise the process's peak RSS by at most 2 × its file size, plus RENDER_BYTES_PER_VOXEL for each
-occupancy voxel of a scene it renders, plus this much (the frame, the interpreter's own allocations)."""
-RENDER_BYTES_PER_VOXEL = 3.5
-"""What rendering may keep per occupancy voxel (the unpacked occupancy, the contributing-voxel table and the
-empty-space distance field; docs/scene-format.md)."""
+"""A case may raise the process's peak RSS by at most 2 × its file size, plus the float32 copy of a rendered
+scene's float16 weights (2 bytes more per weight: the kernels compute in float32), plus this much (the
+frame, the interpreter's and torch's own allocations). Nothing per occupancy voxel: the renderer keeps the
+occupancy packed and its tables within the file's own size (docs/scene-format.md, memory)."""
 FRAME = (16, 12)
 """The frame an accepted scene must render without a NaN pixel."""
 
@@ -124,12 +123,13 @@ def run_limited(
     size: int,
     fn: Callable[[], str],
     errors: tuple[type[BaseException], ...],
-    voxels: Callable[[], int] = lambda: 0,
+    upcast: Callable[[], int] = lambda: 0,
 ) -> Outcome:
     """Run ``fn`` (returns "accepted" or a failure kind) under the limits; classify how it ended.
 
     Args:
-        voxels: after ``fn``, the occupancy voxels of the scene it rendered (0: none), for the memory limit.
+        upcast: after ``fn``, the bytes that float32 copies of the float16 weights of the scene it rendered
+            add (0: none), for the memory limit.
     """
     base = _reset_peak()
     start = time.perf_counter()
@@ -149,7 +149,7 @@ def run_limited(
         signal.signal(signal.SIGALRM, old)
     secs = time.perf_counter() - start
     rise = max(0.0, _status_mb("VmHWM") - base)
-    limit = 2 * size / 2**20 + RENDER_BYTES_PER_VOXEL * voxels() / 2**20 + MEMORY_SLACK_MB
+    limit = (2 * size + upcast()) / 2**20 + MEMORY_SLACK_MB
     if rise > limit and kind in ("accepted", "refused"):
         kind, detail = "memory", f"peak RSS rose by {rise:.0f} MB for a {size} B file"
     return Outcome(kind, mutation, detail, secs, rise)
@@ -265,6 +265,7 @@ def scene_mutations(valid: bytes, rng: random.Random) -> Iterator[tuple[str, byt
 def _large_grid(rng: random.Random) -> tuple[str, bytes]:
     """A valid scene with a large occupancy grid (up to the format's voxel limit) and few networks: what a
     small file may ask of a renderer's memory."""
+    from renderer.bit_grid import BitGrid
     from renderer.scene import MAX_OCCUPANCY_VOXELS, save_scene
     from renderer.synthetic import random_scene
 
@@ -277,9 +278,10 @@ def _large_grid(rng: random.Random) -> tuple[str, bytes]:
     bits = np.random.default_rng(rng.randrange(2**31)).integers(
         0, 256, -(-int(np.prod(scene.occupancy_res)) // 8), np.uint8
     )
-    scene.occupancy = (
-        np.unpackbits(bits, count=int(np.prod(scene.occupancy_res))).astype(bool).reshape(scene.occupancy_res)
-    )
+    n = int(np.prod(scene.occupancy_res))
+    if n % 8:
+        bits[-1] &= (1 << (n % 8)) - 1  # the format's padding bits are zero
+    scene.occupancy = BitGrid(bits, scene.occupancy_res)  # type: ignore[arg-type]
     del bits
     with tempfile.TemporaryDirectory(prefix="kilonerf-fuzz-grid-") as tmp:
         path = Path(tmp) / "grid.kilo"
@@ -305,16 +307,18 @@ def _foreign(rng: random.Random) -> Iterator[tuple[str, bytes]]:
 # Cases
 
 
-def _check_scene(path: Path, backends: list[str], voxels: list[int]) -> str:
+def _check_scene(path: Path, backends: list[str], seen: list[int]) -> str:
     """Load a scene; an accepted one must render a small frame without NaN on every backend (its voxel
-    count goes to ``voxels[0]``). Each backend is made for this case alone, so its prepared scene (which a
-    backend keeps between frames) is freed before the next one renders: the peak is one render's."""
+    count goes to ``seen[0]``, the bytes its float16 weights gain as float32 to ``seen[1]``). Each backend is
+    made for this case alone, so its prepared scene (which a backend keeps between frames) is freed before
+    the next one renders: the peak is one render's."""
     from renderer.backends import get_backend
     from renderer.camera import Camera, look_at
     from renderer.scene import load_scene
 
     scene = load_scene(path)
-    voxels[0] = int(np.prod(scene.occupancy_res))
+    seen[:] = [int(np.prod(scene.occupancy_res))]
+    seen.append(sum(2 * v.numel() for v in scene.weights.values() if v.element_size() == 2))
     lo, hi = np.asarray(scene.bbox_min, np.float64), np.asarray(scene.bbox_max, np.float64)
     centre, radius = (lo + hi) / 2, float(np.linalg.norm(hi - lo))
     cam = Camera(
@@ -347,13 +351,13 @@ def fuzz_scenes(n: int, seed: int, folder: Path) -> Iterator[Outcome]:
         path = folder / f"case{i % 4}.kilo"
         path.write_bytes(data)
         del data
-        voxels = [0]
+        seen = [0, 0]
         yield run_limited(
             f"scene: {what}",
             path.stat().st_size,
-            lambda p=path, v=voxels: _check_scene(p, backends, v),
+            lambda p=path, v=seen: _check_scene(p, backends, v),
             (SceneFormatError,),
-            lambda v=voxels: v[0],
+            lambda v=seen: v[1],
         )
 
 

@@ -1,16 +1,38 @@
-"""The empty-space distance field of the occupancy grid: how far (in voxels) each voxel is from the nearest
-voxel that may hold a contributing sample. The marchers (torch and native) jump by it."""
+"""The empty-space distance field of the occupancy grid: how far each block of ``FINE_BLOCK``³ voxels is from
+the nearest block with a voxel that may hold a contributing sample. The marchers (torch and native) jump by
+it; they read which voxels may contribute from packed bits (`contributing_bits`, `network_bits`). A loaded
+scene's tables take an eighth of a byte per voxel beside its own packed occupancy (docs/scene-format.md)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-DISTANCE_CAP = 24
-"""Largest stored empty-space distance, in voxels (a stored value of CAP means "at least CAP")."""
+from renderer.bit_grid import BitGrid, map_slabs, slab_rows
+
+DISTANCE_CAP = 12
+"""Largest stored empty-space distance, in blocks (a stored value of CAP means "at least CAP"): 12 blocks of
+2³ voxels guarantee 23 voxels of empty space."""
 
 
-CHUNK_VOXELS = 1 << 22
+FINE_BLOCK = 2
+"""Voxels per edge of a block of the distance field. A ray in a voxel of a block at distance D ≥ 1 is at
+least ``voxel_distance(D)`` = 2D − 1 voxels from every contributing voxel (the field's one conversion to
+voxels, shared by every marcher)."""
+
+
+def voxel_distance(block_distance: int) -> int:
+    """Chebyshev distance in voxels that a block distance D guarantees: max(0, 2D − 1) for blocks of 2³.
+
+    A contributing voxel lies in a block ≥ D blocks away: ≥ (D − 1) whole blocks plus one voxel from any voxel
+    of this block."""
+    return max(0, FINE_BLOCK * block_distance - (FINE_BLOCK - 1))
+
+
+CHUNK_VOXELS = 1 << 18
 """Voxels per slab of the distance transform: its temporaries stay within a few times this many bytes."""
+SLAB_BLOCKS = 1 << 18
+"""Blocks per slab when the field is coarsened (``coarsen_blocks``)."""
 
 
 def empty_space_distance(
@@ -32,6 +54,12 @@ def empty_space_distance(
     """
     dist = torch.empty(valid.shape, dtype=torch.uint8, device=valid.device) if out is None else out
     dist.fill_(cap).masked_fill_(valid, 0)
+    return distance_transform_(dist, cap)
+
+
+def distance_transform_(dist: torch.Tensor, cap: int = DISTANCE_CAP) -> torch.Tensor:
+    """``empty_space_distance`` in place on ``[ox, oy, oz]`` uint8 holding 0 on valid voxels and ``cap``
+    elsewhere; returns ``dist``."""
     ox, oy, oz = dist.shape
     rows = max(1, CHUNK_VOXELS // max(1, oy * oz))
     for x0 in range(0, ox, rows):  # the y and z passes, on x-slabs (contiguous views: in place)
@@ -55,21 +83,108 @@ def _distance_pass(f: torch.Tensor, axis: int, cap: int) -> torch.Tensor:
     return g
 
 
-def contributing_voxels(
-    network_index: torch.Tensor, occupancy: torch.Tensor | None, occupancy_res: tuple[int, int, int]
-) -> torch.Tensor:
-    """``[ox, oy, oz]`` bool: voxels whose network cell has a network (and, given ``occupancy``, are set).
+def contributing_bits(network_index: np.ndarray, occupancy: BitGrid, *, in_place: bool = False) -> np.ndarray:
+    """Packed bits (`BitGrid` layout) of the set voxels of ``occupancy`` whose network cell has a network:
+    the marchers' voxel table with ESS on. Made slab by slab.
+
+    When no set voxel lies in a cell without a network (every scene the trainer writes, and every loaded
+    scene: `renderer.scene.load_scene` clears them in place) the occupancy's own bits are returned, not a
+    copy; otherwise a masked copy, or, with ``in_place``, the occupancy's bits masked in place.
 
     Args:
-        network_index: ``[rx, ry, rz]`` int network id per cell (−1: none); each cell covers
-            ``occupancy_res // grid_res`` voxels per axis.
-        occupancy: ``[ox, oy, oz]`` bool, or None (ESS off).
+        network_index: ``[rx, ry, rz]`` int network id per cell (−1: none).
+        occupancy: ``[ox, oy, oz]``, a multiple of the cell grid on each axis.
     """
-    (rx, ry, rz), (ox, oy, oz) = network_index.shape, occupancy_res
-    has = (network_index >= 0).reshape(rx, 1, ry, 1, rz, 1)
-    if occupancy is None:
-        valid = has.expand(rx, ox // rx, ry, oy // ry, rz, oz // rz).contiguous()
-    else:  # one copy of the occupancy, masked in place cell by cell through a 6-D view
-        valid = occupancy.clone()
-        valid.view(rx, ox // rx, ry, oy // ry, rz, oz // rz).logical_and_(has)
-    return valid.reshape(ox, oy, oz)
+    has = np.asarray(network_index) >= 0
+    ox, oy, oz = occupancy.shape
+    f = (ox // has.shape[0], oy // has.shape[1], oz // has.shape[2])
+
+    def cells(x0: int, x1: int) -> np.ndarray:  # [x1 − x0, oy, oz] bool: the voxels' cells have networks
+        return has[np.arange(x0, x1) // f[0]].repeat(f[1], axis=1).repeat(f[2], axis=2)
+
+    if bool(has.all()) or not any(
+        bool((slab & ~cells(x0, x1)).any()) for x0, x1, slab in map_slabs(occupancy, lambda a, b, s: s)
+    ):
+        return occupancy.bits
+    out = occupancy.bits if in_place else np.empty_like(occupancy.bits)
+    for x0, x1, slab in map_slabs(occupancy, lambda a, b, s: s):
+        packed = np.packbits((slab & cells(x0, x1)).reshape(-1), bitorder="little")
+        b0 = x0 * oy * oz // 8
+        out[b0 : b0 + packed.size] = packed
+    return out
+
+
+def network_bits(network_index: np.ndarray, occupancy_res: tuple[int, int, int]) -> np.ndarray:
+    """Packed bits (`BitGrid` layout) of the voxels whose network cell has a network: the marchers' voxel
+    table with ESS off. Made slab by slab.
+
+    Args:
+        network_index: ``[rx, ry, rz]`` int network id per cell (−1: none).
+        occupancy_res: ``(ox, oy, oz)``, a multiple of the cell grid on each axis.
+    """
+    has = np.asarray(network_index) >= 0
+    ox, oy, oz = occupancy_res
+    f = (ox // has.shape[0], oy // has.shape[1], oz // has.shape[2])
+    out = np.empty((ox * oy * oz + 7) // 8, dtype=np.uint8)
+    rows = slab_rows(occupancy_res)
+    for x0 in range(0, ox, rows):
+        x1 = min(ox, x0 + rows)
+        cells = has[np.arange(x0, x1) // f[0]].repeat(f[1], axis=1).repeat(f[2], axis=2)
+        packed = np.packbits(cells.reshape(-1), bitorder="little")
+        b0 = x0 * oy * oz // 8
+        out[b0 : b0 + packed.size] = packed
+    return out
+
+
+def block_distance_field(
+    valid: BitGrid, block: int = FINE_BLOCK, cap: int = DISTANCE_CAP, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``[⌈ox/b⌉, ⌈oy/b⌉, ⌈oz/b⌉]`` uint8 ``empty_space_distance`` over blocks of ``block``³ voxels, in blocks
+    (a block may contribute when any of its voxels is set in ``valid``; the grid is padded with empty voxels
+    to whole blocks). The only memory besides the result (``out``, a contiguous uint8 CPU tensor of that
+    many elements, when given) is a slab of the grid."""
+    nb = [-(-s // block) for s in valid.shape]
+    dist = torch.empty(nb, dtype=torch.uint8) if out is None else out.view(nb)
+    dist.fill_(cap)
+    rows = slab_rows(valid.shape, multiple=block)
+    for x0, _, any_set in map_slabs(valid, lambda a, b, s: _blocks_any(s, block, nb[1:]), rows):
+        dist[x0 // block : x0 // block + any_set.shape[0]].masked_fill_(torch.from_numpy(any_set), 0)
+    return distance_transform_(dist, cap)
+
+
+def _blocks_any(slab: np.ndarray, block: int, nb_yz: list[int]) -> np.ndarray:
+    """``[⌈r/b⌉, by, bz]`` bool: which blocks of a ``[r, oy, oz]`` slab hold a set voxel (an OR of strided
+    views per axis: a multi-axis ``any`` is several times slower)."""
+    r, oy, oz = slab.shape
+    rb = -(-r // block)
+    shape = (rb * block, nb_yz[0] * block, nb_yz[1] * block)
+    if slab.shape != shape:
+        padded = np.zeros(shape, dtype=bool)
+        padded[:r, :oy, :oz] = slab
+        slab = padded
+    for axis in range(3):
+        parts = [slab[(slice(None),) * axis + (slice(i, None, block),)] for i in range(block)]
+        out = parts[0].copy()
+        for p in parts[1:]:
+            out |= p
+        slab = out
+    return slab
+
+
+def coarsen_blocks(field: torch.Tensor, factor: int) -> torch.Tensor:
+    """``[⌈bx/f⌉, ⌈by/f⌉, ⌈bz/f⌉]`` bool: which groups of ``factor``³ blocks of a distance field
+    ``[bx, by, bz]`` hold a block at distance 0 (one that may contribute). Slab by slab: no full-size
+    temporary."""
+    b = field.shape
+    c = [-(-s // factor) for s in b]
+    out = torch.zeros(c, dtype=torch.bool, device=field.device)
+    rows = max(1, SLAB_BLOCKS // max(1, b[1] * b[2]) // factor) * factor
+    for x0 in range(0, b[0], rows):
+        valid = field[x0 : x0 + rows] == 0
+        r, rc = valid.shape[0], -(-valid.shape[0] // factor)
+        shape = (rc * factor, c[1] * factor, c[2] * factor)
+        padded = torch.zeros(shape, dtype=torch.bool, device=field.device)
+        padded[:r, : b[1], : b[2]] = valid
+        group = padded.reshape(rc, factor, c[1], factor, c[2], factor).any(dim=5).any(dim=3).any(dim=1)
+        out[x0 // factor : x0 // factor + rc] = group
+    return out

@@ -10,13 +10,20 @@ their torch twins; ``renderer.native`` and ``renderer.cuda`` implement the same 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from renderer.distance_field import contributing_voxels, empty_space_distance
+from renderer.bit_grid import BitGrid
+from renderer.distance_field import (
+    FINE_BLOCK,
+    block_distance_field,
+    contributing_bits,
+    network_bits,
+)
 from renderer.networks import NetworkSpec
 from renderer.scene_checks import MAX_LATTICE_STEPS, min_step
 
@@ -195,8 +202,8 @@ class RenderScene:
     """Occupancy voxels per axis."""
     network_index_flat: torch.Tensor
     """``[rx·ry·rz]`` int64 network id per cell (C order), −1 = none."""
-    occupancy_flat: torch.Tensor
-    """``[ox·oy·oz]`` bool occupancy (C order)."""
+    occupancy: BitGrid
+    """The scene's occupancy, packed bits on the CPU (``occupancy_bits`` is its device copy)."""
     params: dict[str, torch.Tensor]
     """``l0.weight`` … ``l4.bias`` float32 on the device (live parameters when built from a module)."""
     step_size: float
@@ -214,8 +221,10 @@ class RenderScene:
 
     @property
     def num_networks(self) -> int:
-        """M."""
-        return int(self.params["l0.weight"].shape[0])
+        """M (from the weights, or from the cell table of a scene prepared without them)."""
+        if "l0.weight" in self.params:
+            return int(self.params["l0.weight"].shape[0])
+        return int((self.network_index_flat >= 0).sum())
 
     def cached(self, key: str, make: Any) -> Any:
         """A per-scene constant, made once by ``make()`` (callers must not modify it in place)."""
@@ -252,31 +261,59 @@ class RenderScene:
         """ox·oy·oz."""
         return int(np.prod(self.occupancy_res))
 
-    def valid_voxels(self, ess: bool) -> torch.Tensor:
-        """``[ox, oy, oz]`` bool: voxels whose cell has a network (and, with ``ess``, that are occupied)."""
-        occ = self.occupancy_flat.reshape(self.occupancy_res) if ess else None
-        return contributing_voxels(self.network_index_flat.reshape(self.grid_res), occ, self.occupancy_res)
+    @property
+    def fine_res(self) -> tuple[int, int, int]:
+        """Blocks of the distance field per axis: ⌈o / FINE_BLOCK⌉."""
+        b = FINE_BLOCK
+        return tuple(-(-r // b) for r in self.occupancy_res)  # type: ignore[return-value]
 
-    def valid_flat(self, ess: bool) -> torch.Tensor:
-        """``[ox·oy·oz]`` bool ``valid_voxels(ess)``, cached."""
-        return self.cached(f"valid{int(ess)}", lambda: self.valid_voxels(ess).reshape(-1).contiguous())
+    @property
+    def occupancy_bits(self) -> torch.Tensor:
+        """``[⌈ox·oy·oz / 8⌉]`` uint8 packed occupancy on the device (``renderer.bit_grid`` layout)."""
+        return self.cached("occ_bits", lambda: _device_bytes(self.occupancy.bits, self.device))
+
+    def valid_bits(self, ess: bool) -> torch.Tensor:
+        """``[⌈ox·oy·oz / 8⌉]`` uint8 packed bits of the voxels whose cell has a network (and, with ``ess``,
+        that are occupied): ``distance_field.contributing_bits`` (for a loaded scene the occupancy itself,
+        no copy) or ``network_bits``, cached."""
+
+        def make() -> torch.Tensor:
+            index = self.network_index_flat.cpu().numpy().reshape(self.grid_res)
+            if ess:
+                bits = contributing_bits(index, self.occupancy)
+                return (
+                    self.occupancy_bits if bits is self.occupancy.bits else _device_bytes(bits, self.device)
+                )
+            return _device_bytes(network_bits(index, self.occupancy_res), self.device)
+
+        return self.cached(f"valid{int(ess)}", make)
 
     def distance_field(self, ess: bool) -> torch.Tensor:
-        """``[ox·oy·oz]`` uint8 empty-space distance (``distance_field.empty_space_distance``), made on first
-        use and cached."""
+        """``[bx·by·bz]`` uint8 empty-space distance over the blocks of ``FINE_BLOCK``³ voxels (``fine_res``,
+        C order; ``distance_field.block_distance_field`` of ``valid_bits(ess)``), made on first use and
+        cached. 4 bytes of padding follow it: the native marcher gathers words."""
 
-        def make() -> torch.Tensor:  # 4 bytes of padding after the field: the native marcher reads words
-            n = self.voxel_count
-            padded = torch.zeros(n + 4, dtype=torch.uint8, device=self.device)
-            empty_space_distance(
-                self.valid_flat(ess).reshape(self.occupancy_res), out=padded[:n].view(self.occupancy_res)
-            )
-            return padded[:n]
+        def make() -> torch.Tensor:
+            valid = BitGrid(self.valid_bits(ess).cpu().numpy(), self.occupancy_res)
+            n = int(np.prod(self.fine_res))
+            padded = torch.zeros(n + 4, dtype=torch.uint8)
+            block_distance_field(valid, out=padded[:n])
+            return padded[:n].to(self.device)
 
         return self.cached(f"dist{int(ess)}", make)
 
 
-def prepare_scene(scene: Any, device: str | torch.device = "cpu", networks: Any = None) -> RenderScene:
+def _device_bytes(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A uint8 numpy array as a tensor on ``device`` (no copy on the CPU, read-only arrays included: the
+    renderer never writes its tables)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "not writable": the tables are read-only by contract
+        return torch.from_numpy(a).to(device)
+
+
+def prepare_scene(
+    scene: Any, device: str | torch.device = "cpu", networks: Any = None, *, weights: bool = True
+) -> RenderScene:
     """Move a ``Scene`` to ``device``: float32 weights, flat lookup tables, float32-rounded box and step.
 
     The distance fields are not built here: ``RenderScene.distance_field`` makes them on first use.
@@ -285,6 +322,8 @@ def prepare_scene(scene: Any, device: str | torch.device = "cpu", networks: Any 
         scene: a ``renderer.scene.Scene`` (its weights are ignored when ``networks`` is given).
         networks: optional ``KiloNetworks`` whose live parameters are used (render while training; the
             module must already be on ``device``).
+        weights: False leaves ``params`` empty (the native renderer packs the scene's own weights, so no
+            float32 copy of every tensor is made here).
     """
     dev = torch.device(device)
     spec = NetworkSpec.from_scene(scene)
@@ -300,16 +339,17 @@ def prepare_scene(scene: Any, device: str | torch.device = "cpu", networks: Any 
     )
     if networks is not None:
         params = dict(networks.params())
+    elif not weights:
+        params = {}
     else:
         params = {k: v.detach().to(dev, torch.float32).contiguous() for k, v in scene.weights.items()}
     index = torch.as_tensor(np.ascontiguousarray(scene.network_index).astype(np.int64)).reshape(-1).to(dev)
-    occ = torch.as_tensor(np.ascontiguousarray(scene.occupancy, dtype=bool)).reshape(-1).to(dev)  # no copy
     return RenderScene(
         device=dev,
         spec=spec,
         occupancy_res=tuple(int(v) for v in scene.occupancy_res),  # type: ignore[arg-type]
         network_index_flat=index,
-        occupancy_flat=occ,
+        occupancy=scene.occupancy,
         params=params,
         step_size=_f32(scene.step_size),
         background=tuple(float(v) for v in scene.background),  # type: ignore[arg-type]

@@ -2,8 +2,9 @@
 
 A lattice sample *contributes* when its network cell has a network and, with ESS on, its occupancy voxel
 is set. The marcher finds the contributing samples of each ray without visiting every lattice step: a
-per-voxel Chebyshev distance (in voxels, capped) to the nearest voxel that can hold a contributing sample
-lets a ray jump over whole empty cubes, and near the surface a window of lattice steps is tested at once.
+Chebyshev distance over blocks of 2³ voxels (capped) to the nearest block that can hold a contributing
+sample, read as a distance in voxels (`distance_field.voxel_distance`), lets a ray jump over whole empty
+cubes, and near the surface a window of lattice steps is tested at once against the packed voxel table.
 Every jump lands exactly on the lattice, and every kept sample passes the exact test, so the samples are
 the same as a step-by-step walk would keep.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from renderer.distance_field import FINE_BLOCK
 from renderer.frame import RenderScene
 from renderer.grid import cell_index, flat_index
 
@@ -100,8 +102,32 @@ def contributing(rs: RenderScene, x: torch.Tensor, ess: bool) -> tuple[torch.Ten
     ok = net >= 0
     if ess:
         vox = cell_index(flat, rs.bbox_min_t, rs.bbox_max_t, rs.occupancy_res)
-        ok &= rs.occupancy_flat[flat_index(vox, rs.occupancy_res)]
+        ok &= bits_at(rs.occupancy_bits, flat_index(vox, rs.occupancy_res))
     return ok.reshape(shape), net.reshape(shape)
+
+
+def bits_at(bits: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """``[...]`` bool: the bits of packed ``bits`` (uint8, ``renderer.bit_grid`` layout) at int64 ``flat``."""
+    byte = torch.index_select(bits, 0, (flat >> 3).reshape(-1)).reshape(flat.shape)
+    return ((byte.to(torch.int64) >> (flat & 7)) & 1).bool()
+
+
+def voxel_distance_at(rs: RenderScene, dist: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``[...]`` float32 empty-space distance in voxels at voxel indices ``g [..., 3]`` (float32, exact):
+    the block field ``dist`` (``RenderScene.distance_field``) read as ``distance_field.voxel_distance``."""
+    fr = rs.fine_res
+
+    def strides() -> torch.Tensor:
+        return torch.tensor([fr[1] * fr[2], fr[2], 1], dtype=torch.float32, device=rs.device)
+
+    fb = torch.floor(g * (1.0 / FINE_BLOCK))
+    if fr[0] * fr[1] * fr[2] < (1 << 24):  # exact in float32
+        flat = torch.matmul(fb, rs.cached("fine_strides", strides)).to(torch.int64)
+    else:
+        bi = fb.to(torch.int64)
+        flat = (bi[..., 0] * fr[1] + bi[..., 1]) * fr[2] + bi[..., 2]
+    d = torch.index_select(dist, 0, flat.reshape(-1)).reshape(flat.shape).to(torch.float32)
+    return d.mul_(FINE_BLOCK).sub_(FINE_BLOCK - 1).clamp_min_(0.0)
 
 
 @dataclass
@@ -228,10 +254,11 @@ def next_samples(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Advance rays to their next ≤ ``max_per_ray`` contributing lattice samples each.
 
-    A ray whose current voxel is ≥ 2 voxels (Chebyshev) from any voxel that may contribute jumps to the
-    first lattice step at the exit of the empty cube around it; otherwise it tests ``window`` lattice steps
-    at once against the per-voxel table (a voxel contributes when its cell has a network and, with
-    ``ess``, it is occupied) and keeps the first ones.
+    A ray whose current voxel is ≥ 2 voxels (Chebyshev, as the block distance field guarantees:
+    ``voxel_distance_at``) from any voxel that may contribute jumps to the first lattice step at the exit of
+    the empty cube around it; otherwise it tests ``window`` lattice steps at once against the packed voxel
+    table (a voxel contributes when its cell has a network and, with ``ess``, it is occupied) and keeps the
+    first ones.
 
     Args:
         rays: the batch; ``rays.k`` is advanced past the returned samples (or to ``rays.n``).
@@ -250,7 +277,7 @@ def next_samples(
     if too_big or (rays.n.numel() > 0 and int(rays.n.max()) >= (1 << 24) - 2 * max(window, MAX_WINDOW)):
         return _next_samples_wide(rs, rays, step, max_per_ray, ess, rows, window)
     dist = rs.distance_field(ess)
-    valid = rs.valid_flat(ess)
+    valid = rs.valid_bits(ess)
     vox_size = rs.voxel_size_t
     margin = JUMP_MARGIN * float(vox_size.min())
     kmax = max_per_ray
@@ -264,13 +291,13 @@ def next_samples(
         brute = st.shape[0] * window * 4 <= BRUTE_BUDGET
         for j in range(0 if brute else MAX_JUMPS + 1):
             t = (k + 0.5).mul_(step).add_(t0)  # = lattice_t
-            g, flat = _voxel_of(rs, torch.mul(d, t[:, None]).add_(o))
-            dvox = sel(dist, 0, flat)
+            g, _ = _voxel_of(rs, torch.mul(d, t[:, None]).add_(o))
+            dvox = voxel_distance_at(rs, dist, g)
             far = dvox >= 2
             if j == MAX_JUMPS or not bool(far.any()):
                 break
             # jump out of the cube of voxels within dvox − 1 of this one: none of them can contribute
-            face = torch.mul(st[:, _SG : _SG + 3], dvox.to(torch.float32)[:, None])
+            face = torch.mul(st[:, _SG : _SG + 3], dvox[:, None])
             te = face.add_(g).mul_(vox_size).add_(st[:, _P : _P + 3]).mul_(st[:, _DI : _DI + 3]).amin(dim=1)
             kj = te.sub_(margin).sub_(t0).div_(step).sub_(0.5).ceil_()
             kj = torch.minimum(torch.maximum(kj, k + 1.0), n)
@@ -289,7 +316,7 @@ def next_samples(
             flat_w = _voxel_of(
                 rs, torch.mul(tw[..., None], sub[:, None, _D : _D + 3]).add_(sub[:, None, _O : _O + 3])
             )[1]
-            ok = sel(valid, 0, flat_w.view(-1)).view(flat_w.shape) & (kw < n_i[:, None])
+            ok = bits_at(valid, flat_w) & (kw < n_i[:, None])
             remaining = kmax - cnt
             rank = torch.cumsum(ok, dim=1)
             take = ok & (rank <= remaining[:, None])
@@ -328,7 +355,7 @@ def _next_samples_wide(
     if rows is None:
         rows = torch.arange(rays.k.shape[0], device=dev)
     dist = rs.distance_field(ess)
-    valid = rs.valid_flat(ess)
+    valid = rs.valid_bits(ess)
     lo = rs.bbox_min_t
     vox_size = rs.voxel_size_t
     margin = JUMP_MARGIN * float(vox_size.min())
@@ -342,13 +369,13 @@ def _next_samples_wide(
         ka = sel(rays.k, 0, active)
         oa, da, t0a = sel(rays.origins, 0, active), sel(rays.dirs, 0, active), sel(rays.t0, 0, active)
         x = oa + lattice_t(t0a, ka, step)[:, None] * da
-        vox, flat = voxel_lookup(rs, x)
-        dvox = sel(dist, 0, flat)
+        vox, _ = voxel_lookup(rs, x)
+        dvox = voxel_distance_at(rs, dist, vox)
         far = dvox >= 2
         fi = far.nonzero().squeeze(1)
         if fi.numel() > 0:
             # jump out of the cube of voxels within dvox−1 of this one: none of them can contribute
-            df = sel(dvox, 0, fi).to(torch.float32)[:, None]
+            df = sel(dvox, 0, fi)[:, None]
             vf, dfi, ofi = sel(vox, 0, fi), sel(da, 0, fi), sel(oa, 0, fi)
             face = lo + torch.where(dfi > 0, vf + df, vf - (df - 1.0)) * vox_size
             te = torch.where(dfi != 0, (face - ofi) / dfi, inf).amin(dim=1)
@@ -365,7 +392,7 @@ def _next_samples_wide(
             xw = sel(oa, 0, nl)[:, None, :] + tw[..., None] * sel(da, 0, nl)[:, None, :]
             flat_w = voxel_lookup(rs, xw)[1]
             n_i = sel(rays.n, 0, ni)
-            ok = sel(valid, 0, flat_w.reshape(-1)).reshape(flat_w.shape) & (kw < n_i[:, None])
+            ok = bits_at(valid, flat_w) & (kw < n_i[:, None])
             cnt = sel(count, 0, ni)
             remaining = max_per_ray - cnt
             rank = torch.cumsum(ok, dim=1)

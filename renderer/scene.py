@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from renderer.atomic import atomic_write_bytes
+from renderer.bit_grid import BitGrid
+from renderer.distance_field import contributing_bits
 from renderer.scene_checks import (  # re-exported: every name stays importable from renderer.scene
     CAMERA_TENSOR,
     DENSITY_ACTIVATIONS,
@@ -115,8 +117,9 @@ class Scene:
     """Occupancy grid resolution (ox, oy, oz), each a positive multiple of grid_res."""
     network_index: np.ndarray
     """int32 [rx, ry, rz]: network id of each cell, -1 where the cell has no network."""
-    occupancy: np.ndarray
-    """bool [ox, oy, oz]: empty-space-skipping grid, True where space may be occupied."""
+    occupancy: BitGrid
+    """[ox, oy, oz] empty-space-skipping grid, set where space may be occupied, kept as packed bits (one
+    bit per voxel, `renderer.bit_grid`); a bool numpy array given here is packed on construction."""
     weights: dict[str, torch.Tensor]
     """``l0.weight`` … ``l4.bias``: CPU tensors, all float16 or all float32, shapes as in weight_shapes()."""
     pos_freqs: int = 10
@@ -155,11 +158,15 @@ class Scene:
         hi = np.asarray(self.bbox_max, dtype=np.float64)
         return (hi - lo) / np.asarray(self.grid_res, dtype=np.float64)
 
+    def __post_init__(self) -> None:
+        """Pack an occupancy given as a bool array (what the trainer and tests build)."""
+        if isinstance(self.occupancy, np.ndarray) and self.occupancy.dtype == np.bool_:
+            self.occupancy = BitGrid.from_bool(self.occupancy)
+
     @property
     def occupancy_fraction(self) -> float:
         """Fraction of occupancy voxels that are set, in [0, 1]."""
-        occ = np.asarray(self.occupancy)
-        return float(np.count_nonzero(occ)) / max(1, occ.size)
+        return float(self.occupancy.count()) / max(1, self.occupancy.size)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -220,10 +227,15 @@ def validate_scene(scene: Scene, name: str = "<scene>") -> None:
     _check_network_index(name, index, m)
 
     occ = scene.occupancy
-    if not isinstance(occ, np.ndarray) or occ.dtype != np.bool_:
-        raise _error(name, f"occupancy must be a bool numpy array, got {_describe(occ)}")
-    if occ.shape != occ_res:
+    if not isinstance(occ, BitGrid):
+        raise _error(name, f"occupancy must be a BitGrid or a bool numpy array, got {_describe(occ)}")
+    if tuple(occ.shape) != occ_res:
         raise _error(name, f"occupancy has shape {list(occ.shape)}, expected occupancy_res {list(occ_res)}")
+    bits = occ.bits
+    if not isinstance(bits, np.ndarray) or bits.dtype != np.uint8 or bits.shape != ((occ.size + 7) // 8,):
+        raise _error(name, f"occupancy bits must be uint8 [{(occ.size + 7) // 8}], got {_describe(bits)}")
+    if not occ.padding_clear():
+        raise _error(name, "occupancy has set padding bits after the last voxel")
 
     cams = scene.cameras
     if cams is not None:
@@ -309,7 +321,7 @@ def save_scene(scene: Scene, path: str | os.PathLike[str], dtype: str | None = N
     validate_scene(scene, name)
     tensors: dict[str, np.ndarray] = {
         "network_index": np.ascontiguousarray(scene.network_index, dtype=np.int32),
-        "occupancy": np.packbits(scene.occupancy.ravel(), bitorder="little"),
+        "occupancy": np.ascontiguousarray(scene.occupancy.bits),
     }
     for k in WEIGHT_KEYS:
         tensors[k] = np.ascontiguousarray(scene.weights[k].detach().cpu().numpy())
@@ -320,20 +332,9 @@ def save_scene(scene: Scene, path: str | os.PathLike[str], dtype: str | None = N
     atomic_write_bytes(path, data)
 
 
-def _load_tensors(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
-    """The checked metadata and tensors of a .kilo file (occupancy still packed, its padding bits checked)."""
-    name = str(path)
-    meta, arrays = _read_file(name, Path(path))
-    occ_res = meta["occupancy_res"]
-    packed = arrays["occupancy"]
-    tail_bits = packed.size * 8 - occ_res[0] * occ_res[1] * occ_res[2]
-    if tail_bits and int(packed[-1]) >> (8 - tail_bits):
-        raise _error(name, "occupancy has set padding bits after the last voxel")
-    return name, meta, arrays
-
-
-def _scene_from(meta: dict[str, Any], arrays: dict[str, np.ndarray], occupancy: np.ndarray) -> Scene:
-    """A Scene of checked metadata, tensors and an occupancy array (not validated yet)."""
+def _scene_from(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Scene:
+    """A Scene of checked metadata and tensors, its occupancy kept packed (not validated yet)."""
+    occupancy = BitGrid(np.ascontiguousarray(arrays["occupancy"]), tuple(meta["occupancy_res"]))
     cameras = None
     if meta["cameras"] is not None:
         w, h, focal = meta["cameras"]
@@ -362,27 +363,20 @@ def _scene_from(meta: dict[str, Any], arrays: dict[str, np.ndarray], occupancy: 
 
 
 def load_scene(path: str | os.PathLike[str]) -> Scene:
-    """Load and fully validate a .kilo v1 file; any problem raises SceneFormatError("<path>: <problem>")."""
-    name, meta, arrays = _load_tensors(path)
-    occ_res = meta["occupancy_res"]
-    n_vox = occ_res[0] * occ_res[1] * occ_res[2]
-    # one array of a byte per voxel, viewed as bool (no second copy)
-    occupancy = np.unpackbits(arrays.pop("occupancy"), count=n_vox, bitorder="little").view(np.bool_)
-    scene = _scene_from(meta, arrays, occupancy.reshape(occ_res))
+    """Load and fully validate a .kilo v1 file; any problem raises SceneFormatError("<path>: <problem>").
+
+    The occupancy stays packed (`BitGrid`): the scene takes about the file's size in memory. Voxels set in
+    cells without a network, which can never hold a sample, are cleared in place (so that the renderer's
+    voxel table is the occupancy itself: `renderer.distance_field.contributing_bits`)."""
+    name = str(path)
+    meta, arrays = _read_file(name, Path(path))
+    scene = _scene_from(meta, arrays)
     validate_scene(scene, name)
+    contributing_bits(scene.network_index, scene.occupancy, in_place=True)
     return scene
 
 
 def load_scene_summary(path: str | os.PathLike[str]) -> tuple[Scene, int]:
-    """Check a .kilo file as ``load_scene`` does without unpacking its occupancy (memory stays within about
-    twice the file size): the Scene, whose ``occupancy`` is a read-only all-False placeholder of the right
-    shape, and the number of occupied voxels, counted on the packed bits."""
-    name, meta, arrays = _load_tensors(path)
-    packed = arrays.pop("occupancy")
-    occupied = sum(
-        int(np.bitwise_count(packed[i : i + (1 << 20)]).sum()) for i in range(0, packed.size, 1 << 20)
-    )
-    placeholder = np.broadcast_to(np.False_, tuple(meta["occupancy_res"]))
-    scene = _scene_from(meta, arrays, placeholder)  # type: ignore[arg-type]
-    validate_scene(scene, name)
-    return scene, occupied
+    """``load_scene`` and the number of occupied voxels, counted on the packed bits."""
+    scene = load_scene(path)
+    return scene, scene.occupancy.count()

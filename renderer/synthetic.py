@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from renderer.bit_grid import BitGrid
 from renderer.networks import NetworkSpec, init_weights
 from renderer.scene import Scene
 
@@ -65,6 +66,8 @@ def random_scene(
     index = random_network_index(grid, empty_cell_fraction, rng)
     m = int((index >= 0).sum())
     occupancy = rng.random(occ_res) < occupied_fraction
+    f = [o // g for o, g in zip(occ_res, grid)]
+    occupancy &= (index >= 0).repeat(f[0], 0).repeat(f[1], 1).repeat(f[2], 2)  # as the trainer writes them
     lo = tuple(float(v) for v in bbox_min)
     hi = tuple(float(v) for v in bbox_max)
     spec = NetworkSpec(lo, hi, grid, pos_freqs, dir_freqs, hidden, density_activation, density_scale)  # type: ignore[arg-type]
@@ -80,7 +83,7 @@ def random_scene(
         grid_res=grid,  # type: ignore[arg-type]
         occupancy_res=occ_res,  # type: ignore[arg-type]
         network_index=index,
-        occupancy=occupancy,
+        occupancy=BitGrid.from_bool(occupancy),
         weights=_cast(weights, dtype),
         pos_freqs=pos_freqs,
         dir_freqs=dir_freqs,
@@ -141,7 +144,7 @@ def make_lego_like_scene(seed: int = 0, dtype: str = "float16", density: float =
         grid_res=LEGO_GRID_RES,
         occupancy_res=LEGO_OCCUPANCY_RES,
         network_index=index,
-        occupancy=occupancy,
+        occupancy=BitGrid.from_bool(occupancy),
         weights=_cast(weights, dtype),
         step_size=step,
         background=(1.0, 1.0, 1.0),

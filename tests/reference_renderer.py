@@ -113,7 +113,7 @@ def reference_render_ray(
     if ess:
         ores = np.asarray(scene.occupancy_res)
         v = np.clip(np.floor((x - lo) / ext * ores.astype(f32)), 0, ores - 1).astype(np.int64)
-        keep &= scene.occupancy[v[:, 0], v[:, 1], v[:, 2]]
+        keep &= np.asarray(scene.occupancy)[v[:, 0], v[:, 1], v[:, 2]]
     x, t, net = x[keep], t[keep], net[keep]
     color = np.zeros(3, dtype=np.float64)
     trans = 1.0

@@ -189,7 +189,8 @@ def test_prepare_cuda_scene_keeps_f16_and_packs_occupancy() -> None:
     assert data.half and data.weights.dtype == np.float16
     assert data.network_index.dtype == np.int32 and data.network_index.shape == (24,)
     bits = np.unpackbits(data.occupancy_bits, bitorder="little")[: sc.occupancy.size].astype(bool)
-    np.testing.assert_array_equal(bits, sc.occupancy.ravel())
+    np.testing.assert_array_equal(bits, np.asarray(sc.occupancy).ravel())
+    assert data.occupancy_bits.ctypes.data == sc.occupancy.bits.ctypes.data  # the scene's own bits, no copy
     assert prepare_cuda_scene(sc, np.float32).weights.dtype == np.float32
     opts = RenderOptions(ert=False, samples_per_pass=4, step_multiplier=0.5)
     p = frame_render_params(data, resolve_options(data, opts))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -162,7 +163,9 @@ def test_front_samples_are_the_marched_samples_in_front_of_the_stop(threshold: f
     from renderer.render import prepare_scene
 
     scene, spec = _box_scene(density_bias=1.0)
-    scene.occupancy[1, :, 0] = False  # an empty slab for the marcher to skip
+    occ = np.asarray(scene.occupancy)
+    occ[1, :, 0] = False  # an empty slab for the marcher to skip
+    scene = replace(scene, occupancy=occ)
     rs = prepare_scene(scene, "cpu")
     cam = Camera(width=9, height=7, focal=9.0, c2w=orbit_pose((0, 0, 0), 3.0, 35.0, 30.0))
     o, d = generate_rays(cam)
@@ -268,7 +271,6 @@ def test_shift_samples_moves_each_ray_and_reapplies_the_rule() -> None:
     occ[2:, :, :] = False  # x > 0 empty
     network_index = scene.network_index.copy()
     network_index[1, 1, 0] = -1  # and the cell x > 0, y > 0 has no network
-    from dataclasses import replace
 
     rs = prepare_scene(replace(scene, occupancy=occ, network_index=network_index), "cpu")
     # one ray along +x at y = -0.5, z = 0: lattice t_k = 2 + (k + 1/2) * 0.05 from the box entry x = -1

@@ -23,9 +23,10 @@ def test_fixed_seed_sample_has_no_failures(kind: str, cases: int) -> None:
     assert summary.outcomes["refused"] > cases // 4 and summary.outcomes["accepted"] > cases // 50
 
 
-def test_a_large_grid_renders_within_the_per_voxel_memory_bound(tmp_path: Path) -> None:
+def test_a_large_grid_renders_within_twice_the_file(tmp_path: Path) -> None:
     """A file of a few MiB may ask for ~2^24 occupancy voxels: accepted, rendered by every backend without
-    NaN, and the peak RSS rise stays within 2 x file + 3.5 B per voxel + the slack."""
+    NaN, and the peak RSS rise stays within 2 x the file plus the frame's and torch's own allocations
+    (nothing per voxel: the old renderer kept 3.2 bytes per voxel, ~20x the file)."""
     import math
     import random
 
@@ -45,11 +46,12 @@ def test_a_large_grid_renders_within_the_per_voxel_memory_bound(tmp_path: Path) 
         backends.append("cpu")
     except BackendError:  # no native kernel here: the torch backend alone
         pass
-    seen = [0]
+    seen = [0, 0]
     o = fuzz_scene.run_limited(
-        what, len(data), lambda: fuzz_scene._check_scene(path, backends, seen), (ValueError,), lambda: seen[0]
+        what, len(data), lambda: fuzz_scene._check_scene(path, backends, seen), (ValueError,), lambda: seen[1]
     )
     assert o.kind == "accepted" and seen[0] == voxels, o
+    print(f"{what}: {len(data) / 2**20:.1f} MiB file, peak RSS rise {o.peak_mb:.0f} MB")
 
 
 def test_a_memory_rise_past_the_limit_is_a_failure() -> None:

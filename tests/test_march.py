@@ -72,7 +72,7 @@ def _all_samples(
 @pytest.mark.parametrize("ess", [True, False])
 def test_next_samples_identical_across_strategies(monkeypatch: pytest.MonkeyPatch, ess: bool) -> None:
     scene = random_scene((4, 3, 5), (8, 8, 8), seed=7, occupied_fraction=0.004, step_size=0.01)
-    assert int((prepare_scene(scene).distance_field(True) >= 4).sum()) > 1000
+    assert int((prepare_scene(scene).distance_field(True) >= 2).sum()) > 500  # blocks >= 3 voxels from any
     rs = prepare_scene(scene)
     o, d = generate_rays(_camera(False, 64, 48))
     o2, d2 = generate_rays(_camera(True, 32, 24))

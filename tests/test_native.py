@@ -198,8 +198,8 @@ def test_clip_to_box_on_any_ray(
 @pytest.mark.parametrize("ess", [True, False])
 def test_march_pass(isa: str, ess: bool) -> None:
     scene = scene_for(seed=2, occupied_fraction=0.15, step_size=0.013)
-    ns = NativeScene(scene)
-    rs = ns.rs
+    ns = NativeScene(scene)  # packs the scene's own weights
+    rs = prepare_scene(scene, "cpu")  # the torch twin's float32 weights
     fp = resolve_options(ns, RenderOptions(ess=ess))
     o, d = twins.rays_for_pixels(inside(40, 30))
     ref = RayBatch.start(rs, o, d, fp.step)
@@ -225,8 +225,8 @@ def test_march_pass(isa: str, ess: bool) -> None:
 def test_evaluate_networks(isa: str, activation: str, hidden: int, freqs: tuple[int, int]) -> None:
     scene = random_scene((3, 2, 4), (1, 1, 1), seed=hidden, hidden=hidden, pos_freqs=freqs[0],
                          dir_freqs=freqs[1], density_activation=activation, density_scale=1.7)  # fmt: skip
-    ns = NativeScene(scene)
-    rs = ns.rs
+    ns = NativeScene(scene)  # packs the scene's own weights
+    rs = prepare_scene(scene, "cpu")  # the torch twin's float32 weights
     g = torch.Generator().manual_seed(1)
     lo, hi = rs.bbox_min_t, rs.bbox_max_t
     x = lo + torch.rand(3000, 3, generator=g) * (hi - lo)

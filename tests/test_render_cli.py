@@ -177,7 +177,7 @@ def test_info(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> Non
     scene = load_scene(files["scene"])
     assert info["networks"] == scene.num_networks
     assert info["size_bytes"] == files["scene"].stat().st_size
-    assert abs(info["occupancy_percent"] - 100 * scene.occupancy.mean()) < 1e-9
+    assert abs(info["occupancy_percent"] - 100 * np.asarray(scene.occupancy).mean()) < 1e-9
 
 
 def test_closed_stdout_ends_quietly(files: dict[str, Path]) -> None:

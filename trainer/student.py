@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from renderer.atomic import new_file_mode
+from renderer.bit_grid import BitGrid
 from trainer.checkpoint import CheckpointError
 from trainer.files import writing
 from trainer.progress import STAGES
@@ -114,7 +115,7 @@ def make_scene(
         grid_res=layout.grid_res,
         occupancy_res=layout.occupancy_res,
         network_index=layout.network_index,
-        occupancy=layout.occupancy,
+        occupancy=BitGrid.from_bool(layout.occupancy),
         weights={k: v.detach().float().cpu() for k, v in weights.items()},
         pos_freqs=p.pos_freqs,
         dir_freqs=p.dir_freqs,

@@ -36,7 +36,7 @@ class CudaSceneData:
     network_index: np.ndarray
     """``[rx·ry·rz]`` int32 network per cell, C order, −1 = none."""
     occupancy_bits: np.ndarray
-    """``[ceil(ox·oy·oz / 8)]`` uint8, ``np.packbits(occ.ravel(), bitorder="little")``."""
+    """``[ceil(ox·oy·oz / 8)]`` uint8, the scene's packed occupancy (``renderer.bit_grid``)."""
     weights: np.ndarray
     """``[M, stride]`` packed weights (float32 or float16), see ``kernels.pack_weights``."""
     hidden: int
@@ -87,7 +87,7 @@ def prepare_cuda_scene(scene_or_rs: Any, weight_dtype: Any = None) -> CudaSceneD
         rs = scene_or_rs
         spec = rs.spec
         index = rs.network_index_flat.detach().cpu().numpy().astype(np.int32)
-        occ = rs.occupancy_flat.detach().cpu().numpy().astype(bool)
+        occ_bits = rs.occupancy.bits
         weights, occ_res = rs.params, tuple(rs.occupancy_res)
         step, bg, eps = rs.step_size, rs.background, rs.ert_threshold
         hidden, pf, df = spec.hidden, spec.pos_freqs, spec.dir_freqs
@@ -96,7 +96,7 @@ def prepare_cuda_scene(scene_or_rs: Any, weight_dtype: Any = None) -> CudaSceneD
     else:
         sc = scene_or_rs
         index = np.ascontiguousarray(sc.network_index).astype(np.int32).reshape(-1)
-        occ = np.ascontiguousarray(sc.occupancy).astype(bool).reshape(-1)
+        occ_bits = sc.occupancy.bits
         weights, occ_res = sc.weights, tuple(sc.occupancy_res)
         step, bg, eps = sc.step_size, sc.background, sc.ert_threshold
         hidden, pf, df = sc.hidden, sc.pos_freqs, sc.dir_freqs
@@ -114,7 +114,7 @@ def prepare_cuda_scene(scene_or_rs: Any, weight_dtype: Any = None) -> CudaSceneD
         grid_res=tuple(int(v) for v in res),  # type: ignore[arg-type]
         occupancy_res=tuple(int(v) for v in occ_res),  # type: ignore[arg-type]
         network_index=np.ascontiguousarray(index),
-        occupancy_bits=np.packbits(occ, bitorder="little"),
+        occupancy_bits=np.ascontiguousarray(occ_bits),
         weights=packed,
         hidden=int(hidden),
         pos_freqs=int(pf),

@@ -53,6 +53,8 @@ class CpuScene(ctypes.Structure):
         ("weights", _vp),
         ("off", WeightOffsets),
         ("voxel_size", _f32 * 3),
+        ("fine_res", _i32 * 3),
+        ("fine", _i32),
         ("block_res", _i32 * 3),
         ("block", _i32),
         ("distance_cap", _i32),

@@ -10,14 +10,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from renderer.distance_field import DISTANCE_CAP, empty_space_distance
+from renderer.distance_field import DISTANCE_CAP, FINE_BLOCK, coarsen_blocks, empty_space_distance
 from renderer.frame import RenderScene, prepare_scene
 from renderer.native.library import CpuScene, WeightOffsets
 
 SUPPORTED_HIDDEN = (16, 32, 64)
-BLOCK = 8
-"""Voxels per edge of the marcher's coarse blocks: far from everything a ray jumps block by block."""
 """Hidden widths with a compiled kernel."""
+BLOCK = 8
+"""Voxels per edge of the marcher's coarse blocks (a multiple of ``FINE_BLOCK``): far from everything a ray
+jumps block by block."""
+BLOCK_CAP = 24
+"""Largest distance stored in the coarse blocks' field, in blocks (192 voxels)."""
 _ALIGN = 16
 """Floats: every block of a network's weights starts on a 64-byte boundary."""
 
@@ -58,9 +61,10 @@ def pack_weights(weights: Mapping[str, Any], hidden: int, pos_freqs: int, dir_fr
     """The ten ``l*`` tensors (``y = x @ W + b``) as ``[M, stride]`` float32 rows (``weight_offsets``).
 
     l0's rows and l3's encoding rows follow ``encoding_rows``; l2 is split into its feature columns and its
-    density column; l4 is stored transposed ``[3, H]``. Padding is zero.
+    density column; l4 is stored transposed ``[3, H]``. Padding is zero. float16 tensors are converted block
+    by block as they are copied in (no float32 copy of the whole set).
     """
-    w = {k: torch.as_tensor(v).detach().to("cpu", torch.float32).numpy() for k, v in weights.items()}
+    w = {k: torch.as_tensor(v).detach().cpu().numpy() for k, v in weights.items()}
     m, h = w["l0.weight"].shape[0], hidden
     off = weight_offsets(hidden, pos_freqs, dir_freqs)
     out = np.zeros((m, off["stride"]), dtype=np.float32)
@@ -85,20 +89,12 @@ def pack_weights(weights: Mapping[str, Any], hidden: int, pos_freqs: int, dir_fr
     return out
 
 
-def block_distance(valid: torch.Tensor, block: int) -> np.ndarray:
-    """``empty_space_distance`` over blocks of ``block``³ voxels, in blocks (a block may contribute when any
-    of its voxels may; the grid is padded with empty voxels to whole blocks); flat uint8, C order.
-
-    Reduced one slab of ``block`` x-rows at a time, so the only full-size memory is ``valid`` itself."""
-    ox, oy, oz = valid.shape
-    b = [-(-s // block) for s in valid.shape]
-    coarse = torch.zeros(b, dtype=torch.bool)
-    for i in range(b[0]):
-        slab = valid[i * block : (i + 1) * block]
-        padded = torch.zeros((block, b[1] * block, b[2] * block), dtype=torch.bool)
-        padded[: slab.shape[0], :oy, :oz] = slab
-        coarse[i] = padded.reshape(block, b[1], block, b[2], block).any(dim=4).any(dim=2).any(dim=0)
-    return np.ascontiguousarray(empty_space_distance(coarse).reshape(-1).numpy())
+def block_distance(fine_field: torch.Tensor, block: int) -> np.ndarray:
+    """``empty_space_distance`` over blocks of ``block``³ voxels, in blocks, from the distance field over
+    blocks of ``FINE_BLOCK``³ voxels ``[bx, by, bz]`` (a block may contribute when any of its fine blocks
+    may, i.e. is at distance 0); flat uint8, C order."""
+    coarse = coarsen_blocks(fine_field, block // FINE_BLOCK)
+    return np.ascontiguousarray(empty_space_distance(coarse, cap=BLOCK_CAP).reshape(-1).numpy())
 
 
 class NativeScene:
@@ -106,7 +102,10 @@ class NativeScene:
 
     def __init__(self, scene_or_rs: Any) -> None:
         """From a ``renderer.scene.Scene`` (prepared on the CPU first) or a CPU ``RenderScene``."""
-        rs = scene_or_rs if isinstance(scene_or_rs, RenderScene) else prepare_scene(scene_or_rs, "cpu")
+        if isinstance(scene_or_rs, RenderScene):
+            rs, weights = scene_or_rs, scene_or_rs.params
+        else:  # the scene's own tensors are packed: no float32 copy of them on the way
+            rs, weights = prepare_scene(scene_or_rs, "cpu", weights=False), scene_or_rs.weights
         if rs.device.type != "cpu":
             raise ValueError(f"the native CPU renderer needs a scene on the CPU, not {rs.device}")
         spec = rs.spec
@@ -115,14 +114,14 @@ class NativeScene:
         self.occupancy_res = rs.occupancy_res
         self.hidden = spec.hidden
         # octaves the kernels encode: the scene's, less trailing ones whose weights are all zero
-        self.pos_freqs = active_octaves(rs.params["l0.weight"], 0, spec.pos_freqs)
-        self.dir_freqs = active_octaves(rs.params["l3.weight"], spec.hidden, spec.dir_freqs)
+        self.pos_freqs = active_octaves(weights["l0.weight"], 0, spec.pos_freqs)
+        self.dir_freqs = active_octaves(weights["l3.weight"], spec.hidden, spec.dir_freqs)
         self.density_activation, self.density_scale = spec.density_activation, spec.density_scale
         self.step_size, self.ert_threshold, self.background = rs.step_size, rs.ert_threshold, rs.background
-        self.num_networks = rs.num_networks
+        self.num_networks = int(weights["l0.weight"].shape[0])
         self.offsets = weight_offsets(self.hidden, self.pos_freqs, self.dir_freqs)
         with torch.no_grad():
-            self.weights = pack_weights(rs.params, self.hidden, self.pos_freqs, self.dir_freqs)
+            self.weights = pack_weights(weights, self.hidden, self.pos_freqs, self.dir_freqs)
         self.network_index = rs.network_index_flat.to(torch.int32).numpy()
         self._tables: dict[bool, tuple[np.ndarray, ...]] = {}
         self.struct = CpuScene()
@@ -130,6 +129,8 @@ class NativeScene:
         self.struct.weights = self.weights.ctypes.data
         self.struct.off = WeightOffsets(**self.offsets)
         self.struct.voxel_size[:] = [float(v) for v in rs.voxel_size_t.tolist()]
+        self.struct.fine_res[:] = list(rs.fine_res)
+        self.struct.fine = FINE_BLOCK
         self.struct.block = BLOCK
         self.struct.block_res[:] = [-(-r // BLOCK) for r in rs.occupancy_res]
         self.struct.distance_cap = DISTANCE_CAP
@@ -140,15 +141,14 @@ class NativeScene:
         return int(self.offsets["stride"])
 
     def ensure_tables(self, ess: bool) -> None:
-        """Make (once) the voxel table and distance field the marcher reads for ``ess``."""
+        """Make (once) the voxel table (packed bits) and distance fields the marcher reads for ``ess``."""
         if ess not in self._tables:
-            flat = self.rs.valid_flat(ess)
-            valid = flat.view(torch.uint8).numpy()  # the torch tables' memory, no copy
+            valid = self.rs.valid_bits(ess).numpy()  # the torch tables' memory, no copy
             field = self.rs.distance_field(ess)
             # the marcher gathers 32-bit words: the cached field has 4 bytes of padding after its end
             assert field.untyped_storage().nbytes() >= field.numel() + 4
             dist = field.numpy()
-            blocks = block_distance(flat.reshape(self.occupancy_res), BLOCK)
+            blocks = block_distance(field.reshape(self.rs.fine_res), BLOCK)
             self._tables[ess] = (valid, dist, blocks)
             self.struct.valid[int(ess)] = valid.ctypes.data
             self.struct.distance[int(ess)] = dist.ctypes.data

@@ -55,7 +55,8 @@ def clip_to_box(
     o, d = _np(origins, np.float32), _np(dirs, np.float32)
     n = o.shape[0]
     t0, steps = np.empty(n, np.float32), np.empty(n, np.int64)
-    rc = L.library().kc_clip_to_box(L.isa_code(isa), _p(_params(ns, fp)), n, _p(o), _p(d), _p(t0), _p(steps))
+    params = _params(ns, fp)  # kept alive until the call returns
+    rc = L.library().kc_clip_to_box(L.isa_code(isa), _p(params), n, _p(o), _p(d), _p(t0), _p(steps))
     check(rc, "clip_to_box")
     return torch.from_numpy(t0), torch.from_numpy(steps)
 
@@ -81,9 +82,10 @@ def march_pass(
     kk, lv = _np(k, np.int64), _np(live, np.int32)
     a = lv.shape[0]
     sk, snet, cnt = np.empty((a, k_pass), np.int64), np.empty((a, k_pass), np.int32), np.empty(a, np.int32)
+    params = _params(ns, fp)  # kept alive until the call returns
     rc = L.library().kc_march_pass(
         L.isa_code(isa),
-        _p(_params(ns, fp)),
+        _p(params),
         ns.pointer(fp.ess),
         a,
         _p(lv),
@@ -112,8 +114,9 @@ def evaluate_networks(
     sigma, rgb = np.empty(n, np.float32), np.empty((n, 3), np.float32)
     fp = FrameParams(ns.step_size, None, ns.background, True, 8, False, "rgb", 1)
     with _workspace_lock:
+        params = _params(ns, fp)  # kept alive until the call returns
         rc = L.library().kc_evaluate_points(
-            L.isa_code(isa), _p(_params(ns, fp)), ns.pointer(True), n, _p(xs), _p(ds), _p(nt), _p(sigma),
+            L.isa_code(isa), _p(params), ns.pointer(True), n, _p(xs), _p(ds), _p(nt), _p(sigma),
             _p(rgb), _workspace(),
         )  # fmt: skip
     check(rc, "evaluate_networks")
@@ -139,9 +142,10 @@ def composite_pass(
     live = np.arange(a, dtype=np.int32)
     stopped = np.zeros(a, np.uint8)
     sg, cl, tt = _np(sigma, np.float32), _np(rgb, np.float32), _np(t0, np.float32)
+    params = _params(ns, fp)  # kept alive until the call returns
     rc = L.library().kc_composite_pass(
         L.isa_code(isa),
-        _p(_params(ns, fp)),
+        _p(params),
         int(fp.ert_threshold is not None),
         a,
         _p(live),
@@ -182,9 +186,10 @@ def write_pixels(
         _np(best_net, np.int32),
     )
     out = np.empty_like(c)
+    params = _params(ns, fp)  # kept alive until the call returns
     rc = L.library().kc_write_pixels(
         L.isa_code(isa),
-        _p(_params(ns, fp)),
+        _p(params),
         L.OUTPUT_CODES[fp.output],
         c.shape[0],
         _p(c),

@@ -46,6 +46,20 @@ inline void clip_ray(const RenderParams& P, const float* o, const float* d, floa
 // empty cube around it. The network comes from the cell rule; a sample whose cell has none is kept with
 // net = -1 (its slot stays empty), as the torch renderer drops it after marching.
 
+// Bit `flat` of a packed voxel table (renderer.bit_grid: bit i % 8 of byte i / 8).
+inline bool voxel_bit(const uint8_t* bits, i64 flat) { return (bits[flat >> 3] >> (flat & 7)) & 1; }
+
+// Block distance D of the distance field at voxel g, and what it guarantees in voxels: every contributing
+// voxel is at least max(0, fine * D - (fine - 1)) voxels away (renderer.distance_field.voxel_distance).
+inline int block_distance_at(const CpuScene& S, const uint8_t* dist, const int g[3]) {
+    const int b[3] = {g[0] / S.fine, g[1] / S.fine, g[2] / S.fine};
+    return dist[kn::flat_index(b, S.fine_res)];
+}
+inline int voxel_distance(const CpuScene& S, int block_dist) {
+    const int v = S.fine * block_dist - (S.fine - 1);
+    return v > 0 ? v : 0;
+}
+
 struct RayMarch {
     float o[3], d[3], t0;
     float face[3];        // min - o (+ voxel where d <= 0): the cube's exit face is face + (g +- r) * voxel
@@ -109,7 +123,7 @@ inline int march_window(const CpuScene& S, const RenderParams& P, const RayMarch
     Simd::istore(flat, idx);
     const int lanes = r.n - k < W ? (int)(r.n - k) : W;
     for (int i = 0; i < lanes; ++i) {
-        if (!valid[flat[i]]) continue;
+        if (!voxel_bit(valid, flat[i])) continue;
         const float x[3] = {xs[0][i], xs[1][i], xs[2][i]};
         int g[3];
         kn::cell_index(P, x, P.grid_res, g);
@@ -143,8 +157,9 @@ inline bool march_step(const CpuScene& S, const RenderParams& P, const uint8_t* 
     int g[3];
     kn::cell_index(P, x, P.occ_res, g);
     const i64 flat = kn::flat_index(g, P.occ_res);
-    const int dv = dist[flat];
-    if (dv >= S.distance_cap) {  // far from everything: whole blocks may be a longer jump
+    const int db_fine = block_distance_at(S, dist, g);
+    const int dv = voxel_distance(S, db_fine);
+    if (db_fine >= S.distance_cap) {  // far from everything: whole blocks may be a longer jump
         const int b[3] = {g[0] / S.block, g[1] / S.block, g[2] / S.block};
         const int db = block_dist[kn::flat_index(b, S.block_res)];
         if ((db - 1) * S.block > dv - 1) {
@@ -162,7 +177,7 @@ inline bool march_step(const CpuScene& S, const RenderParams& P, const uint8_t* 
         return true;
     }
 #endif
-    if (valid[flat]) {
+    if (voxel_bit(valid, flat)) {
         int c[3];
         kn::cell_index(P, x, P.grid_res, c);
         m.out_k[m.cnt] = m.k;
@@ -195,15 +210,20 @@ inline void jump_lanes(const CpuScene& S, const RenderParams& P, const uint8_t* 
     for (int it = 0; it < 1024; ++it) {
         const Simd::V t = Simd::add(vt0, Simd::mul(Simd::add(k, Simd::set1(0.5f)), step));
         Simd::V g[3];
-        Simd::VI flat = Simd::iset1(0);
+        Simd::VI flat = Simd::iset1(0);  // of the voxel's distance-field block
+        const Simd::V inv_fine = Simd::set1(1.0f / (float)S.fine);
         for (int c = 0; c < 3; ++c) {
             const Simd::V x = Simd::add(Simd::load(o[c]), Simd::mul(t, Simd::load(d[c])));
             const Simd::V lo = Simd::set1(P.bbox_min[c]), ext = Simd::set1(P.bbox_max[c] - P.bbox_min[c]);
             g[c] = Simd::floor(Simd::mul(Simd::div(Simd::sub(x, lo), ext), Simd::set1((float)P.occ_res[c])));
             g[c] = Simd::min(Simd::max(g[c], Simd::zero()), Simd::set1((float)(P.occ_res[c] - 1)));
-            flat = Simd::iadd(Simd::imul(flat, Simd::iset1(P.occ_res[c])), Simd::trunc_int(g[c]));
+            const Simd::V b = Simd::floor(Simd::mul(g[c], inv_fine));
+            flat = Simd::iadd(Simd::imul(flat, Simd::iset1(S.fine_res[c])), Simd::trunc_int(b));
         }
-        const Simd::V dv = Simd::to_float(Simd::gather_u8(dist, flat));
+        const Simd::V fine = Simd::set1((float)S.fine);  // voxel_distance, lane by lane
+        const Simd::V dv = Simd::max(Simd::sub(Simd::mul(Simd::to_float(Simd::gather_u8(dist, flat)), fine),
+                                               Simd::sub(fine, Simd::set1(1.0f))),
+                                     Simd::zero());
         const Simd::M far = Simd::mand(Simd::ge(dv, Simd::set1(2.0f)), Simd::lt(k, n));
         if (!Simd::mbits(far)) break;
         Simd::V te = Simd::set1(INFINITY);

@@ -49,12 +49,16 @@ struct WeightOffsets {
 // A scene prepared for the CPU: pointers into arrays that Python owns and keeps alive.
 struct CpuScene {
     const int32_t* network_index;  // [rx*ry*rz] network per cell, -1 = none
-    const uint8_t* valid[2];       // [voxels] 1 where a sample may contribute ([0]: ESS off, [1]: on)
-    const uint8_t* distance[2];    // [voxels] empty-space distance in voxels (capped), same indexing
+    const uint8_t* valid[2];       // [voxels / 8] packed bits (bit i % 8 of byte i / 8): 1 where a sample may
+                                   // contribute ([0]: ESS off, [1]: on)
+    const uint8_t* distance[2];    // [fine blocks] empty-space distance over blocks of `fine` voxels per axis,
+                                   // in those blocks (capped); 4 bytes of padding after it
     const uint8_t* block_distance[2];  // [blocks] the same over blocks of `block` voxels per axis, in blocks
     const float* weights;          // [M, stride]
     WeightOffsets off;
     float voxel_size[3];  // (max - min) / occ_res, float32
+    int fine_res[3];      // ceil(occ_res / fine)
+    int fine;             // voxels per edge of a distance-field block (renderer.distance_field.FINE_BLOCK)
     int block_res[3];     // ceil(occ_res / block)
     int block;            // voxels per block edge
     int distance_cap;
