@@ -8,18 +8,13 @@ N/8 bytes in memory, not N).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 SLAB_VOXELS = 1 << 18
 """Voxels per slab of whole-grid work: its temporaries stay within a few times this many bytes."""
-
-
-def bit_test(bits: np.ndarray, flat: np.ndarray) -> np.ndarray:
-    """``[...]`` bool: the bits at flat voxel indices ``flat`` of a packed grid."""
-    return ((bits[flat >> 3] >> (flat & 7).astype(np.uint8)) & 1).astype(bool)
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,15 +34,6 @@ class BitGrid:
             raise ValueError(f"a bit grid is 3-D, got shape {list(g.shape)}")
         shape = (int(g.shape[0]), int(g.shape[1]), int(g.shape[2]))
         return cls(np.packbits(g.astype(bool, copy=False).reshape(-1), bitorder="little"), shape)
-
-    @classmethod
-    def filled(cls, shape: tuple[int, int, int], value: bool) -> BitGrid:
-        """A grid of ``shape`` with every voxel ``value``."""
-        n = shape[0] * shape[1] * shape[2]
-        bits = np.full((n + 7) // 8, 0xFF if value else 0, dtype=np.uint8)
-        if value and n % 8:
-            bits[-1] = (1 << (n % 8)) - 1
-        return cls(bits, shape)
 
     @property
     def size(self) -> int:
@@ -97,11 +83,21 @@ def slab_rows(shape: tuple[int, int, int], voxels: int | None = None, multiple: 
     return max(unit, voxels // max(1, row) // unit * unit)
 
 
-def map_slabs(
-    grid: BitGrid, fn: Callable[[int, int, np.ndarray], np.ndarray], rows: int | None = None
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """``(x0, x1, fn(x0, x1, slab))`` for consecutive byte-aligned slabs of x-rows of ``grid``."""
-    step = rows or slab_rows(grid.shape)
-    for x0 in range(0, grid.shape[0], step):
-        x1 = min(grid.shape[0], x0 + step)
-        yield x0, x1, fn(x0, x1, grid.slab(x0, x1))
+def slab_ranges(shape: tuple[int, int, int], rows: int | None = None) -> Iterator[tuple[int, int]]:
+    """``(x0, x1)`` of consecutive byte-aligned slabs of x-rows (``rows`` each, default ``slab_rows``)."""
+    step = rows or slab_rows(shape)
+    for x0 in range(0, shape[0], step):
+        yield x0, min(shape[0], x0 + step)
+
+
+def iter_slabs(grid: BitGrid, rows: int | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(x0, x1, slab)`` for consecutive byte-aligned slabs of x-rows of ``grid``, unpacked one at a time."""
+    for x0, x1 in slab_ranges(grid.shape, rows):
+        yield x0, x1, grid.slab(x0, x1)
+
+
+def write_slab(bits: np.ndarray, shape: tuple[int, int, int], x0: int, slab: np.ndarray) -> None:
+    """Pack the bool ``slab`` of x-rows starting at ``x0`` (byte-aligned, ``slab_ranges``) into ``bits``."""
+    packed = np.packbits(slab.reshape(-1), bitorder="little")
+    b0 = x0 * shape[1] * shape[2] // 8
+    bits[b0 : b0 + packed.size] = packed

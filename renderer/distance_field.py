@@ -5,10 +5,12 @@ scene's tables take an eighth of a byte per voxel beside its own packed occupanc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
-from renderer.bit_grid import BitGrid, map_slabs, slab_rows
+from renderer.bit_grid import BitGrid, iter_slabs, slab_ranges, slab_rows, write_slab
 
 DISTANCE_CAP = 12
 """Largest stored empty-space distance, in blocks (a stored value of CAP means "at least CAP"): 12 blocks of
@@ -83,6 +85,13 @@ def _distance_pass(f: torch.Tensor, axis: int, cap: int) -> torch.Tensor:
     return g
 
 
+def _networked(network_index: np.ndarray, shape: tuple[int, int, int]) -> Callable[[int, int], np.ndarray]:
+    """``cells(x0, x1)``: ``[x1 − x0, oy, oz]`` bool, whether each voxel's network cell has a network."""
+    has = np.asarray(network_index) >= 0
+    f = [s // h for s, h in zip(shape, has.shape)]
+    return lambda x0, x1: has[np.arange(x0, x1) // f[0]].repeat(f[1], axis=1).repeat(f[2], axis=2)
+
+
 def contributing_bits(network_index: np.ndarray, occupancy: BitGrid, *, in_place: bool = False) -> np.ndarray:
     """Packed bits (`BitGrid` layout) of the set voxels of ``occupancy`` whose network cell has a network:
     the marchers' voxel table with ESS on. Made slab by slab.
@@ -95,22 +104,14 @@ def contributing_bits(network_index: np.ndarray, occupancy: BitGrid, *, in_place
         network_index: ``[rx, ry, rz]`` int network id per cell (−1: none).
         occupancy: ``[ox, oy, oz]``, a multiple of the cell grid on each axis.
     """
-    has = np.asarray(network_index) >= 0
-    ox, oy, oz = occupancy.shape
-    f = (ox // has.shape[0], oy // has.shape[1], oz // has.shape[2])
-
-    def cells(x0: int, x1: int) -> np.ndarray:  # [x1 − x0, oy, oz] bool: the voxels' cells have networks
-        return has[np.arange(x0, x1) // f[0]].repeat(f[1], axis=1).repeat(f[2], axis=2)
-
-    if bool(has.all()) or not any(
-        bool((slab & ~cells(x0, x1)).any()) for x0, x1, slab in map_slabs(occupancy, lambda a, b, s: s)
+    cells = _networked(network_index, occupancy.shape)
+    if bool((np.asarray(network_index) >= 0).all()) or not any(
+        bool((slab & ~cells(x0, x1)).any()) for x0, x1, slab in iter_slabs(occupancy)
     ):
         return occupancy.bits
     out = occupancy.bits if in_place else np.empty_like(occupancy.bits)
-    for x0, x1, slab in map_slabs(occupancy, lambda a, b, s: s):
-        packed = np.packbits((slab & cells(x0, x1)).reshape(-1), bitorder="little")
-        b0 = x0 * oy * oz // 8
-        out[b0 : b0 + packed.size] = packed
+    for x0, x1, slab in iter_slabs(occupancy):
+        write_slab(out, occupancy.shape, x0, slab & cells(x0, x1))
     return out
 
 
@@ -122,17 +123,10 @@ def network_bits(network_index: np.ndarray, occupancy_res: tuple[int, int, int])
         network_index: ``[rx, ry, rz]`` int network id per cell (−1: none).
         occupancy_res: ``(ox, oy, oz)``, a multiple of the cell grid on each axis.
     """
-    has = np.asarray(network_index) >= 0
-    ox, oy, oz = occupancy_res
-    f = (ox // has.shape[0], oy // has.shape[1], oz // has.shape[2])
-    out = np.empty((ox * oy * oz + 7) // 8, dtype=np.uint8)
-    rows = slab_rows(occupancy_res)
-    for x0 in range(0, ox, rows):
-        x1 = min(ox, x0 + rows)
-        cells = has[np.arange(x0, x1) // f[0]].repeat(f[1], axis=1).repeat(f[2], axis=2)
-        packed = np.packbits(cells.reshape(-1), bitorder="little")
-        b0 = x0 * oy * oz // 8
-        out[b0 : b0 + packed.size] = packed
+    cells = _networked(network_index, occupancy_res)
+    out = np.empty((int(np.prod(occupancy_res)) + 7) // 8, dtype=np.uint8)
+    for x0, x1 in slab_ranges(occupancy_res):
+        write_slab(out, occupancy_res, x0, cells(x0, x1))
     return out
 
 
@@ -146,8 +140,8 @@ def block_distance_field(
     nb = [-(-s // block) for s in valid.shape]
     dist = torch.empty(nb, dtype=torch.uint8) if out is None else out.view(nb)
     dist.fill_(cap)
-    rows = slab_rows(valid.shape, multiple=block)
-    for x0, _, any_set in map_slabs(valid, lambda a, b, s: _blocks_any(s, block, nb[1:]), rows):
+    for x0, _, slab in iter_slabs(valid, slab_rows(valid.shape, multiple=block)):
+        any_set = _blocks_any(slab, block, nb[1:])
         dist[x0 // block : x0 // block + any_set.shape[0]].masked_fill_(torch.from_numpy(any_set), 0)
     return distance_transform_(dist, cap)
 
@@ -172,19 +166,14 @@ def _blocks_any(slab: np.ndarray, block: int, nb_yz: list[int]) -> np.ndarray:
 
 
 def coarsen_blocks(field: torch.Tensor, factor: int) -> torch.Tensor:
-    """``[⌈bx/f⌉, ⌈by/f⌉, ⌈bz/f⌉]`` bool: which groups of ``factor``³ blocks of a distance field
-    ``[bx, by, bz]`` hold a block at distance 0 (one that may contribute). Slab by slab: no full-size
-    temporary."""
+    """``[⌈bx/f⌉, ⌈by/f⌉, ⌈bz/f⌉]`` bool: which groups of ``factor``³ blocks of a CPU distance field
+    ``[bx, by, bz]`` hold a block at distance 0 (one that may contribute). Slab by slab (``_blocks_any``): no
+    full-size temporary."""
     b = field.shape
     c = [-(-s // factor) for s in b]
-    out = torch.zeros(c, dtype=torch.bool, device=field.device)
+    out = torch.zeros(c, dtype=torch.bool)
     rows = max(1, SLAB_BLOCKS // max(1, b[1] * b[2]) // factor) * factor
     for x0 in range(0, b[0], rows):
-        valid = field[x0 : x0 + rows] == 0
-        r, rc = valid.shape[0], -(-valid.shape[0] // factor)
-        shape = (rc * factor, c[1] * factor, c[2] * factor)
-        padded = torch.zeros(shape, dtype=torch.bool, device=field.device)
-        padded[:r, : b[1], : b[2]] = valid
-        group = padded.reshape(rc, factor, c[1], factor, c[2], factor).any(dim=5).any(dim=3).any(dim=1)
-        out[x0 // factor : x0 // factor + rc] = group
+        group = _blocks_any((field[x0 : x0 + rows] == 0).numpy(), factor, c[1:])
+        out[x0 // factor : x0 // factor + group.shape[0]] = torch.from_numpy(group)
     return out
