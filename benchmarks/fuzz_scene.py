@@ -44,10 +44,10 @@ import numpy as np  # noqa: E402
 TIME_LIMIT_S = 20
 """A case running longer than this is a hang."""
 MEMORY_SLACK_MB = 256
-"""A case may raise the process's peak RSS by at most 2 × its file size, plus the float32 copy of a rendered
-scene's float16 weights (2 bytes more per weight: the kernels compute in float32), plus this much (the
-frame, the interpreter's and torch's own allocations). Nothing per occupancy voxel: the renderer keeps the
-occupancy packed and its tables within the file's own size (docs/scene-format.md, memory)."""
+"""A case may raise the process's peak RSS by at most 2 × its file size plus this much (the frame, the
+interpreter's and torch's own allocations). Nothing per occupancy voxel and nothing per weight beyond the
+file: the renderer keeps the occupancy packed, its tables within the file's own size and float16 weights
+in float16 (docs/scene-format.md, memory)."""
 FRAME = (16, 12)
 """The frame an accepted scene must render without a NaN pixel."""
 
@@ -123,14 +123,8 @@ def run_limited(
     size: int,
     fn: Callable[[], str],
     errors: tuple[type[BaseException], ...],
-    upcast: Callable[[], int] = lambda: 0,
 ) -> Outcome:
-    """Run ``fn`` (returns "accepted" or a failure kind) under the limits; classify how it ended.
-
-    Args:
-        upcast: after ``fn``, the bytes that float32 copies of the float16 weights of the scene it rendered
-            add (0: none), for the memory limit.
-    """
+    """Run ``fn`` (returns "accepted" or a failure kind) under the limits; classify how it ended."""
     base = _reset_peak()
     start = time.perf_counter()
     old = signal.signal(signal.SIGALRM, _alarm)
@@ -149,7 +143,7 @@ def run_limited(
         signal.signal(signal.SIGALRM, old)
     secs = time.perf_counter() - start
     rise = max(0.0, _status_mb("VmHWM") - base)
-    limit = (2 * size + upcast()) / 2**20 + MEMORY_SLACK_MB
+    limit = 2 * size / 2**20 + MEMORY_SLACK_MB
     if rise > limit and kind in ("accepted", "refused"):
         kind, detail = "memory", f"peak RSS rose by {rise:.0f} MB for a {size} B file"
     return Outcome(kind, mutation, detail, secs, rise)
@@ -307,9 +301,8 @@ def _foreign(rng: random.Random) -> Iterator[tuple[str, bytes]]:
 # Cases
 
 
-def _check_scene(path: Path, backends: list[str], seen: list[int]) -> str:
-    """Load a scene; an accepted one must render a small frame without NaN on every backend (its voxel
-    count goes to ``seen[0]``, the bytes its float16 weights gain as float32 to ``seen[1]``). Each backend is
+def _check_scene(path: Path, backends: list[str]) -> str:
+    """Load a scene; an accepted one must render a small frame without NaN on every backend. Each backend is
     made for this case alone, so its prepared scene (which a backend keeps between frames) is freed before
     the next one renders: the peak is one render's."""
     from renderer.backends import get_backend
@@ -317,8 +310,6 @@ def _check_scene(path: Path, backends: list[str], seen: list[int]) -> str:
     from renderer.scene import load_scene
 
     scene = load_scene(path)
-    seen[:] = [int(np.prod(scene.occupancy_res))]
-    seen.append(sum(2 * v.numel() for v in scene.weights.values() if v.element_size() == 2))
     lo, hi = np.asarray(scene.bbox_min, np.float64), np.asarray(scene.bbox_max, np.float64)
     centre, radius = (lo + hi) / 2, float(np.linalg.norm(hi - lo))
     cam = Camera(
@@ -351,14 +342,8 @@ def fuzz_scenes(n: int, seed: int, folder: Path) -> Iterator[Outcome]:
         path = folder / f"case{i % 4}.kilo"
         path.write_bytes(data)
         del data
-        seen = [0, 0]
-        yield run_limited(
-            f"scene: {what}",
-            path.stat().st_size,
-            lambda p=path, v=seen: _check_scene(p, backends, v),
-            (SceneFormatError,),
-            lambda v=seen: v[1],
-        )
+        check = lambda p=path: _check_scene(p, backends)  # noqa: E731
+        yield run_limited(f"scene: {what}", path.stat().st_size, check, (SceneFormatError,))
 
 
 def camera_mutations(rng: random.Random) -> Iterator[tuple[str, str]]:

@@ -205,7 +205,8 @@ class RenderScene:
     occupancy: BitGrid
     """The scene's occupancy, packed bits on the CPU (``occupancy_bits`` is its device copy)."""
     params: dict[str, torch.Tensor]
-    """``l0.weight`` … ``l4.bias`` float32 on the device (live parameters when built from a module)."""
+    """``l0.weight`` … ``l4.bias`` on the device in the scene's dtype (float16 files stay float16: the
+    evaluation casts each chunk's gathered weights to float32), or the live parameters of a module."""
     step_size: float
     """Scene marching step (float32-representable)."""
     background: tuple[float, float, float]
@@ -314,7 +315,7 @@ def _device_bytes(a: np.ndarray, device: torch.device) -> torch.Tensor:
 def prepare_scene(
     scene: Any, device: str | torch.device = "cpu", networks: Any = None, *, weights: bool = True
 ) -> RenderScene:
-    """Move a ``Scene`` to ``device``: float32 weights, flat lookup tables, float32-rounded box and step.
+    """Move a ``Scene`` to ``device``: weights (own dtype), flat lookup tables, float32-rounded box and step.
 
     The distance fields are not built here: ``RenderScene.distance_field`` makes them on first use.
 
@@ -342,7 +343,7 @@ def prepare_scene(
     elif not weights:
         params = {}
     else:
-        params = {k: v.detach().to(dev, torch.float32).contiguous() for k, v in scene.weights.items()}
+        params = {k: v.detach().to(dev).contiguous() for k, v in scene.weights.items()}
     index = torch.as_tensor(np.ascontiguousarray(scene.network_index).astype(np.int64)).reshape(-1).to(dev)
     return RenderScene(
         device=dev,

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from renderer.encoding import encoded_size, positional_encoding
 from renderer.grid import cell_index, local_coords
-from renderer.tiles import TileChunk, TileGroup, plan_tiles
+from renderer.tiles import MAX_TILES, TileChunk, TileGroup, plan_tiles, tiles_within
 
 LAYER_KEYS: tuple[str, ...] = tuple(f"l{i}.{kind}" for i in range(5) for kind in ("weight", "bias"))
 DENSITY_ACTIVATIONS: tuple[str, ...] = ("relu", "softplus", "exp")
@@ -127,6 +127,25 @@ def _as_compute(params: Mapping[str, torch.Tensor], like: torch.Tensor) -> dict[
     return {k: params[k].to(device=like.device, dtype=like.dtype) for k in LAYER_KEYS}
 
 
+def _max_tiles(w: Mapping[str, torch.Tensor], like: torch.Tensor, grad: bool) -> int:
+    """Tiles per chunk: ``MAX_TILES`` when a backward is recorded (training), else as many as
+    ``TILE_WEIGHT_BYTES`` of gathered weights allow (each tile's network in ``like``'s dtype, plus its
+    gather in the weights' own dtype when they differ)."""
+    if grad:
+        return MAX_TILES
+    per_tile = 0
+    for t in w.values():
+        n = t.numel() // max(1, t.shape[0])
+        per_tile += n * (like.element_size() + (t.element_size() if t.dtype != like.dtype else 0))
+    return tiles_within(per_tile)
+
+
+def _on_device(params: Mapping[str, torch.Tensor], like: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The ten tensors on ``like``'s device in their own dtype: the tiled paths cast only the weights each
+    chunk gathers (``_tile_params``), so a float16 scene never gets a float32 copy of all its weights."""
+    return {k: params[k].to(device=like.device) for k in LAYER_KEYS}
+
+
 def _segments(net_sorted: torch.Tensor) -> tuple[list[int], list[int]]:
     """Ids and lengths of the runs of equal ids in sorted ``[N]`` int64 ``net_sorted``."""
     ids, counts = torch.unique_consecutive(net_sorted, return_counts=True)
@@ -205,9 +224,14 @@ def _weight_rows(key: tuple[int, int, int], device: torch.device) -> tuple[torch
 
 
 def _tile_params(
-    w: dict[str, torch.Tensor], chunk: TileChunk, spec: NetworkSpec, ws: _Scratch = _NO_SCRATCH
+    w: dict[str, torch.Tensor],
+    chunk: TileChunk,
+    spec: NetworkSpec,
+    like: torch.Tensor,
+    ws: _Scratch = _NO_SCRATCH,
 ) -> list[list[torch.Tensor]]:
-    """Every tile group's weights: one gather per tensor for the whole chunk, split by group.
+    """Every tile group's weights in ``like``'s dtype: one gather per tensor for the whole chunk (in the
+    weights' own dtype, then cast), split by group.
 
     Per group, the ten tensors in ``LAYER_KEYS`` order, ``[T, Din, Dout]`` weights (l0 and l3 with their
     encoding rows in ``_encode``'s order) and ``[T, 1, Dout]`` biases (broadcast over the K samples).
@@ -233,6 +257,9 @@ def _tile_params(
             t = t.view(-1, din, dout)
         else:
             t = t.index_select(0, net) if buf is None else torch.index_select(t, 0, net, out=buf)
+        if t.dtype != like.dtype:
+            cast = ws.out(k + ".cast", tuple(t.shape), like)
+            t = t.to(like.dtype) if cast is None else cast.copy_(t)
         parts.append((t.unsqueeze(1) if k.endswith("bias") else t).split(counts))
     return [list(p) for p in zip(*parts)]
 
@@ -309,12 +336,12 @@ class NetworkOrder:
         ids, lens = _segments(net_sorted)
         return cls(order, ids, lens)
 
-    def tiles(self, chunk_size: int) -> list[TileChunk]:
+    def tiles(self, chunk_size: int, max_tiles: int | None = None) -> list[TileChunk]:
         """The sorted runs cut into tiles (``renderer.tiles.plan_tiles``)."""
         dev = self.order.device
         ids = torch.tensor(self.seg_ids, dtype=torch.int64, device=dev)
         lens = torch.tensor(self.seg_lens, dtype=torch.int64, device=dev)
-        return plan_tiles(ids, lens, chunk_size=chunk_size)
+        return plan_tiles(ids, lens, chunk_size=chunk_size, max_tiles=max_tiles)
 
 
 def evaluate_density_first(
@@ -334,16 +361,16 @@ def evaluate_density_first(
         sigma ``[N]`` (input order), feature ``[N, H]`` (network-sorted order), the ``NetworkOrder``.
     """
     spec = scene_meta
-    w = _as_compute(params, x)
+    w = _on_device(params, x)
     no = NetworkOrder.of(net)
     n = x.shape[0]
     trunk = x.new_empty((n, 1 + spec.hidden))  # raw density, feature: network-sorted order
     ws = _Scratch(True)
     with torch.no_grad():
-        for ch in no.tiles(chunk_size):
+        for ch in no.tiles(chunk_size, _max_tiles(w, x, False)):
             idx = no.order[ch.begin : ch.end]
             out = trunk[ch.begin : ch.end]
-            for g, p in zip(ch.groups, _tile_params(w, ch, spec, ws)):
+            for g, p in zip(ch.groups, _tile_params(w, ch, spec, x, ws)):
                 enc_u = _encoded_positions(x.index_select(0, idx.index_select(0, g.rows)), spec, ws)
                 out.index_copy_(0, g.rows, _flat(_trunk(p, _tiled_t(enc_u, g), ws)))
         raw = trunk[:, 0]
@@ -371,7 +398,7 @@ def evaluate_colors_where(
         sample indices ``[K]`` int64 (input order, grouped by network) and their rgb ``[K, 3]``.
     """
     spec = scene_meta
-    w = _as_compute(params, feature)
+    w = _on_device(params, feature)
     dev = keep.device
     keep_sorted = keep.index_select(0, no.order)
     ends = torch.tensor(no.seg_lens, dtype=torch.int64, device=dev).cumsum(0)
@@ -386,9 +413,10 @@ def evaluate_colors_where(
     rgb = feature.new_empty((idx.shape[0], 3))
     ws = _Scratch(True)
     with torch.no_grad():
-        for ch in plan_tiles(ids, counts[some], chunk_size=chunk_size):
+        tiles = plan_tiles(ids, counts[some], chunk_size=chunk_size, max_tiles=_max_tiles(w, feature, False))
+        for ch in tiles:
             sub, f, out = idx[ch.begin : ch.end], feat[ch.begin : ch.end], rgb[ch.begin : ch.end]
-            for g, p in zip(ch.groups, _tile_params(w, ch, spec, ws)):
+            for g, p in zip(ch.groups, _tile_params(w, ch, spec, feature, ws)):
                 enc_d = _encode(d.index_select(0, sub.index_select(0, g.rows)), spec.dir_freqs, ws, "enc_d")
                 out.index_copy_(
                     0, g.rows, _flat(_head(p, _tiled(f.index_select(0, g.rows), g), _tiled_t(enc_d, g), ws))
@@ -428,7 +456,7 @@ def evaluate_networks(
     n = x.shape[0]
     if n == 0:
         return x.new_zeros((0,)), x.new_zeros((0, 3))
-    w = _as_compute(params, x)
+    w = _on_device(params, x)
     grad = torch.is_grad_enabled() and (
         x.requires_grad or d.requires_grad or any(t.requires_grad for t in w.values())
     )
@@ -443,9 +471,9 @@ def evaluate_networks(
     rgb_out = x.new_empty((n, 3))
     ws = _Scratch(not grad)
     with torch.set_grad_enabled(grad):
-        for ch in no.tiles(chunk_size):
+        for ch in no.tiles(chunk_size, _max_tiles(w, x, grad)):
             idx = no.order[ch.begin : ch.end]
-            for g, p in zip(ch.groups, _tile_params(w, ch, spec, ws)):
+            for g, p in zip(ch.groups, _tile_params(w, ch, spec, x, ws)):
                 sample = idx.index_select(0, g.rows)  # input index of every slot
                 enc_u = _encoded_positions(x.index_select(0, sample), spec, ws)
                 enc_d = _encode(d.index_select(0, sample), spec.dir_freqs, ws, "enc_d")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,19 @@ class Scene:
 # validate_scene
 
 
+def _finite_and_largest(w: torch.Tensor, elements: int = 1 << 16) -> tuple[bool, float]:
+    """Whether ``[M, ...]`` ``w`` is all finite, and its largest magnitude (0 when empty), read a few
+    networks at a time (temporaries of at most about ``elements`` values, not copies of the tensor)."""
+    if w.numel() == 0:
+        return True, 0.0
+    big = 0.0
+    for part in w.reshape(w.shape[0], -1).split(max(1, elements // max(1, w[0].numel()))):
+        if not bool(torch.isfinite(part).all()):
+            return False, math.inf
+        big = max(big, float(part.abs().max()))
+    return True, big
+
+
 def validate_scene(scene: Scene, name: str = "<scene>") -> None:
     """Check every field of an in-memory scene against the .kilo v1 rules; raise SceneFormatError."""
     lo, hi = _check_box(name, scene.bbox_min, scene.bbox_max)
@@ -212,10 +226,9 @@ def validate_scene(scene: Scene, name: str = "<scene>") -> None:
         if got != shape:
             raise _error(name, f"{k} has shape {list(got)}, expected {list(shape)}")
     for k in WEIGHT_KEYS:
-        w = scene.weights[k]
-        if not bool(torch.isfinite(w).all()):
+        finite, big = _finite_and_largest(scene.weights[k])
+        if not finite:
             raise _error(name, f"{k} contains non-finite values (NaN or Inf)")
-        big = float(w.abs().max()) if w.numel() else 0.0
         if big > MAX_WEIGHT:
             raise _error(name, f"{k} has a value of magnitude {big:g}, more than the limit {MAX_WEIGHT:g}")
 

@@ -21,6 +21,17 @@ TILE_SIZES: tuple[int, ...] = (128, 64, 16)
 MAX_TILES = 1024
 """Most tiles per chunk (their gathered weights: ~25 MB at width 32, float32)."""
 
+TILE_WEIGHT_BYTES = 6 << 20
+"""Most bytes of gathered weights per chunk when nothing is recorded for a backward (rendering): a
+render's working set stays a few MB whatever the scene's width and octaves (``tiles_within``)."""
+
+
+def tiles_within(bytes_per_tile: int, budget: int | None = None) -> int:
+    """Tiles per chunk whose gathered weights (``bytes_per_tile`` each) fit ``budget`` (None:
+    ``TILE_WEIGHT_BYTES``): between 16 and ``MAX_TILES``."""
+    budget = TILE_WEIGHT_BYTES if budget is None else budget
+    return max(16, min(MAX_TILES, budget // max(1, bytes_per_tile)))
+
 
 @dataclass
 class TileGroup:

@@ -358,6 +358,31 @@ def test_bundled_scene_frames(isa: str) -> None:
         _compare(rs, cam, opts, isa)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_float16_weights_are_widened_in_the_kernel_exactly(isa: str) -> None:
+    """A float16 scene is packed as float16 (half the bytes of float32: issue 31's memory bound) and each
+    network is widened as it runs: the frame is bit-identical to the same weights packed as float32,
+    subnormal halves and negative zeros included (the generic build widens them bit by bit)."""
+    import copy
+
+    half = scene_for(seed=12, activation="softplus", dtype="float16")
+    w1 = half.weights["l1.weight"]
+    w1[:, 0, :3] = torch.tensor([6e-8, -3e-6, -0.0], dtype=torch.float16)  # subnormal, subnormal, -0
+    assert float(w1[0, 0, 0]) != 0.0 and float(w1[0, 0, 0]) < 6.1e-5
+    wide = copy.copy(half)
+    wide.weights = {k: v.float() for k, v in half.weights.items()}
+    ns16, ns32 = NativeScene(half), NativeScene(wide)
+    assert ns16.weights.dtype == np.float16 and ns32.weights.dtype == np.float32
+    assert ns16.weights.nbytes * 2 == ns32.weights.nbytes
+    np.testing.assert_array_equal(ns16.weights.astype(np.float32), ns32.weights)
+    for cam in (outside(), inside()):
+        for opts in (RenderOptions(), RenderOptions(output="depth", ess=False)):
+            a = CpuBackend(isa).render(ns16, cam, opts)
+            b = CpuBackend(isa).render(ns32, cam, opts)
+            assert torch.equal(a.image, b.image)
+            assert a.stats.samples_evaluated == b.stats.samples_evaluated > 0
+
+
 def test_octaves_whose_weights_are_all_zero_are_skipped() -> None:
     lego = NativeScene(load_scene(ROOT / "assets" / "lego.kilo"))
     assert (lego.pos_freqs, lego.dir_freqs) == (8, 4)  # cpu-hd distils its first 8 of 10 position octaves

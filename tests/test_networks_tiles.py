@@ -174,3 +174,24 @@ def test_gradients_equal_loop(runs: list[int], dtype: torch.dtype, tile_sizes: s
     empty = [m for m, r in enumerate(runs) if r == 0] + list(range(len(runs), M))
     for k in LAYER_KEYS:
         assert float(got[k][empty].abs().sum()) == 0.0, k
+
+
+def test_rendering_gathers_at_most_the_tile_weight_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a backward, a chunk gathers at most ``TILE_WEIGHT_BYTES`` of weights: 548 values per network
+    here (l0 21·8+8, l1 72, l2 8·9+9, l3 23·8+8, l4 27), 4 bytes each in float32, 2 + 4 (gather, then cast)
+    from float16; training keeps ``MAX_TILES``. The pictures do not depend on how samples are chunked."""
+    from renderer.networks import _max_tiles
+
+    monkeypatch.setattr(tiles, "TILE_WEIGHT_BYTES", 100_000)
+    w32 = _weights()
+    w16 = {k: v.half() for k, v in w32.items()}
+    x, d, net = _samples(RUNS_BIG, seed=6)
+    assert _max_tiles(w32, x, grad=False) == 100_000 // (548 * 4) == 45
+    assert _max_tiles(w16, x, grad=False) == 100_000 // (548 * 6) == 30
+    assert _max_tiles(w16, x, grad=True) == tiles.MAX_TILES
+    assert tiles.tiles_within(10**9) == 16 and tiles.tiles_within(1) == tiles.MAX_TILES
+    with torch.no_grad():
+        small = evaluate_networks(w16, x, d, net, scene_meta=SPEC)
+        monkeypatch.setattr(tiles, "TILE_WEIGHT_BYTES", 1 << 30)
+        large = evaluate_networks(w16, x, d, net, scene_meta=SPEC)
+    assert torch.equal(small[0], large[0]) and torch.equal(small[1], large[1])

@@ -81,7 +81,7 @@ def prepare_cuda_scene(scene_or_rs: Any, weight_dtype: Any = None) -> CudaSceneD
 
     Args:
         weight_dtype: ``np.float16`` / ``np.float32``; None keeps a Scene's dtype (F16 files stay F16 on the
-            device; the kernels accumulate in float32). A RenderScene's weights are float32.
+            device; the kernels accumulate in float32). A RenderScene's weights keep the scene's dtype.
     """
     if hasattr(scene_or_rs, "spec") and hasattr(scene_or_rs, "network_index_flat"):  # RenderScene
         rs = scene_or_rs

@@ -51,6 +51,7 @@ class CpuScene(ctypes.Structure):
         ("distance", _vp * 2),
         ("block_distance", _vp * 2),
         ("weights", _vp),
+        ("weights_f16", _vp),
         ("off", WeightOffsets),
         ("voxel_size", _f32 * 3),
         ("fine_res", _i32 * 3),

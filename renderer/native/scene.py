@@ -1,5 +1,6 @@
 """A scene prepared for the native CPU renderer: the torch ``RenderScene`` (box, tables, distance fields)
-plus the networks' weights packed once, in float32, in the layout the kernels read (``pack_weights``)."""
+plus the networks' weights packed once, in the scene's dtype (float32 or float16), in the layout the
+kernels read (``pack_weights``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ SUPPORTED_HIDDEN = (16, 32, 64)
 BLOCK = 8
 """Voxels per edge of the marcher's coarse blocks (a multiple of ``FINE_BLOCK``): far from everything a ray
 jumps block by block."""
+PACK_NETWORKS = 32
+"""Networks packed at a time (``pack_weights``)."""
 BLOCK_CAP = 24
 """Largest distance stored in the coarse blocks' field, in blocks (192 voxels)."""
 _ALIGN = 16
@@ -57,20 +60,11 @@ def active_octaves(weight: torch.Tensor, first_row: int, num_freqs: int) -> int:
     return 0
 
 
-def pack_weights(weights: Mapping[str, Any], hidden: int, pos_freqs: int, dir_freqs: int) -> np.ndarray:
-    """The ten ``l*`` tensors (``y = x @ W + b``) as ``[M, stride]`` float32 rows (``weight_offsets``).
-
-    l0's rows and l3's encoding rows follow ``encoding_rows``; l2 is split into its feature columns and its
-    density column; l4 is stored transposed ``[3, H]``. Padding is zero. float16 tensors are converted block
-    by block as they are copied in (no float32 copy of the whole set).
-    """
-    w = {k: torch.as_tensor(v).detach().cpu().numpy() for k, v in weights.items()}
-    m, h = w["l0.weight"].shape[0], hidden
-    off = weight_offsets(hidden, pos_freqs, dir_freqs)
-    out = np.zeros((m, off["stride"]), dtype=np.float32)
-    rows3 = [*range(h), *(h + r for r in encoding_rows(dir_freqs))]
-    blocks = {
-        "w0": w["l0.weight"][:, encoding_rows(pos_freqs)],
+def _blocks(w: Mapping[str, np.ndarray], rows0: list[int], rows3: list[int]) -> dict[str, np.ndarray]:
+    """The packed blocks (``weight_offsets``' names) of networks ``w`` (``[m, ...]`` arrays), in the packed
+    row order: l0's and l3's rows permuted, l2 split into features and density, l4 transposed."""
+    return {
+        "w0": w["l0.weight"][:, rows0],
         "b0": w["l0.bias"],
         "w1": w["l1.weight"],
         "b1": w["l1.bias"],
@@ -83,9 +77,29 @@ def pack_weights(weights: Mapping[str, Any], hidden: int, pos_freqs: int, dir_fr
         "w4t": np.transpose(w["l4.weight"], (0, 2, 1)),
         "b4": w["l4.bias"],
     }
-    for name, block in blocks.items():
-        flat = np.ascontiguousarray(block).reshape(m, -1)
-        out[:, off[name] : off[name] + flat.shape[1]] = flat
+
+
+def pack_weights(
+    weights: Mapping[str, Any], hidden: int, pos_freqs: int, dir_freqs: int, dtype: Any = np.float32
+) -> np.ndarray:
+    """The ten ``l*`` tensors (``y = x @ W + b``) as ``[M, stride]`` rows of ``dtype`` (``weight_offsets``).
+
+    l0's rows and l3's encoding rows follow ``encoding_rows``; l2 is split into its feature columns and its
+    density column; l4 is stored transposed ``[3, H]``. Padding is zero. Copied ``PACK_NETWORKS`` networks
+    at a time (temporaries of a few hundred kB, never a copy of a whole tensor). float16 rows are what the
+    kernels read for a float16 scene (``CpuScene.weights_f16``: each network widened to float32 as it runs).
+    """
+    w = {k: torch.as_tensor(v).detach().cpu().numpy() for k, v in weights.items()}
+    m, h = w["l0.weight"].shape[0], hidden
+    off = weight_offsets(hidden, pos_freqs, dir_freqs)
+    out = np.zeros((m, off["stride"]), dtype=dtype)
+    rows0 = encoding_rows(pos_freqs)
+    rows3 = [*range(h), *(h + r for r in encoding_rows(dir_freqs))]
+    for lo in range(0, m, PACK_NETWORKS):
+        hi = min(m, lo + PACK_NETWORKS)
+        for name, block in _blocks({k: v[lo:hi] for k, v in w.items()}, rows0, rows3).items():
+            flat = block.reshape(hi - lo, -1)
+            out[lo:hi, off[name] : off[name] + flat.shape[1]] = flat
     return out
 
 
@@ -120,13 +134,18 @@ class NativeScene:
         self.step_size, self.ert_threshold, self.background = rs.step_size, rs.ert_threshold, rs.background
         self.num_networks = int(weights["l0.weight"].shape[0])
         self.offsets = weight_offsets(self.hidden, self.pos_freqs, self.dir_freqs)
+        # a float16 scene stays float16 (the kernels widen one network at a time): no float32 copy
+        half = weights["l0.weight"].dtype == torch.float16
         with torch.no_grad():
-            self.weights = pack_weights(weights, self.hidden, self.pos_freqs, self.dir_freqs)
+            self.weights = pack_weights(
+                weights, self.hidden, self.pos_freqs, self.dir_freqs, np.float16 if half else np.float32
+            )
         self.network_index = rs.network_index_flat.to(torch.int32).numpy()
         self._tables: dict[bool, tuple[np.ndarray, ...]] = {}
         self.struct = CpuScene()
         self.struct.network_index = self.network_index.ctypes.data
-        self.struct.weights = self.weights.ctypes.data
+        self.struct.weights = None if half else self.weights.ctypes.data
+        self.struct.weights_f16 = self.weights.ctypes.data if half else None
         self.struct.off = WeightOffsets(**self.offsets)
         self.struct.voxel_size[:] = [float(v) for v in rs.voxel_size_t.tolist()]
         self.struct.fine_res[:] = list(rs.fine_res)

@@ -462,10 +462,17 @@ inline int evaluate_runs(const RenderParams& P, const CpuScene& S, const Network
                          float* sigma, float* rgb) {
     MlpFn mlp = pick_mlp(P.hidden);
     if (!mlp || P.pos_freqs > kMaxFreqs || P.dir_freqs > kMaxFreqs) return -1;
-    auto body = [&](i64 b, i64 e, int) {
-        for (i64 it = b; it < e; ++it)
-            evaluate_run(P, S, mlp, runs.item_net[it], runs.item_begin[it], runs.item_end[it], sample, sigma, rgb,
-                         runs.sorted);
+    const int T = kc_threads();
+    const i64 stride = S.weights_f16 ? S.off.stride : 0;
+    Buffer<float> wide(T * stride);  // per worker: the float16 network it widened last
+    Buffer<int> widened(T);
+    if (!wide.ok() || !widened.ok()) return -2;
+    for (int t = 0; t < T; ++t) widened[t] = -1;
+    auto body = [&](i64 b, i64 e, int worker) {
+        for (i64 it = b; it < e; ++it) {
+            const float* w = network_weights(S, runs.item_net[it], wide.p + worker * stride, widened[worker]);
+            evaluate_run(P, S, mlp, w, runs.item_begin[it], runs.item_end[it], sample, sigma, rgb, runs.sorted);
+        }
     };
     parallel(runs.items, 1, body);
     return 0;

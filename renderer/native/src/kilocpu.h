@@ -54,7 +54,9 @@ struct CpuScene {
     const uint8_t* distance[2];    // [fine blocks] empty-space distance over blocks of `fine` voxels per axis,
                                    // in those blocks (capped); 4 bytes of padding after it
     const uint8_t* block_distance[2];  // [blocks] the same over blocks of `block` voxels per axis, in blocks
-    const float* weights;          // [M, stride]
+    const float* weights;          // [M, stride] float32, or null when the weights are float16:
+    const uint16_t* weights_f16;   // [M, stride] IEEE half (null when float32); one network's row is
+                                   // widened to float32 just before its samples run (mlp_impl.h)
     WeightOffsets off;
     float voxel_size[3];  // (max - min) / occ_res, float32
     int fine_res[3];      // ceil(occ_res / fine)

@@ -150,14 +150,22 @@ inline MlpFn pick_mlp(int hidden) {
     }
 }
 
-// Evaluates samples [begin, end) of network `net`: sample(i, x, d) gives the i-th's world point and
-// direction; results go to index dst[i] (or i).
+// Network `net`'s packed weights in float32: the scene's own row, or for a float16 scene its row widened
+// into `wide` [stride] (exact; kept in `widened` while the same network's items follow).
+inline const float* network_weights(const CpuScene& S, int net, float* wide, int& widened) {
+    if (!S.weights_f16) return S.weights + (i64)net * S.off.stride;
+    if (widened != net) Simd::widen_halves(S.weights_f16 + (i64)net * S.off.stride, wide, S.off.stride);
+    widened = net;
+    return wide;
+}
+
+// Evaluates samples [begin, end) of one network (packed float32 weights w): sample(i, x, d) gives the
+// i-th's world point and direction; results go to index dst[i] (or i).
 template <typename Sample>
-inline void evaluate_run(const RenderParams& P, const CpuScene& S, MlpFn mlp, int net, i64 begin, i64 end,
+inline void evaluate_run(const RenderParams& P, const CpuScene& S, MlpFn mlp, const float* w, i64 begin, i64 end,
                          Sample& sample, float* sigma_out, float* rgb_out, const i64* dst) {
     constexpr int NS = Simd::kSamples, W = Simd::W;
     static_assert(NS <= W, "one vector per coordinate");
-    const float* w = S.weights + (i64)net * S.off.stride;
     alignas(64) float x[3 * W], d[3 * W];
     float sig[NS], col[3 * NS];
     for (i64 b = begin; b < end; b += NS) {

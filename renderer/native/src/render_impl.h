@@ -126,7 +126,7 @@ inline int pass_sub_batch(const RenderParams& P, const CpuScene& S, const CpuFra
         kn::point_on_ray(c.o + 3 * r, c.d + 3 * r, kn::lattice_t(c.t0[r], sk[slot], P.step), x);
         dir[0] = c.d[3 * r], dir[1] = c.d[3 * r + 1], dir[2] = c.d[3 * r + 2];
     };
-    if (evaluate_runs(P, S, b.runs, sample, b.sigma, b.rgb) != 0) return -1;
+    if (const int rc = evaluate_runs(P, S, b.runs, sample, b.sigma, b.rgb)) return rc;
     clock.lap(kc::kTimeEvaluate);
     composite_pass(&P, F.has_ert, L, live, K, c.t0, sk, b.slots.net, b.slots.count, b.sigma, b.rgb, c.trans, c.color,
                    c.depth, c.best_w, c.best_net, stopped);
