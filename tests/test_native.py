@@ -359,26 +359,44 @@ def test_bundled_scene_frames(isa: str) -> None:
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_float16_weights_are_widened_in_the_kernel_exactly(isa: str) -> None:
-    """A float16 scene is packed as float16 (half the bytes of float32: issue 31's memory bound) and each
-    network is widened as it runs: the frame is bit-identical to the same weights packed as float32,
-    subnormal halves and negative zeros included (the generic build widens them bit by bit)."""
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("octaves", [None, (2, 1)], ids=["all", "first"])
+def test_networks_are_unpacked_from_the_scene_s_own_tensors(
+    isa: str, dtype: str, octaves: tuple[int, int] | None
+) -> None:
+    """The kernels read the scene's tensors in place (no copy of the weights: issue 31's memory bound) and
+    unpack each network just before it runs: exactly ``pack_weights``' layout, from float32 or from float16
+    (subnormal halves and negative zeros included: the generic build widens them bit by bit), also when
+    only the first octaves are read (higher ones all zero)."""
+    scene = scene_for(seed=12, hidden=32, dtype=dtype)
+    w1 = scene.weights["l1.weight"]
+    w1[:, 0, :3] = torch.tensor([6e-8, -3e-6, -0.0], dtype=w1.dtype)  # float16: subnormal, subnormal, -0
+    if octaves is not None:
+        scene.weights["l0.weight"][:, 3 + 6 * octaves[0] :] = 0.0
+        scene.weights["l3.weight"][:, 32 + 3 + 6 * octaves[1] :] = 0.0
+    ns = NativeScene(scene)
+    assert (ns.pos_freqs, ns.dir_freqs) == (octaves or (4, 2))
+    for k, a in zip(("l0.weight", "l4.bias"), (ns.sources[0], ns.sources[-1])):
+        assert np.shares_memory(a, scene.weights[k].numpy()) and a.dtype == np.dtype(dtype)
+    ref = pack_weights(scene.weights, 32, ns.pos_freqs, ns.dir_freqs)
+    assert ref.shape[1] == ns.weight_stride
+    for m in (0, 1, ns.num_networks - 1):
+        np.testing.assert_array_equal(native.unpack_network(ns, m, isa), ref[m])
+    with pytest.raises(RuntimeError):
+        native.unpack_network(ns, ns.num_networks, isa)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_float16_frames_equal_the_same_weights_in_float32(isa: str) -> None:
     import copy
 
     half = scene_for(seed=12, activation="softplus", dtype="float16")
-    w1 = half.weights["l1.weight"]
-    w1[:, 0, :3] = torch.tensor([6e-8, -3e-6, -0.0], dtype=torch.float16)  # subnormal, subnormal, -0
-    assert float(w1[0, 0, 0]) != 0.0 and float(w1[0, 0, 0]) < 6.1e-5
     wide = copy.copy(half)
     wide.weights = {k: v.float() for k, v in half.weights.items()}
-    ns16, ns32 = NativeScene(half), NativeScene(wide)
-    assert ns16.weights.dtype == np.float16 and ns32.weights.dtype == np.float32
-    assert ns16.weights.nbytes * 2 == ns32.weights.nbytes
-    np.testing.assert_array_equal(ns16.weights.astype(np.float32), ns32.weights)
     for cam in (outside(), inside()):
         for opts in (RenderOptions(), RenderOptions(output="depth", ess=False)):
-            a = CpuBackend(isa).render(ns16, cam, opts)
-            b = CpuBackend(isa).render(ns32, cam, opts)
+            a = CpuBackend(isa).render(half, cam, opts)
+            b = CpuBackend(isa).render(wide, cam, opts)
             assert torch.equal(a.image, b.image)
             assert a.stats.samples_evaluated == b.stats.samples_evaluated > 0
 

@@ -35,7 +35,12 @@ class NativeError(RuntimeError):
     """The native kernels refused a frame (one line)."""
 
 
-_ERRORS = {-1: "unsupported hidden width", -2: "out of memory", -3: "instruction set not available"}
+_ERRORS = {
+    -1: "unsupported hidden width or octave count",
+    -2: "out of memory",
+    -3: "instruction set not available",
+    -4: "network out of range",
+}
 
 
 def frame_struct(fp: FrameParams) -> L.CpuFrame:

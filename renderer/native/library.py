@@ -42,6 +42,13 @@ class WeightOffsets(ctypes.Structure):
     ]
 
 
+class SourceWeights(ctypes.Structure):
+    """``kc::SourceWeights``: the scene's own ten tensors (float32 or half) in ``WEIGHT_KEYS`` order (the
+    ``kc::LayerTensor`` enum), which the kernels unpack one network at a time."""
+
+    _fields_ = [("t", _vp * 10), ("half", _i32), ("pos_freqs", _i32), ("dir_freqs", _i32)]
+
+
 class CpuScene(ctypes.Structure):
     """``kc::CpuScene``: pointers into arrays that the Python scene keeps alive."""
 
@@ -50,8 +57,7 @@ class CpuScene(ctypes.Structure):
         ("valid", _vp * 2),
         ("distance", _vp * 2),
         ("block_distance", _vp * 2),
-        ("weights", _vp),
-        ("weights_f16", _vp),
+        ("src", SourceWeights),
         ("off", WeightOffsets),
         ("voxel_size", _f32 * 3),
         ("fine_res", _i32 * 3),
@@ -100,6 +106,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "kc_clip_to_box": (_i32, [_i32, _vp, _i64, _vp, _vp, _vp, _vp]),
     "kc_march_pass": (_i32, [_i32, _vp, _vp, _i64, _vp, _vp, _vp, _vp, _vp, _vp, _i32, _vp, _vp, _vp]),
     "kc_evaluate_points": (_i32, [_i32, _vp, _vp, _i64, _vp, _vp, _vp, _vp, _vp, _vp]),
+    "kc_unpack_network": (_i32, [_i32, _vp, _vp, _i32, _vp]),
     "kc_composite_pass": (_i32, [_i32, _vp, _i32, _i64, _vp, _i32, *([_vp] * 12)]),
     "kc_write_pixels": (_i32, [_i32, _vp, _i32, _i64, _vp, _vp, _vp, _vp, _vp]),
 }

@@ -1,6 +1,6 @@
 """A scene prepared for the native CPU renderer: the torch ``RenderScene`` (box, tables, distance fields)
-plus the networks' weights packed once, in the scene's dtype (float32 or float16), in the layout the
-kernels read (``pack_weights``)."""
+plus pointers to the scene's own weight tensors (float32 or float16, no copy), which the kernels unpack
+one network at a time into the layout they read (``weight_offsets``; ``pack_weights`` is the Python twin)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,14 @@ import torch
 
 from renderer.distance_field import DISTANCE_CAP, FINE_BLOCK, coarsen_blocks, empty_space_distance
 from renderer.frame import RenderScene, prepare_scene
-from renderer.native.library import CpuScene, WeightOffsets
+from renderer.native.library import CpuScene, SourceWeights, WeightOffsets
+from renderer.scene_checks import WEIGHT_KEYS
 
 SUPPORTED_HIDDEN = (16, 32, 64)
 """Hidden widths with a compiled kernel."""
 BLOCK = 8
 """Voxels per edge of the marcher's coarse blocks (a multiple of ``FINE_BLOCK``): far from everything a ray
 jumps block by block."""
-PACK_NETWORKS = 32
-"""Networks packed at a time (``pack_weights``)."""
 BLOCK_CAP = 24
 """Largest distance stored in the coarse blocks' field, in blocks (192 voxels)."""
 _ALIGN = 16
@@ -79,27 +78,37 @@ def _blocks(w: Mapping[str, np.ndarray], rows0: list[int], rows3: list[int]) -> 
     }
 
 
-def pack_weights(
-    weights: Mapping[str, Any], hidden: int, pos_freqs: int, dir_freqs: int, dtype: Any = np.float32
-) -> np.ndarray:
-    """The ten ``l*`` tensors (``y = x @ W + b``) as ``[M, stride]`` rows of ``dtype`` (``weight_offsets``).
+def pack_weights(weights: Mapping[str, Any], hidden: int, pos_freqs: int, dir_freqs: int) -> np.ndarray:
+    """The ten ``l*`` tensors (``y = x @ W + b``) as ``[M, stride]`` float32 rows (``weight_offsets``): the
+    layout each network is unpacked into just before its samples run (``kc::unpack_network``, of which this
+    is the Python twin; a render never holds this array for every network).
 
-    l0's rows and l3's encoding rows follow ``encoding_rows``; l2 is split into its feature columns and its
-    density column; l4 is stored transposed ``[3, H]``. Padding is zero. Copied ``PACK_NETWORKS`` networks
-    at a time (temporaries of a few hundred kB, never a copy of a whole tensor). float16 rows are what the
-    kernels read for a float16 scene (``CpuScene.weights_f16``: each network widened to float32 as it runs).
+    l0's rows and l3's encoding rows follow ``encoding_rows`` (the first ``pos_freqs``/``dir_freqs``
+    octaves); l2 is split into its feature columns and its density column; l4 is stored transposed
+    ``[3, H]``. Padding is zero.
     """
-    w = {k: torch.as_tensor(v).detach().cpu().numpy() for k, v in weights.items()}
+    w = {k: torch.as_tensor(v).detach().cpu().float().numpy() for k, v in weights.items()}
     m, h = w["l0.weight"].shape[0], hidden
     off = weight_offsets(hidden, pos_freqs, dir_freqs)
-    out = np.zeros((m, off["stride"]), dtype=dtype)
-    rows0 = encoding_rows(pos_freqs)
+    out = np.zeros((m, off["stride"]), dtype=np.float32)
     rows3 = [*range(h), *(h + r for r in encoding_rows(dir_freqs))]
-    for lo in range(0, m, PACK_NETWORKS):
-        hi = min(m, lo + PACK_NETWORKS)
-        for name, block in _blocks({k: v[lo:hi] for k, v in w.items()}, rows0, rows3).items():
-            flat = block.reshape(hi - lo, -1)
-            out[lo:hi, off[name] : off[name] + flat.shape[1]] = flat
+    for name, block in _blocks(w, encoding_rows(pos_freqs), rows3).items():
+        flat = block.reshape(m, -1)
+        out[:, off[name] : off[name] + flat.shape[1]] = flat
+    return out
+
+
+def source_arrays(weights: Mapping[str, Any]) -> list[np.ndarray]:
+    """The ten tensors in ``WEIGHT_KEYS`` order as C-ordered numpy arrays the kernels read in place: views of
+    the scene's (or the module's) own memory, float32 or float16; a copy only of a tensor that is
+    non-contiguous or of another dtype (then float32)."""
+    out = []
+    for k in WEIGHT_KEYS:
+        a = torch.as_tensor(weights[k]).detach().cpu()
+        a = a if a.dtype in (torch.float16, torch.float32) else a.float()
+        out.append(np.ascontiguousarray(a.numpy()))
+    if len({a.dtype for a in out}) != 1:
+        out = [a.astype(np.float32) for a in out]
     return out
 
 
@@ -134,18 +143,17 @@ class NativeScene:
         self.step_size, self.ert_threshold, self.background = rs.step_size, rs.ert_threshold, rs.background
         self.num_networks = int(weights["l0.weight"].shape[0])
         self.offsets = weight_offsets(self.hidden, self.pos_freqs, self.dir_freqs)
-        # a float16 scene stays float16 (the kernels widen one network at a time): no float32 copy
-        half = weights["l0.weight"].dtype == torch.float16
-        with torch.no_grad():
-            self.weights = pack_weights(
-                weights, self.hidden, self.pos_freqs, self.dir_freqs, np.float16 if half else np.float32
-            )
+        self.sources = source_arrays(weights)
         self.network_index = rs.network_index_flat.to(torch.int32).numpy()
         self._tables: dict[bool, tuple[np.ndarray, ...]] = {}
         self.struct = CpuScene()
         self.struct.network_index = self.network_index.ctypes.data
-        self.struct.weights = None if half else self.weights.ctypes.data
-        self.struct.weights_f16 = self.weights.ctypes.data if half else None
+        self.struct.src = SourceWeights(
+            (ctypes.c_void_p * len(WEIGHT_KEYS))(*(a.ctypes.data for a in self.sources)),
+            int(self.sources[0].dtype == np.float16),
+            spec.pos_freqs,
+            spec.dir_freqs,
+        )
         self.struct.off = WeightOffsets(**self.offsets)
         self.struct.voxel_size[:] = [float(v) for v in rs.voxel_size_t.tolist()]
         self.struct.fine_res[:] = list(rs.fine_res)

@@ -123,6 +123,17 @@ def evaluate_networks(
     return torch.from_numpy(sigma), torch.from_numpy(rgb)
 
 
+def unpack_network(ns: NativeScene, net: int, isa: str | None = None) -> np.ndarray:
+    """Network ``net``'s weights as the kernels unpack them from the scene's own tensors before its samples
+    run: ``[stride]`` float32 in the ``pack_weights`` layout (its Python twin), padding zero."""
+    out = np.zeros(ns.weight_stride, np.float32)
+    fp = FrameParams(ns.step_size, None, ns.background, True, 8, False, "rgb", 1)
+    params = _params(ns, fp)  # kept alive until the call returns
+    rc = L.library().kc_unpack_network(L.isa_code(isa), _p(params), ns.pointer(True), int(net), _p(out))
+    check(rc, "unpack_network")
+    return out
+
+
 def composite_pass(
     ns: NativeScene,
     fp: FrameParams,

@@ -462,15 +462,17 @@ inline int evaluate_runs(const RenderParams& P, const CpuScene& S, const Network
                          float* sigma, float* rgb) {
     MlpFn mlp = pick_mlp(P.hidden);
     if (!mlp || P.pos_freqs > kMaxFreqs || P.dir_freqs > kMaxFreqs) return -1;
+    if (P.pos_freqs > S.src.pos_freqs || P.dir_freqs > S.src.dir_freqs) return -1;
     const int T = kc_threads();
-    const i64 stride = S.weights_f16 ? S.off.stride : 0;
-    Buffer<float> wide(T * stride);  // per worker: the float16 network it widened last
-    Buffer<int> widened(T);
-    if (!wide.ok() || !widened.ok()) return -2;
-    for (int t = 0; t < T; ++t) widened[t] = -1;
+    const i64 stride = S.off.stride;
+    Buffer<float> wide(T * stride);  // per worker: the network it unpacked last
+    Buffer<int> unpacked(T);
+    if (!wide.ok() || !unpacked.ok()) return -2;
+    memset(wide.p, 0, sizeof(float) * T * stride);  // padding: never read, but defined
+    for (int t = 0; t < T; ++t) unpacked[t] = -1;
     auto body = [&](i64 b, i64 e, int worker) {
         for (i64 it = b; it < e; ++it) {
-            const float* w = network_weights(S, runs.item_net[it], wide.p + worker * stride, widened[worker]);
+            const float* w = network_weights(P, S, runs.item_net[it], wide.p + worker * stride, unpacked[worker]);
             evaluate_run(P, S, mlp, w, runs.item_begin[it], runs.item_end[it], sample, sigma, rgb, runs.sorted);
         }
     };
@@ -530,6 +532,16 @@ int evaluate_points(const RenderParams* Pp, const CpuScene* Sp, i64 n, const flo
     }
     if (!ws) kc_workspace_free(&local);
     return rc;
+}
+
+// Network `net`'s weights in the kernels' float32 layout, into out [S.off.stride] (what evaluate_points
+// unpacks before a network's samples run; the parity test compares it with pack_weights). Returns -1 for
+// an unsupported hidden width or octave count, -4 for a network out of range.
+int unpack_one_network(const RenderParams* Pp, const CpuScene* Sp, int net, float* out) {
+    if (!pick_mlp(Pp->hidden) || Pp->pos_freqs > Sp->src.pos_freqs || Pp->dir_freqs > Sp->src.dir_freqs) return -1;
+    if (net < 0 || net >= Pp->num_networks) return -4;
+    unpack_network(*Pp, *Sp, net, out);
+    return 0;
 }
 
 }  // namespace

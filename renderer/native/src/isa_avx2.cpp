@@ -12,10 +12,11 @@
 
 extern "C" const kc::KernelTable kc_table_avx2 = {
     Simd::kIsa, rays_for_pixels, clip_to_box, write_pixels, render_frame, evaluate_points, march_pass, composite_pass,
+    unpack_one_network,
 };
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif
 #else
-extern "C" const kc::KernelTable kc_table_avx2 = {-1, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+extern "C" const kc::KernelTable kc_table_avx2 = {-1, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
 #endif

@@ -8,6 +8,7 @@
 
 extern "C" const kc::KernelTable kc_table_generic = {
     Simd::kIsa, rays_for_pixels, clip_to_box, write_pixels, render_frame, evaluate_points, march_pass, composite_pass,
+    unpack_one_network,
 };
 
 

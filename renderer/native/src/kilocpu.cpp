@@ -213,6 +213,11 @@ KC_EXPORT int kc_evaluate_points(int isa, const kn::RenderParams* P, const kc::C
     return t ? t->evaluate_points(P, S, n, x, d, net, sigma, rgb, ws) : -3;
 }
 
+KC_EXPORT int kc_unpack_network(int isa, const kn::RenderParams* P, const kc::CpuScene* S, int net, float* out) {
+    const kc::KernelTable* t = table(isa);
+    return t ? t->unpack_network(P, S, net, out) : -3;
+}
+
 KC_EXPORT int kc_composite_pass(int isa, const kn::RenderParams* P, int has_ert, i64 n_live, const int32_t* live, int K,
                       const float* t0, const i64* slot_k, const int32_t* slot_net, const int32_t* count,
                       const float* sigma, const float* rgb, float* trans, float* color, float* depth, float* best_w,

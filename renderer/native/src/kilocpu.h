@@ -46,6 +46,19 @@ struct WeightOffsets {
     int stride;
 };
 
+// The ten tensors of the scene as its file stores them (y = x @ W + b, W [in, out]; every tensor [M, ...],
+// C order), float32 or IEEE half. Just before a network's samples run, its rows are unpacked (permuted,
+// split, transposed, widened) into the WeightOffsets layout (mlp_impl.h: unpack_network), so a render
+// holds no copy of all the weights.
+enum LayerTensor { kL0W = 0, kL0B, kL1W, kL1B, kL2W, kL2B, kL3W, kL3B, kL4W, kL4B, kNumLayerTensors };
+struct SourceWeights {
+    const void* t[kNumLayerTensors];  // l0.weight [M, 3+6P, H], l0.bias [M, H], l1.* [M, H, H], [M, H],
+                                      // l2.* [M, H, 1+H], [M, 1+H] (column 0: density), l3.weight
+                                      // [M, H+3+6D, H], l3.bias [M, H], l4.* [M, H, 3], [M, 3]
+    int half;                         // 1: IEEE half, 0: float32
+    int pos_freqs, dir_freqs;         // the file's octaves P, D (RenderParams has those the kernels read)
+};
+
 // A scene prepared for the CPU: pointers into arrays that Python owns and keeps alive.
 struct CpuScene {
     const int32_t* network_index;  // [rx*ry*rz] network per cell, -1 = none
@@ -54,10 +67,8 @@ struct CpuScene {
     const uint8_t* distance[2];    // [fine blocks] empty-space distance over blocks of `fine` voxels per axis,
                                    // in those blocks (capped); 4 bytes of padding after it
     const uint8_t* block_distance[2];  // [blocks] the same over blocks of `block` voxels per axis, in blocks
-    const float* weights;          // [M, stride] float32, or null when the weights are float16:
-    const uint16_t* weights_f16;   // [M, stride] IEEE half (null when float32); one network's row is
-                                   // widened to float32 just before its samples run (mlp_impl.h)
-    WeightOffsets off;
+    SourceWeights src;             // the scene's own tensors (no packed copy of every network)
+    WeightOffsets off;             // the float32 layout each network is unpacked into before it runs
     float voxel_size[3];  // (max - min) / occ_res, float32
     int fine_res[3];      // ceil(occ_res / fine)
     int fine;             // voxels per edge of a distance-field block (renderer.distance_field.FINE_BLOCK)
@@ -119,6 +130,7 @@ typedef int (*EvaluateFn)(const kn::RenderParams* P, const CpuScene* S, i64 n, c
 typedef void (*MarchFn)(const kn::RenderParams* P, const CpuScene* S, i64 n_live, const int32_t* live,
                         const float* origins, const float* dirs, const float* t0, const i64* n_steps, i64* k,
                         int K, PassSlots slots);
+typedef int (*UnpackFn)(const kn::RenderParams* P, const CpuScene* S, int net, float* out);
 typedef void (*CompositeFn)(const kn::RenderParams* P, int has_ert, i64 n_live, const int32_t* live, int K,
                             const float* t0, const i64* slot_k, const int32_t* slot_net, const int32_t* count,
                             const float* sigma, const float* rgb, float* trans, float* color, float* depth,
@@ -133,6 +145,7 @@ struct KernelTable {
     EvaluateFn evaluate_points;
     MarchFn march_pass;
     CompositeFn composite_pass;
+    UnpackFn unpack_network;
 };
 
 }  // namespace kc

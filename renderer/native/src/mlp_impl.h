@@ -150,12 +150,59 @@ inline MlpFn pick_mlp(int hidden) {
     }
 }
 
-// Network `net`'s packed weights in float32: the scene's own row, or for a float16 scene its row widened
-// into `wide` [stride] (exact; kept in `widened` while the same network's items follow).
-inline const float* network_weights(const CpuScene& S, int net, float* wide, int& widened) {
-    if (!S.weights_f16) return S.weights + (i64)net * S.off.stride;
-    if (widened != net) Simd::widen_halves(S.weights_f16 + (i64)net * S.off.stride, wide, S.off.stride);
-    widened = net;
+// n values of source tensor k from element i on, as float32 (a copy, or a widening of halves).
+inline void source_row(const kc::SourceWeights& W, int k, i64 i, int n, float* dst) {
+    if (W.half) Simd::widen_halves(static_cast<const uint16_t*>(W.t[k]) + i, dst, n);
+    else memcpy(dst, static_cast<const float*>(W.t[k]) + i, sizeof(float) * n);
+}
+
+inline float source_at(const kc::SourceWeights& W, int k, i64 i) {
+    return W.half ? half_to_float(static_cast<const uint16_t*>(W.t[k])[i]) : static_cast<const float*>(W.t[k])[i];
+}
+
+// Row of a file's encoding block (v, then sin and cos per octave: positional_encoding) that input row r of
+// the kernels' order feeds: the L sines' 3L rows, the 3L cosines, then v (encode_input_major).
+inline int encoding_source_row(int r, int L) {
+    if (r < 3 * L) return 3 + 6 * (r / 3) + r % 3;
+    if (r < 6 * L) return 6 + 6 * ((r - 3 * L) / 3) + r % 3;
+    return r - 6 * L;
+}
+
+// Network `net`'s weights in the kernels' float32 layout (S.off; renderer.native.scene.pack_weights is its
+// Python twin): l0's and l3's encoding rows permuted to the kernels' input order (the first P and D
+// octaves), l2 split into its feature columns and its density column, l4 transposed. Padding untouched.
+inline void unpack_network(const RenderParams& P, const CpuScene& S, int net, float* out) {
+    const kc::SourceWeights& W = S.src;
+    const kc::WeightOffsets& o = S.off;
+    const int H = P.hidden, r0 = 3 + 6 * W.pos_freqs, r3 = H + 3 + 6 * W.dir_freqs;
+    const i64 m = net;
+    for (int r = 0; r < 3 + 6 * P.pos_freqs; ++r)
+        source_row(W, kc::kL0W, (m * r0 + encoding_source_row(r, P.pos_freqs)) * H, H, out + o.w0 + r * H);
+    source_row(W, kc::kL0B, m * H, H, out + o.b0);
+    source_row(W, kc::kL1W, m * H * H, H * H, out + o.w1);
+    source_row(W, kc::kL1B, m * H, H, out + o.b1);
+    for (int j = 0; j < H; ++j) {
+        const i64 row = (m * H + j) * (H + 1);
+        source_row(W, kc::kL2W, row + 1, H, out + o.w2f + j * H);
+        out[o.w2d + j] = source_at(W, kc::kL2W, row);
+    }
+    source_row(W, kc::kL2B, m * (H + 1) + 1, H, out + o.b2f);
+    out[o.b2d] = source_at(W, kc::kL2B, m * (H + 1));
+    source_row(W, kc::kL3W, m * r3 * H, H * H, out + o.w3);  // the feature rows
+    for (int r = 0; r < 3 + 6 * P.dir_freqs; ++r)
+        source_row(W, kc::kL3W, (m * r3 + H + encoding_source_row(r, P.dir_freqs)) * H, H, out + o.w3 + (H + r) * H);
+    source_row(W, kc::kL3B, m * H, H, out + o.b3);
+    for (int c = 0; c < 3; ++c) {
+        for (int j = 0; j < H; ++j) out[o.w4t + c * H + j] = source_at(W, kc::kL4W, (m * H + j) * 3 + c);
+        out[o.b4 + c] = source_at(W, kc::kL4B, m * 3 + c);
+    }
+}
+
+// Network `net`'s weights for the kernels: unpacked into `wide` [stride], kept (`unpacked`) while the
+// same network's items follow.
+inline const float* network_weights(const RenderParams& P, const CpuScene& S, int net, float* wide, int& unpacked) {
+    if (unpacked != net) unpack_network(P, S, net, wide);
+    unpacked = net;
     return wide;
 }
 

@@ -12,6 +12,20 @@
 
 namespace {
 
+// IEEE half -> float32, exactly (every half is a float32): zero, subnormals, normals, inf and NaN.
+inline float half_to_float(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    float f;
+    if (e == 0) f = ldexpf((float)m, -24);
+    else if (e == 31) f = m ? NAN : INFINITY;
+    else f = ldexpf((float)(m | 0x400u), (int)e - 25);
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    bits |= sign;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
 #if defined(KC_ISA_AVX512)
 struct Simd {
     static constexpr int kIsa = 2;
@@ -64,9 +78,11 @@ struct Simd {
     static inline V from_bits(VI a) { return _mm512_castsi512_ps(a); }
     static inline V vxor(V a, VI b) { return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), b)); }
     static inline float hsum(V a) { return _mm512_reduce_add_ps(a); }
-    static inline void widen_halves(const uint16_t* src, float* dst, int n) {  // n: a multiple of 16
-        for (int i = 0; i < n; i += 16)
+    static inline void widen_halves(const uint16_t* src, float* dst, int n) {  // IEEE half -> float, exact
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
             _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+        for (; i < n; ++i) dst[i] = half_to_float(src[i]);
     }
 };
 #elif defined(KC_ISA_AVX2)
@@ -127,9 +143,11 @@ struct Simd {
         s = _mm_add_ss(s, _mm_movehdup_ps(s));
         return _mm_cvtss_f32(s);
     }
-    static inline void widen_halves(const uint16_t* src, float* dst, int n) {  // n: a multiple of 8 (F16C)
-        for (int i = 0; i < n; i += 8)
+    static inline void widen_halves(const uint16_t* src, float* dst, int n) {  // IEEE half -> float (F16C)
+        int i = 0;
+        for (; i + 8 <= n; i += 8)
             _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+        for (; i < n; ++i) dst[i] = half_to_float(src[i]);
     }
 };
 #elif defined(KC_ISA_GENERIC)
@@ -181,18 +199,8 @@ struct Simd {
         return a;
     }
     static inline float hsum(V a) { return (a.v[0] + a.v[1]) + (a.v[2] + a.v[3]); }
-    static inline void widen_halves(const uint16_t* src, float* dst, int n) {  // IEEE half -> float, exact
-        for (int i = 0; i < n; ++i) {
-            const uint32_t h = src[i], sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-            float f;
-            if (e == 0) f = ldexpf((float)m, -24);                                    // zero, subnormal
-            else if (e == 31) f = m ? NAN : INFINITY;                                  // inf, NaN
-            else f = ldexpf((float)(m | 0x400u), (int)e - 25);                         // normal
-            uint32_t bits;
-            memcpy(&bits, &f, 4);
-            bits |= sign;
-            memcpy(dst + i, &bits, 4);
-        }
+    static inline void widen_halves(const uint16_t* src, float* dst, int n) {
+        for (int i = 0; i < n; ++i) dst[i] = half_to_float(src[i]);
     }
 };
 #else
