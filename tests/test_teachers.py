@@ -24,7 +24,7 @@ from trainer.teachers import (
     teacher_psnr,
     train_teacher,
 )
-from trainer.teachers.hull import estimate_bbox_from_views, visual_hull
+from trainer.teachers.hull import box_max, estimate_bbox_from_views, visual_hull
 from trainer.teachers.lattice import lattice_points, sparse_trilinear
 
 SPHERE_C = np.array([0.1, -0.05, 0.0])
@@ -133,6 +133,19 @@ def test_grid_teacher_clips_rays_to_its_box_and_near_far(sphere):
     )
     assert not torch.allclose(rgb[0], bg, atol=1e-3)
     torch.testing.assert_close(rgb[1:], bg.expand(2, 3))
+
+
+@pytest.mark.parametrize("r", [0, 1, 3, 12, 40])
+def test_box_max_is_the_max_over_the_square(r: int) -> None:
+    """Rows then columns give exactly the square window's max (the carving's footprint), at the borders
+    too; checked against a brute-force max over the clipped square."""
+    img = torch.rand(23, 37, generator=torch.Generator().manual_seed(r))
+    got = box_max(img, r)
+    ref = torch.empty_like(img)
+    for y in range(23):
+        for x in range(37):
+            ref[y, x] = img[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1].max()
+    assert torch.equal(got, ref)
 
 
 def test_visual_hull_keeps_the_sphere_and_carves_around_it(sphere):
