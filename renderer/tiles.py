@@ -26,11 +26,10 @@ TILE_WEIGHT_BYTES = 6 << 20
 render's working set stays a few MB whatever the scene's width and octaves (``tiles_within``)."""
 
 
-def tiles_within(bytes_per_tile: int, budget: int | None = None) -> int:
-    """Tiles per chunk whose gathered weights (``bytes_per_tile`` each) fit ``budget`` (None:
-    ``TILE_WEIGHT_BYTES``): between 16 and ``MAX_TILES``."""
-    budget = TILE_WEIGHT_BYTES if budget is None else budget
-    return max(16, min(MAX_TILES, budget // max(1, bytes_per_tile)))
+def tiles_within(bytes_per_tile: int) -> int:
+    """Tiles per chunk whose gathered weights (``bytes_per_tile`` each) fit ``TILE_WEIGHT_BYTES`` (read when
+    called): between 16 and ``MAX_TILES``."""
+    return max(16, min(MAX_TILES, TILE_WEIGHT_BYTES // max(1, bytes_per_tile)))
 
 
 @dataclass

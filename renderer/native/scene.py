@@ -59,25 +59,6 @@ def active_octaves(weight: torch.Tensor, first_row: int, num_freqs: int) -> int:
     return 0
 
 
-def _blocks(w: Mapping[str, np.ndarray], rows0: list[int], rows3: list[int]) -> dict[str, np.ndarray]:
-    """The packed blocks (``weight_offsets``' names) of networks ``w`` (``[m, ...]`` arrays), in the packed
-    row order: l0's and l3's rows permuted, l2 split into features and density, l4 transposed."""
-    return {
-        "w0": w["l0.weight"][:, rows0],
-        "b0": w["l0.bias"],
-        "w1": w["l1.weight"],
-        "b1": w["l1.bias"],
-        "w2f": w["l2.weight"][:, :, 1:],
-        "b2f": w["l2.bias"][:, 1:],
-        "w2d": w["l2.weight"][:, :, 0],
-        "b2d": w["l2.bias"][:, :1],
-        "w3": w["l3.weight"][:, rows3],
-        "b3": w["l3.bias"],
-        "w4t": np.transpose(w["l4.weight"], (0, 2, 1)),
-        "b4": w["l4.bias"],
-    }
-
-
 def pack_weights(weights: Mapping[str, Any], hidden: int, pos_freqs: int, dir_freqs: int) -> np.ndarray:
     """The ten ``l*`` tensors (``y = x @ W + b``) as ``[M, stride]`` float32 rows (``weight_offsets``): the
     layout each network is unpacked into just before its samples run (``kc::unpack_network``, of which this
@@ -92,7 +73,21 @@ def pack_weights(weights: Mapping[str, Any], hidden: int, pos_freqs: int, dir_fr
     off = weight_offsets(hidden, pos_freqs, dir_freqs)
     out = np.zeros((m, off["stride"]), dtype=np.float32)
     rows3 = [*range(h), *(h + r for r in encoding_rows(dir_freqs))]
-    for name, block in _blocks(w, encoding_rows(pos_freqs), rows3).items():
+    blocks = {
+        "w0": w["l0.weight"][:, encoding_rows(pos_freqs)],
+        "b0": w["l0.bias"],
+        "w1": w["l1.weight"],
+        "b1": w["l1.bias"],
+        "w2f": w["l2.weight"][:, :, 1:],
+        "b2f": w["l2.bias"][:, 1:],
+        "w2d": w["l2.weight"][:, :, 0],
+        "b2d": w["l2.bias"][:, :1],
+        "w3": w["l3.weight"][:, rows3],
+        "b3": w["l3.bias"],
+        "w4t": np.transpose(w["l4.weight"], (0, 2, 1)),
+        "b4": w["l4.bias"],
+    }
+    for name, block in blocks.items():
         flat = block.reshape(m, -1)
         out[:, off[name] : off[name] + flat.shape[1]] = flat
     return out

@@ -460,9 +460,8 @@ inline i64 max_items(i64 n, int M) { return n / kTile + (M < n ? M : n) + 1; }
 template <typename Sample>
 inline int evaluate_runs(const RenderParams& P, const CpuScene& S, const NetworkRuns& runs, Sample& sample,
                          float* sigma, float* rgb) {
+    if (!kernels_support(P, S)) return -1;
     MlpFn mlp = pick_mlp(P.hidden);
-    if (!mlp || P.pos_freqs > kMaxFreqs || P.dir_freqs > kMaxFreqs) return -1;
-    if (P.pos_freqs > S.src.pos_freqs || P.dir_freqs > S.src.dir_freqs) return -1;
     const int T = kc_threads();
     const i64 stride = S.off.stride;
     Buffer<float> wide(T * stride);  // per worker: the network it unpacked last
@@ -538,7 +537,7 @@ int evaluate_points(const RenderParams* Pp, const CpuScene* Sp, i64 n, const flo
 // unpacks before a network's samples run; the parity test compares it with pack_weights). Returns -1 for
 // an unsupported hidden width or octave count, -4 for a network out of range.
 int unpack_one_network(const RenderParams* Pp, const CpuScene* Sp, int net, float* out) {
-    if (!pick_mlp(Pp->hidden) || Pp->pos_freqs > Sp->src.pos_freqs || Pp->dir_freqs > Sp->src.dir_freqs) return -1;
+    if (!kernels_support(*Pp, *Sp)) return -1;
     if (net < 0 || net >= Pp->num_networks) return -4;
     unpack_network(*Pp, *Sp, net, out);
     return 0;

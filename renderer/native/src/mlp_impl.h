@@ -150,6 +150,13 @@ inline MlpFn pick_mlp(int hidden) {
     }
 }
 
+// Whether the kernels run this scene: a compiled hidden width, at most kMaxFreqs octaves, and no more
+// octaves read than the file stores.
+inline bool kernels_support(const RenderParams& P, const CpuScene& S) {
+    return pick_mlp(P.hidden) && P.pos_freqs <= kMaxFreqs && P.dir_freqs <= kMaxFreqs &&
+           P.pos_freqs <= S.src.pos_freqs && P.dir_freqs <= S.src.dir_freqs;
+}
+
 // n values of source tensor k from element i on, as float32 (a copy, or a widening of halves).
 inline void source_row(const kc::SourceWeights& W, int k, i64 i, int n, float* dst) {
     if (W.half) Simd::widen_halves(static_cast<const uint16_t*>(W.t[k]) + i, dst, n);
