@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from renderer.camera import orbit_pose
 from trainer.finetune import FinetuneConfig, FinetunePixelSampler, FinetuneState, finetune
-from trainer.teacher_rays import TeacherRays, slerp_origins
+from trainer.teacher_rays import LabelledRayPool, TeacherRays, slerp_origins
 
 
 def test_slerp_origins_hand_computed() -> None:
@@ -107,3 +107,67 @@ def test_teacher_rays_pull_the_students_colour_to_the_teacher() -> None:
     err_after = float((after - grey).square().mean())
     err_plain = float((white - grey).square().mean())
     assert err_after < 0.7 * err_before and err_after < 0.1 * err_plain, (err_before, err_after, err_plain)
+    # from a pool of 4 steps' rays: the teacher labels only during the first 4 steps, the pull is the same
+    calls.clear()
+    pool = LabelledRayPool(novel, 4 * 256, seed=1)
+    pooled = finetune(rays, rs, spec, scene.step_size, torch.ones(3), cfg, start, novel_rays=pool)
+    assert calls == [256] * 4
+    with torch.no_grad():
+        after_pool, _ = render_training_rays(pooled.params, rs, spec, o, d, scene.step_size, torch.ones(3))
+    err_pool = float((after_pool - grey).square().mean())
+    assert err_pool < 0.7 * err_before and err_pool < 0.1 * err_plain, (err_before, err_pool, err_plain)
+
+
+def _labelled_pool(size: int, calls: list[int]) -> tuple[LabelledRayPool, TeacherRays]:
+    """A pool over two occupied voxels whose "teacher" colours a ray by its direction (and counts calls)."""
+    occ = np.zeros((4, 4, 4), bool)
+    occ[1, 2, 3] = occ[3, 0, 1] = True
+    cams = np.stack([orbit_pose((0, 0, 0), 4.0, az, 30.0)[:3, 3] for az in (0.0, 120.0, 240.0)])
+
+    def teacher(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        calls.append(o.shape[0])
+        return d.abs()
+
+    source = TeacherRays.from_occupancy(cams, np.full(3, -1.0), np.full(3, 1.0), occ, teacher)
+    return LabelledRayPool(source, size, seed=7), source
+
+
+def test_a_pool_labels_each_step_s_rays_once_then_draws_from_them() -> None:
+    calls: list[int] = []
+    pool, source = _labelled_pool(40, calls)
+    gen = torch.Generator()
+    seen = []
+    for step in range(4):  # steps 0..3 take rays [10s, 10s + 10), labelled then
+        o, d, c = pool.batch(step, 10, gen)
+        assert torch.equal(o, pool.origins[10 * step : 10 * step + 10]) and torch.equal(c, d.abs())
+        seen.append(torch.cat([o, d], dim=1))
+    assert calls == [10] * 4 and pool.labelled == 40
+    assert torch.unique(torch.cat(seen), dim=0).shape[0] == 40  # 40 distinct rays, each used once
+    for step in range(4, 30):  # afterwards: drawn from the labelled pool, no teacher call
+        o, d, c = pool.batch(step, 10, gen.manual_seed(step))
+        assert torch.equal(c, d.abs())
+        assert ((o[:, None] == pool.origins[None]).all(-1)).any(1).all()
+    assert calls == [10] * 4
+    # the pool is drawn from its own seed: unit directions, origins on the cameras' sphere
+    assert torch.allclose(pool.dirs.norm(dim=-1), torch.ones(40), atol=1e-5)
+    assert torch.allclose(pool.origins.norm(dim=-1), torch.full((40,), 4.0), atol=1e-4)
+    assert torch.equal(LabelledRayPool(source, 40, seed=7).origins, pool.origins)
+
+
+def test_a_pool_resumed_mid_run_gives_the_uninterrupted_run_s_batches() -> None:
+    def run(start: int, calls: list[int]) -> list[torch.Tensor]:
+        pool, _ = _labelled_pool(64, calls)
+        gen = torch.Generator()
+        out = []
+        for step in range(start, 12):
+            o, d, c = pool.batch(step, 16, gen.manual_seed(1000 + step))
+            out.append(torch.cat([o, d, c], dim=1))
+        return out
+
+    whole_calls: list[int] = []
+    whole = run(0, whole_calls)
+    for start in (2, 4, 7):  # inside the labelling steps, at their end, after them
+        calls: list[int] = []
+        resumed = run(start, calls)
+        assert all(torch.equal(a, b) for a, b in zip(resumed, whole[start:]))
+        assert sum(calls) == 64 and sum(whole_calls) == 64  # catching up labels what the steps took

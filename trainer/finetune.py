@@ -40,7 +40,7 @@ from trainer.distill import exponential_lr, freeze_rows
 from trainer.errors import check_finite_loss
 from trainer.optim import adam
 from trainer.settings import MAX_LR, MAX_RAYS, MAX_SECONDS, MAX_SEED, MAX_STEPS, MAX_WEIGHT, setting
-from trainer.teacher_rays import TeacherRays
+from trainer.teacher_rays import NovelRays
 
 REGULARISED_KEYS: tuple[str, ...] = ("l3.weight", "l3.bias", "l4.weight", "l4.bias")
 
@@ -68,6 +68,10 @@ class FinetuneConfig:
     teacher_rays: int = setting(0, ge=0, le=MAX_RAYS)
     """Novel rays per step (between training cameras, aimed at occupied voxels) whose target is the
     teacher's rendering (`trainer.teacher_rays`), next to the ``rays_per_batch`` training pixels; 0: none."""
+    teacher_ray_pool: int = setting(0, ge=0, le=MAX_RAYS)
+    """Novel rays drawn once and labelled by the teacher a step's worth at a time; once all are labelled,
+    each step draws its ``teacher_rays`` from them (`trainer.teacher_rays.LabelledRayPool`), so the later
+    steps render nothing with the teacher; 0: fresh rays, labelled every step."""
     teacher_ray_weight: float = setting(1.0, ge=0, le=MAX_WEIGHT)
     """Weight of the teacher rays' L2 relative to the training pixels' L2."""
     jitter: bool = setting(False)
@@ -364,15 +368,15 @@ def finetune(
     publish: Callable[[FinetuneState], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     extra_loss: Callable[[Mapping[str, torch.Tensor], int], torch.Tensor] | None = None,
-    novel_rays: TeacherRays | None = None,
+    novel_rays: NovelRays | None = None,
     frozen_rows: Mapping[str, torch.Tensor] | None = None,
 ) -> FinetuneState:
     """Fine-tune from ``state.step`` to ``cfg.steps``; returns the final state.
 
     ``extra_loss(params, step)``, when given, is added to each step's loss (the pipeline's distillation
-    term, ``cfg.distill_weight`` x stage 2's loss). ``novel_rays`` (a `TeacherRays`), when given and
-    ``cfg.teacher_rays`` > 0, adds that many teacher-labelled novel rays per step, weighted by
-    ``cfg.teacher_ray_weight``.
+    term, ``cfg.distill_weight`` x stage 2's loss). ``novel_rays`` (`trainer.teacher_rays.NovelRays`),
+    when given and ``cfg.teacher_rays`` > 0, adds that many teacher-labelled novel rays per step, weighted
+    by ``cfg.teacher_ray_weight``.
 
     ``on_step(step, total, loss, psnr)`` after every step (psnr of the photometric term);
     ``checkpoint(state)`` every ``cfg.checkpoint_seconds`` / ``cfg.checkpoint_every`` steps and at the end;
@@ -420,7 +424,7 @@ def finetune(
         o, d, target = rays.sample(cfg.rays_per_batch, gen)
         n_real = o.shape[0]
         if novel_rays is not None and cfg.teacher_rays > 0:
-            o2, d2, t2 = novel_rays.sample(cfg.teacher_rays, gen)
+            o2, d2, t2 = novel_rays.batch(step, cfg.teacher_rays, gen)
             o, d, target = torch.cat([o, o2]), torch.cat([d, d2]), torch.cat([target, t2])
         shift = None
         if cfg.jitter:

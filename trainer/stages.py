@@ -369,8 +369,9 @@ def distill_term(ctx: Context, layout: Layout, spec: Any, teacher: Any) -> Calla
 
 
 def novel_rays(ctx: Context, layout: Layout, teacher: Any) -> Any:
-    """Fine-tuning's teacher-labelled novel rays (`trainer.teacher_rays.TeacherRays`) for the layout."""
-    from trainer.teacher_rays import TeacherRays
+    """Fine-tuning's teacher-labelled novel rays for the layout: fresh each step (`TeacherRays`) or from
+    a pool of ``finetune.teacher_ray_pool`` (`LabelledRayPool`)."""
+    from trainer.teacher_rays import LabelledRayPool, TeacherRays
     from trainer.teachers import render_teacher
 
     ds = ctx.train_set
@@ -381,9 +382,13 @@ def novel_rays(ctx: Context, layout: Layout, teacher: Any) -> Any:
     def render(o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         return render_teacher(teacher, o, d, near, far, bg, ctx.preset.teacher, out_device=ctx.device)
 
-    return TeacherRays.from_occupancy(
+    rays = TeacherRays.from_occupancy(
         c2w[:, :3, 3], layout.bbox_min, layout.bbox_max, layout.occupancy, render, ctx.device
     )
+    cfg = ctx.preset.finetune
+    if cfg.teacher_ray_pool > 0:
+        return LabelledRayPool(rays, cfg.teacher_ray_pool, seed=cfg.seed * 1_000_003 + 999_983)
+    return rays
 
 
 def make_sampler(ctx: Context, layout: Layout, teacher: Any) -> Any:

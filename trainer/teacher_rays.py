@@ -4,12 +4,17 @@ The students fit the training pixels better than the test views (they overfit 10
 the teacher generalises better. Each fine-tuning step can therefore add rays from *novel* cameras whose
 target colour is the teacher's rendering: an origin on the arc between two random training cameras (slerp
 about the scene centre, radius interpolated), aimed at a random point of a random occupied voxel.
+
+Labelling costs a teacher rendering per step (at 800x800 about as much as the rest of the step), so a
+`LabelledRayPool` labels a fixed set of such rays once, a step's worth at a time during the first steps, and
+the later steps draw from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -101,3 +106,70 @@ class TeacherRays:
         with torch.no_grad():
             target = self.render(o, d).to(o)
         return o, d, target
+
+    def batch(
+        self, step: int, count: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Step ``step``'s rays (`NovelRays`): ``count`` fresh ones, labelled now (the step is not used)."""
+        return self.sample(count, generator)
+
+
+class NovelRays(Protocol):
+    """What fine-tuning draws its teacher-labelled rays from: `TeacherRays` or `LabelledRayPool`."""
+
+    def batch(
+        self, step: int, count: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Origins, unit directions and teacher colours ``[count, 3]`` for fine-tuning step ``step``."""
+        ...
+
+
+LABEL_CHUNK = 65536
+"""Rays labelled per teacher call when a pool catches up (bounds the teacher's working memory)."""
+
+
+class LabelledRayPool:
+    """``size`` novel rays of a `TeacherRays` drawn once (from ``seed``), labelled lazily.
+
+    Step ``s`` takes pool rays ``[s·count, (s+1)·count)`` while they fit, labelling them then (so those
+    first steps cost what fresh rays cost and each pool ray is used once); later steps draw ``count`` pool
+    rays uniformly with replacement from the step's generator. A run resumed at step ``s`` first labels
+    the rays steps ``0..s`` took, so its batches are those of an uninterrupted run.
+    """
+
+    def __init__(self, source: TeacherRays, size: int, seed: int) -> None:
+        gen = torch.Generator(device=source.voxel_min.device).manual_seed(seed)
+        self.source = source
+        self.origins, self.dirs = source.sample_rays(size, gen)
+        self.colours = torch.zeros_like(self.origins)
+        self.labelled = 0
+        """Rays ``[0, labelled)`` hold their teacher colour."""
+
+    @property
+    def size(self) -> int:
+        """Rays in the pool."""
+        return int(self.origins.shape[0])
+
+    def label_to(self, end: int) -> None:
+        """Label pool rays ``[labelled, end)`` with the teacher, ``LABEL_CHUNK`` at a time."""
+        end = min(end, self.size)
+        with torch.no_grad():
+            for lo in range(self.labelled, end, LABEL_CHUNK):
+                hi = min(lo + LABEL_CHUNK, end)
+                self.colours[lo:hi] = self.source.render(self.origins[lo:hi], self.dirs[lo:hi]).to(
+                    self.colours
+                )
+        self.labelled = max(self.labelled, end)
+
+    def batch(
+        self, step: int, count: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Step ``step``'s ``count`` rays ``[count, 3]`` each: origins, dirs, teacher colours."""
+        lo, hi = step * count, (step + 1) * count
+        if hi <= self.size:
+            self.label_to(hi)
+            return self.origins[lo:hi], self.dirs[lo:hi], self.colours[lo:hi]
+        self.label_to(self.size)
+        idx = torch.randint(self.size, (count,), generator=generator, device=generator.device)
+        idx = idx.to(self.origins.device)
+        return self.origins[idx], self.dirs[idx], self.colours[idx]
