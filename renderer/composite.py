@@ -3,11 +3,12 @@
 The project's one compositing module, in three layouts of the same samples:
 
 - packed ``[S]`` samples ordered by ray then t, with their ray ids: ``composite_front_to_back`` (the
-  trainer's differentiable whole-ray form), ``exclusive_optical_depth``, ``segment_starts``;
+  trainer's differentiable whole-ray form), ``packed_weights`` (its weights, also the grid teacher's),
+  ``exclusive_optical_depth``, ``segment_starts``;
 - one marching pass in a padded ``[R, slots]`` table: ``transmittance_pass``, ``composite_pass`` (the
   renderer, with ERT);
 - dense ``[R, S]`` rows, one per ray, padded with σ·δ = 0: ``exclusive_transmittance``,
-  ``composite_weights`` (the teachers).
+  ``composite_weights`` (the NeRF teacher).
 """
 
 from __future__ import annotations
@@ -99,26 +100,39 @@ def composite_front_to_back(
     Returns:
         pixel colour ``[R, 3]`` = C + T_end·background, and T_end ``[R]``.
     """
-    dev = sigma.device
-    bg = torch.as_tensor(background, dtype=rgb.dtype, device=dev).reshape(3)
-    tau = (sigma * step).clamp(max=1e4)  # T = exp(−1e4) is already 0
-    if sigma.numel() == 0:
-        t_end = torch.ones(num_rays, dtype=rgb.dtype, device=dev)
-        return t_end[:, None] * bg, t_end
+    bg = torch.as_tensor(background, dtype=rgb.dtype, device=sigma.device).reshape(3)
+    weight, t_end = packed_weights((sigma * step).to(rgb.dtype), ray_idx, num_rays)
+    color = torch.zeros(num_rays, 3, dtype=rgb.dtype, device=sigma.device).index_add(
+        0, ray_idx, weight[:, None] * rgb
+    )
+    return color + t_end[:, None] * bg, t_end
+
+
+def packed_weights(
+    optical_depth: torch.Tensor, ray_idx: torch.Tensor, num_rays: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed form: weights w_k = T_k·(1 − exp(−τ_k)) ``[S]`` and T_end ``[R]``; differentiable.
+
+    T_k = exp(−Σ_(j<k) τ_j) is a per-ray exclusive cumulative sum (float64, so long batches keep their
+    precision; τ is capped at 1e4, where T is already 0); a ray without samples has T_end = 1.
+
+    Args:
+        optical_depth: ``[S]`` τ_k = σ_k·δ_k ≥ 0, the samples ordered by ray then t.
+        ray_idx: ``[S]`` int64 ray of each sample, non-decreasing.
+        num_rays: R.
+    """
+    dev, dtype = optical_depth.device, optical_depth.dtype
+    if optical_depth.numel() == 0:
+        return optical_depth.new_zeros(0), torch.ones(num_rays, dtype=dtype, device=dev)
+    tau = optical_depth.clamp(max=1e4)
     tau64 = tau.double()
     incl = torch.cumsum(tau64, dim=0)
     starts, counts = segment_starts(ray_idx, num_rays)
-    has = counts > 0
     before = torch.zeros(num_rays, dtype=torch.float64, device=dev)
-    before = torch.where(has, (incl - tau64)[starts.clamp(max=sigma.numel() - 1)], before)
-    excl = incl - tau64 - before[ray_idx]
-    trans = torch.exp(-excl).to(rgb.dtype)  # T_k, [S]
-    alpha = 1.0 - torch.exp(-tau).to(rgb.dtype)
-    weight = trans * alpha
-    color = torch.zeros(num_rays, 3, dtype=rgb.dtype, device=dev).index_add(0, ray_idx, weight[:, None] * rgb)
+    before = torch.where(counts > 0, (incl - tau64)[starts.clamp(max=tau.numel() - 1)], before)
+    trans = torch.exp(-(incl - tau64 - before[ray_idx])).to(dtype)  # T_k, [S]
     total = torch.zeros(num_rays, dtype=torch.float64, device=dev).index_add(0, ray_idx, tau64)
-    t_end = torch.exp(-total).to(rgb.dtype)
-    return color + t_end[:, None] * bg, t_end
+    return trans * (1.0 - torch.exp(-tau)), torch.exp(-total).to(dtype)
 
 
 def transmittance_pass(

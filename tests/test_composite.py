@@ -13,6 +13,7 @@ from renderer.composite import (
     composite_weights,
     exclusive_optical_depth,
     exclusive_transmittance,
+    packed_weights,
 )
 
 
@@ -70,3 +71,31 @@ def test_dense_packed_and_pass_forms_agree_on_the_same_samples() -> None:
     torch.testing.assert_close(t_pass, t_end, atol=1e-6, rtol=0)
     torch.testing.assert_close(w_pass, w[ray_idx, slot], atol=1e-6, rtol=0)
     assert float(t_end[1]) == 1.0 and torch.equal(dense[1], bg)
+
+
+def test_packed_weights_hand_computed() -> None:
+    # ray 0: τ = 1, 2; ray 1: none; ray 2: τ = 0.5
+    w, t_end = packed_weights(torch.tensor([1.0, 2.0, 0.5]), torch.tensor([0, 0, 2]), 3)
+    e = math.exp
+    expected = [1 - e(-1), e(-1) * (1 - e(-2)), 1 - e(-0.5)]
+    assert torch.allclose(w, torch.tensor(expected), atol=1e-7)
+    assert torch.allclose(t_end, torch.tensor([e(-3), 1.0, e(-0.5)]), atol=1e-7)
+    w0, t0 = packed_weights(torch.zeros(0), torch.zeros(0, dtype=torch.int64), 2)
+    assert w0.shape == (0,) and t0.tolist() == [1.0, 1.0]
+
+
+def test_packed_weights_equal_the_dense_form_and_its_gradient() -> None:
+    g = torch.Generator().manual_seed(4)
+    counts = torch.tensor([3, 0, 5, 1, 7])
+    ray = torch.repeat_interleave(torch.arange(5), counts)
+    tau = (torch.rand(int(counts.sum()), generator=g, dtype=torch.float64) * 2).requires_grad_(True)
+    w, t_end = packed_weights(tau, ray, 5)
+    dense = torch.zeros(5, 7, dtype=torch.float64)
+    col = torch.cat([torch.arange(int(c)) for c in counts])
+    dense = dense.index_put((ray, col), tau)
+    wd, td = composite_weights(dense)
+    assert torch.allclose(w, wd[ray, col], atol=1e-12) and torch.allclose(t_end, td, atol=1e-12)
+    coef = torch.rand(w.shape[0], generator=g, dtype=torch.float64)
+    (gp,) = torch.autograd.grad((w * coef).sum() + t_end.sum(), tau)
+    (gd,) = torch.autograd.grad((wd[ray, col] * coef).sum() + td.sum(), tau)
+    assert torch.allclose(gp, gd, atol=1e-12)

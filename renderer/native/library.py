@@ -109,6 +109,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "kc_unpack_network": (_i32, [_i32, _vp, _vp, _i32, _vp]),
     "kc_composite_pass": (_i32, [_i32, _vp, _i32, _i64, _vp, _i32, *([_vp] * 12)]),
     "kc_write_pixels": (_i32, [_i32, _vp, _i32, _i64, _vp, _vp, _vp, _vp, _vp]),
+    "kc_lattice_samples_in_mask": (_i64, [_i64, _vp, _vp, _vp, _vp, _f32, _i64, _vp, _vp, _vp, _vp]),
 }
 
 BUILD_HINT = "run `python -m renderer.native.build`"

@@ -211,3 +211,28 @@ def write_pixels(
     )
     check(rc, "write_pixels")
     return torch.from_numpy(out)
+
+
+def lattice_samples_in_mask(
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    t0: torch.Tensor,
+    t1: torch.Tensor,
+    step: float,
+    s: int,
+    mask: torch.Tensor,
+    bbox_min: torch.Tensor,
+    bbox_max: torch.Tensor,
+) -> torch.Tensor:
+    """Flat indices ``[K]`` int64 (``r·s + k``, ascending) of the lattice samples ``t = t0 + (k + ½)·step``,
+    ``t < t1``, ``k < s``, of rays ``[R, 3]`` whose points lie in a True voxel of ``mask`` ``[X, Y, Z]`` over
+    the box (the torch twin: ``trainer.teachers.lattice.lattice_samples_in_mask``)."""
+    o, d = _np(origins, np.float32), _np(dirs, np.float32)
+    a, b = _np(t0, np.float32), _np(t1, np.float32)
+    m = _np(mask.contiguous().view(torch.uint8), np.uint8)  # no copy of the grid
+    dims = np.array(mask.shape, np.int64)
+    box = np.concatenate([_np(bbox_min, np.float32).reshape(3), _np(bbox_max, np.float32).reshape(3)])
+    out = np.empty(max(1, o.shape[0] * s), np.int64)
+    fn = L.library().kc_lattice_samples_in_mask
+    count = fn(o.shape[0], _p(o), _p(d), _p(a), _p(b), float(step), s, _p(m), _p(dims), _p(box), _p(out))
+    return torch.from_numpy(out[:count].copy())

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from renderer.composite import composite_weights
+from renderer.composite import packed_weights
 from renderer.march import intersect_aabb
 from trainer.teachers.base import Teacher
 from trainer.teachers.config import TeacherConfig
@@ -35,6 +35,7 @@ from trainer.teachers.lattice import (
     lattice_points,
     mask_lookup,
     mask_voxel_index,
+    samples_in_mask,
     sparse_trilinear,
     voxel_centres,
     voxel_grid_dims,
@@ -246,18 +247,13 @@ class GridTeacher(Teacher):
         bg = background.to(origins).reshape(1, 3)
         if s == 0:
             return bg.expand(r, 3).clone(), extra
-        t = t0[:, None] + (torch.arange(s, device=origins.device, dtype=origins.dtype) + 0.5) * step
-        valid = t < t1[:, None]
-        flat = valid.reshape(-1).nonzero()[:, 0]
+        flat = samples_in_mask(origins, dirs, t0, t1, step, s, self.mask, self.bbox_min, self.bbox_max)
         ray = flat // s
-        pts = origins[ray] + t.reshape(-1)[flat, None] * dirs[ray]
-        keep = mask_lookup(self.mask, pts, self.bbox_min, self.bbox_max).nonzero()[:, 0]
-        flat, ray, pts = flat[keep], ray[keep], pts[keep]
+        t = t0[ray] + ((flat % s).to(origins.dtype) + 0.5) * step
+        pts = origins[ray] + t[:, None] * dirs[ray]
         corners, cw = self.corners(pts)
         sigma = self.raw_sigma(pts, (corners, cw))
-        od = origins.new_zeros(r * s).index_put((flat,), sigma * step).reshape(r, s)
-        weights, t_end = composite_weights(od)
-        w = weights.reshape(-1)[flat]
+        w, t_end = packed_weights(sigma * step, ray, r)
         sel = (w > self.weight_threshold).detach()
         rgb = self.colour(pts[sel], dirs[ray[sel]], (corners[sel], cw[sel]))
         acc = origins.new_zeros(r, 3).index_add(0, ray[sel], w[sel, None] * rgb)

@@ -1,6 +1,7 @@
 // The native CPU renderer's baseline translation unit: the thread pool, the frame workspace, the choice
 // of instruction set, and the C functions Python calls through ctypes (renderer/native/library.py).
 // The kernels themselves are in isa_*.cpp (one compilation of render_impl.h per instruction set).
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -235,6 +236,35 @@ KC_EXPORT int kc_write_pixels(int isa, const kn::RenderParams* P, int output, i6
     if (!t) return -3;
     t->write_pixels(P, output, n, color, trans, depth, best_net, rgb);
     return 0;
+}
+
+// Lattice samples t = t0 + (k + 1/2)·step, t < t1, of n rays whose points fall in a set voxel of a bool
+// grid over a box; writes their flat indices r·s + k in ascending order to out (room for n·s) and returns how
+// many. Every float operation is the one of its torch twin, in its order (trainer.teachers.lattice,
+// lattice_samples_in_mask), so both keep the same samples.
+KC_EXPORT i64 kc_lattice_samples_in_mask(i64 n, const float* o, const float* d, const float* t0, const float* t1,
+                                         float step, i64 s, const uint8_t* mask, const i64* dims, const float* box,
+                                         i64* out) {
+    const float ext[3] = {box[3] - box[0], box[4] - box[1], box[5] - box[2]};
+    const float fdim[3] = {(float)dims[0], (float)dims[1], (float)dims[2]};
+    i64 count = 0;
+    for (i64 r = 0; r < n; ++r) {
+        const float* ro = o + 3 * r;
+        const float* rd = d + 3 * r;
+        for (i64 k = 0; k < s; ++k) {
+            const float t = t0[r] + ((float)k + 0.5f) * step;
+            if (!(t < t1[r])) break;  // t does not decrease with k
+            i64 flat = 0;
+            bool inside = true;
+            for (int a = 0; a < 3 && inside; ++a) {
+                const float f = (ro[a] + t * rd[a] - box[a]) / ext[a] * fdim[a];
+                inside = f >= 0.0f && f <= fdim[a];
+                if (inside) flat = flat * dims[a] + std::min((i64)floorf(f), dims[a] - 1);
+            }
+            if (inside && mask[flat]) out[count++] = r * s + k;
+        }
+    }
+    return count;
 }
 
 }  // extern "C"
