@@ -33,9 +33,9 @@ from trainer.teachers.lattice import (
     lattice_corners,
     lattice_neighbour_rows,
     lattice_points,
+    lattice_samples_in_mask,
     mask_lookup,
     mask_voxel_index,
-    samples_in_mask,
     sparse_trilinear,
     voxel_centres,
     voxel_grid_dims,
@@ -247,7 +247,9 @@ class GridTeacher(Teacher):
         bg = background.to(origins).reshape(1, 3)
         if s == 0:
             return bg.expand(r, 3).clone(), extra
-        flat = samples_in_mask(origins, dirs, t0, t1, step, s, self.mask, self.bbox_min, self.bbox_max)
+        flat = lattice_samples_in_mask(
+            origins, dirs, t0, t1, step, s, self.mask, self.bbox_min, self.bbox_max
+        )
         ray = flat // s
         t = t0[ray] + ((flat % s).to(origins.dtype) + 0.5) * step
         pts = origins[ray] + t[:, None] * dirs[ray]

@@ -47,39 +47,26 @@ def lattice_samples_in_mask(
     mask: torch.Tensor,
     bbox_min: torch.Tensor,
     bbox_max: torch.Tensor,
+    *,
+    native: bool = True,
 ) -> torch.Tensor:
     """Flat indices ``[K]`` int64 (``r·s + k``, ascending) of the lattice samples ``t = t0 + (k + ½)·step``
     with ``t < t1`` and ``k < s`` of rays ``origins``/``dirs`` ``[R, 3]`` (``t0``, ``t1`` ``[R]``) whose
     points lie in a True voxel of ``mask`` (:func:`mask_lookup`): the teacher's samples, empty space skipped.
 
-    Pure torch; :func:`samples_in_mask` runs the native kernel of the same contract where it can.
+    With ``native`` (the default), float32 CPU tensors go to the native kernel of the same contract when
+    the library is built (``renderer.native.steps.lattice_samples_in_mask``: no ``[R, s]`` temporaries);
+    otherwise, and with ``native=False``, this pure-torch twin runs.
     """
+    if native and origins.device.type == "cpu" and origins.dtype == torch.float32 and _native_ready():
+        from renderer.native.steps import lattice_samples_in_mask as kernel
+
+        return kernel(origins, dirs, t0, t1, step, s, mask, bbox_min, bbox_max)
     t = t0[:, None] + (torch.arange(s, device=origins.device, dtype=origins.dtype) + 0.5) * step
     flat = (t < t1[:, None]).reshape(-1).nonzero()[:, 0]
     ray = flat // s
     pts = origins[ray] + t.reshape(-1)[flat, None] * dirs[ray]
     return flat[mask_lookup(mask, pts, bbox_min, bbox_max)]
-
-
-def samples_in_mask(
-    origins: torch.Tensor,
-    dirs: torch.Tensor,
-    t0: torch.Tensor,
-    t1: torch.Tensor,
-    step: float,
-    s: int,
-    mask: torch.Tensor,
-    bbox_min: torch.Tensor,
-    bbox_max: torch.Tensor,
-) -> torch.Tensor:
-    """:func:`lattice_samples_in_mask`, by the native CPU kernel for float32 CPU tensors when the library
-    is built (about 20x faster: no ``[R, s]`` temporaries), else by the torch twin."""
-    args = (origins, dirs, t0, t1, step, s, mask, bbox_min, bbox_max)
-    if origins.device.type == "cpu" and origins.dtype == torch.float32 and _native_ready():
-        from renderer.native.steps import lattice_samples_in_mask as native
-
-        return native(*args)
-    return lattice_samples_in_mask(*args)
 
 
 def _native_ready() -> bool:
