@@ -45,7 +45,7 @@ def measure(scene_path: Path, teacher_path: Path, data: Path, downscale: int, li
     from renderer.scene import load_scene
     from trainer.data import load_dataset
     from trainer.eval import evenly_spaced
-    from trainer.finetune import front_samples
+    from trainer.front import TorchPasses, front_samples
     from trainer.metrics import psnr
     from trainer.stages import view_rays
     from trainer.teachers import load_teacher
@@ -62,7 +62,8 @@ def measure(scene_path: Path, teacher_path: Path, data: Path, downscale: int, li
     with torch.no_grad():
         for i in views:
             o, d = view_rays(ds, i, dev)
-            s = front_samples(rs.params, rs, rs.spec, o, d, rs.step_size, 0.0)
+            passes = TorchPasses(rs.params, rs, rs.spec, o, d, rs.step_size)
+            s = front_samples(passes, o.shape[0], rs.step_size, 0.0)
             dirs = d[s.ray_idx]
             student = evaluate_networks(rs.params, s.x, dirs, s.net, scene_meta=rs.spec)
             teacher_out = teacher.query_chunked(s.x, dirs)

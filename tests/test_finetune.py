@@ -11,6 +11,7 @@ import torch
 
 from renderer.camera import Camera, generate_rays, orbit_pose
 from renderer.composite import exclusive_optical_depth
+from renderer.native.library import status
 from renderer.networks import LAYER_KEYS, NetworkSpec, init_weights
 from trainer.distill import untrained_encoding_rows
 from trainer.finetune import (
@@ -19,12 +20,12 @@ from trainer.finetune import (
     FinetunePixelSampler,
     FinetuneState,
     finetune,
-    front_samples,
     l2_norm_regulariser,
-    order_front_to_back,
     render_training_rays,
-    shift_samples,
 )
+from trainer.front import TorchPasses, front_samples, native_marcher, order_front_to_back, shift_samples
+
+NATIVE_BUILT = status()[0]
 
 
 @pytest.fixture(autouse=True)
@@ -89,12 +90,12 @@ def test_regulariser_is_sum_of_whole_tensor_norms_of_l3_l4_only() -> None:
     assert float(params["l3.weight"].grad[1, 0, 0]) == pytest.approx(0.8)
 
 
-def _box_scene(density_bias: float = 0.0):
+def _box_scene(density_bias: float = 0.0, hidden: int = 8):
     """2x2x1 networks over [-1,1]x[-1,1]x[-0.5,0.5], every voxel occupied, softplus density."""
     from renderer.scene import Scene
 
     grid = (2, 2, 1)
-    spec = NetworkSpec((-1.0, -1.0, -0.5), (1.0, 1.0, 0.5), grid, 3, 2, 8, "softplus", 10.0)
+    spec = NetworkSpec((-1.0, -1.0, -0.5), (1.0, 1.0, 0.5), grid, 3, 2, hidden, "softplus", 10.0)
     w = init_weights(4, spec, seed=7)
     w["l2.bias"][:, 0] += density_bias
     scene = Scene(
@@ -107,7 +108,7 @@ def _box_scene(density_bias: float = 0.0):
         weights=w,
         pos_freqs=3,
         dir_freqs=2,
-        hidden=8,
+        hidden=hidden,
         step_size=0.05,
         background=(1.0, 1.0, 1.0),
         density_activation="softplus",
@@ -157,19 +158,30 @@ def test_early_stop_changes_colour_by_less_than_threshold_and_saves_samples() ->
 
 @pytest.mark.parametrize("threshold", [0.0, 1e-3, 0.2])
 @pytest.mark.parametrize("per_pass", [1, 3, 16])
-def test_front_samples_are_the_marched_samples_in_front_of_the_stop(threshold: float, per_pass: int) -> None:
+@pytest.mark.parametrize("marcher", ["torch", "native"])
+def test_front_samples_are_the_marched_samples_in_front_of_the_stop(
+    threshold: float, per_pass: int, marcher: str
+) -> None:
     from renderer.march import march_rays
     from renderer.networks import evaluate_networks
     from renderer.render import prepare_scene
 
-    scene, spec = _box_scene(density_bias=1.0)
+    scene, spec = _box_scene(density_bias=1.0, hidden=16)  # a width the native kernels are compiled for
     occ = np.asarray(scene.occupancy)
     occ[1, :, 0] = False  # an empty slab for the marcher to skip
     scene = replace(scene, occupancy=occ)
     rs = prepare_scene(scene, "cpu")
     cam = Camera(width=9, height=7, focal=9.0, c2w=orbit_pose((0, 0, 0), 3.0, 35.0, 30.0))
     o, d = generate_rays(cam)
-    got = front_samples(scene.weights, rs, spec, o, d, scene.step_size, threshold, samples_per_pass=per_pass)
+    if marcher == "native":
+        if not NATIVE_BUILT:
+            pytest.skip("the native library is not built (no C++ compiler)")
+        native = native_marcher(rs, scene.weights)
+        assert native is not None
+        passes = native.start(o, d)
+    else:
+        passes = TorchPasses(scene.weights, rs, spec, o, d, scene.step_size)
+    got = front_samples(passes, o.shape[0], scene.step_size, threshold, samples_per_pass=per_pass)
     # reference: every contributing sample, kept where the transmittance in front of it is >= threshold
     ref = march_rays(rs, o, d, ess=True)
     sigma, _ = evaluate_networks(scene.weights, ref.x, d[ref.ray_idx], ref.net, scene_meta=spec)
@@ -364,3 +376,30 @@ def test_parameter_average_after_one_step_and_through_a_checkpoint(tmp_path) -> 
         assert bool((frozen.params[key][:, rows] == 0).all()) and bool((frozen.ema[key][:, rows] == 0).all())
         moved = (frozen.params[key][:, ~rows] - start.params[key][:, ~rows]).abs().max()
         assert float(moved) > 1e-4, key
+
+
+@pytest.mark.skipif(not NATIVE_BUILT, reason="the native library is not built (no C++ compiler)")
+def test_native_marcher_reads_the_weights_as_they_are_updated_in_place() -> None:
+    from renderer.render import prepare_scene
+
+    scene, spec = _box_scene(density_bias=1.0, hidden=16)
+    rs = prepare_scene(scene, "cpu")
+    params = {k: v.clone() for k, v in scene.weights.items()}
+    top = untrained_encoding_rows(0, spec.pos_freqs, spec.pos_freqs - 1)
+    assert top is not None
+    params["l0.weight"][:, top] = 0.0  # a student trained on fewer octaves: the top octave's rows are zero
+    native = native_marcher(rs, params)
+    assert native is not None
+    cam = Camera(width=9, height=7, focal=9.0, c2w=orbit_pose((0, 0, 0), 3.0, 35.0, 30.0))
+    o, d = generate_rays(cam)
+    before = front_samples(native.start(o, d), o.shape[0], scene.step_size, 0.2)
+    with torch.no_grad():  # as an optimiser steps: the same storage, new values, the top octave now used
+        params["l2.bias"][:, 0] += 2.0
+        params["l0.weight"][:, top] = 0.5
+    after = front_samples(native.start(o, d), o.shape[0], scene.step_size, 0.2)
+    torch_passes = TorchPasses(params, rs, spec, o, d, scene.step_size)
+    ref = front_samples(torch_passes, o.shape[0], scene.step_size, 0.2)
+    assert after.ray_idx.numel() < before.ray_idx.numel()  # denser: the rays stop sooner
+    assert torch.equal(after.ray_idx, ref.ray_idx)
+    assert torch.equal(after.x, ref.x)
+    assert torch.equal(after.net, ref.net)

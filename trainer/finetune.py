@@ -22,9 +22,8 @@ import numpy as np
 import torch
 
 from renderer.camera import pixel_rays
-from renderer.composite import composite_front_to_back, exclusive_optical_depth
-from renderer.march import RayBatch, contributing, lattice_samples, next_samples
-from renderer.networks import NetworkSpec, evaluate_density_first, evaluate_networks
+from renderer.composite import composite_front_to_back
+from renderer.networks import NetworkSpec, evaluate_networks
 from trainer.checkpoint import (
     CheckpointError,
     check_optimizer_state,
@@ -38,6 +37,7 @@ from trainer.checkpoint import (
 from trainer.data.cameras import FrameRays
 from trainer.distill import exponential_lr, freeze_rows
 from trainer.errors import check_finite_loss
+from trainer.front import NativeMarcher, Passes, TorchPasses, front_samples, native_marcher
 from trainer.optim import adam
 from trainer.settings import MAX_LR, MAX_RAYS, MAX_SECONDS, MAX_SEED, MAX_STEPS, MAX_WEIGHT, setting
 from trainer.teacher_rays import NovelRays
@@ -85,6 +85,10 @@ class FinetuneConfig:
     """Drop samples behind a transmittance below this (found by a no-grad pass); 0 disables."""
     max_samples_per_ray: int | None = setting(None, ge=1, le=2**16)
     """Cap on marched samples per ray (None: all occupied samples)."""
+    native_marching: bool = setting(True)
+    """Find each step's samples with the native CPU kernels (`trainer.front.NativePasses`: the renderer's
+    own marching and network evaluation) when training on the CPU and the library is built; False, or
+    without the library: the torch marcher (`trainer.front.TorchPasses`)."""
     checkpoint_seconds: float = setting(60.0, gt=0, le=MAX_SECONDS, anytime=True)
     """Write a checkpoint at least this often (seconds)."""
     checkpoint_every: int = setting(500, ge=1, le=10**12, anytime=True)
@@ -105,18 +109,6 @@ def l2_norm_regulariser(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
     for key in REGULARISED_KEYS:
         total = total + torch.linalg.vector_norm(params[key])
     return total
-
-
-def order_front_to_back(ray_idx: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Permutation sorting samples by ray, then by t (stable); identity when already ordered."""
-    if ray_idx.numel() < 2:
-        return torch.arange(ray_idx.numel(), device=ray_idx.device)
-    dr = ray_idx[1:] - ray_idx[:-1]
-    if bool(((dr > 0) | ((dr == 0) & (t[1:] >= t[:-1]))).all()):
-        return torch.arange(ray_idx.numel(), device=ray_idx.device)
-    o1 = torch.argsort(t, stable=True)
-    o2 = torch.argsort(ray_idx[o1], stable=True)
-    return o1[o2]
 
 
 @dataclass
@@ -218,105 +210,6 @@ class FinetuneState:
         )
 
 
-def shift_samples(
-    rs: Any,
-    ray_idx: torch.Tensor,
-    t: torch.Tensor,
-    x: torch.Tensor,
-    net: torch.Tensor,
-    dirs: torch.Tensor,
-    shift: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Move the samples ``x [S, 3]`` of each ray by ``shift [R]`` along its direction ``dirs [R, 3]`` and
-    keep those that still contribute under the exact rule (`contributing`, ESS), with their new network.
-
-    Returns ``ray_idx [S']``, ``t [S']``, ``x [S', 3]``, ``net [S']``; the order within a ray is unchanged.
-    """
-    sh = shift[ray_idx]
-    x2 = x + sh[:, None] * dirs[ray_idx]
-    ok, net2 = contributing(rs, x2, True)
-    return ray_idx[ok], (t + sh)[ok], x2[ok], net2[ok]
-
-
-@dataclass
-class FrontSamples:
-    """The samples a training ray is rendered from, ordered by ray then t (no grad)."""
-
-    ray_idx: torch.Tensor
-    """``[S]`` int64 ray of each sample."""
-    x: torch.Tensor
-    """``[S, 3]`` float32 world position."""
-    net: torch.Tensor
-    """``[S]`` int64 network of the sample's cell."""
-    marched: int
-    """Contributing samples the marching visited (those behind a ray's stop are never reached)."""
-
-
-FRONT_SAMPLES_PER_PASS = 16
-"""Samples marched per live ray and pass by `front_samples` (lego's rays stop after a few)."""
-
-
-def front_samples(
-    params: Mapping[str, torch.Tensor],
-    rs: Any,
-    spec: NetworkSpec,
-    origins: torch.Tensor,
-    dirs: torch.Tensor,
-    step_size: float,
-    threshold: float,
-    *,
-    max_samples_per_ray: int | None = None,
-    shift: torch.Tensor | None = None,
-    samples_per_pass: int = FRONT_SAMPLES_PER_PASS,
-) -> FrontSamples:
-    """The contributing samples of rays ``origins/dirs [R, 3]`` (the renderer's rule, ESS) whose
-    transmittance in front of them, under ``params``' densities, is at least ``threshold`` (0: all).
-
-    The rays march in passes of ≤ ``samples_per_pass`` samples each (`renderer.march.next_samples`); each
-    pass evaluates only the density trunk of its new samples and retires the rays whose transmittance fell
-    below ``threshold``, so the samples behind a ray's stop are neither marched nor evaluated. The kept
-    samples are those of marching every sample and keeping the ones with T_k ≥ threshold. ``shift [R]``
-    moves each pass's samples along their ray (`shift_samples`); ``max_samples_per_ray`` marches only each
-    ray's first samples (one pass).
-    """
-    with torch.no_grad():
-        r = origins.shape[0]
-        rays = RayBatch.start(rs, origins, dirs, step_size)
-        per_pass = samples_per_pass if threshold > 0 else 64
-        if max_samples_per_ray is not None:
-            per_pass = max_samples_per_ray
-        live = torch.nonzero(rays.n > 0).squeeze(1)
-        depth = torch.zeros(r, dtype=torch.float64, device=origins.device)  # optical depth so far
-        parts: list[tuple[torch.Tensor, ...]] = []
-        marched = 0
-        while live.numel() > 0:
-            ray, k, _ = next_samples(rs, rays, step_size, per_pass, True, live)
-            found = lattice_samples(rs, rays, ray, k, step_size, True)
-            ray, t, x, net = found.ray_idx, found.t, found.x, found.net
-            if shift is not None:
-                ray, t, x, net = shift_samples(rs, ray, t, x, net, dirs, shift)
-            marched += int(ray.numel())
-            if threshold > 0 and ray.numel() > 0:
-                sigma = evaluate_density_first(params, x, net, scene_meta=spec)[0]
-                before = depth[ray] + exclusive_optical_depth(sigma, ray, step_size)
-                keep = (torch.exp(-before) >= threshold).nonzero().squeeze(1)
-                depth.index_add_(0, ray, sigma.double() * step_size)
-                ray, t, x, net = ray[keep], t[keep], x[keep], net[keep]
-            parts.append((ray, t, x, net))
-            if max_samples_per_ray is not None:
-                break
-            done = rays.k[live] >= rays.n[live]
-            if threshold > 0:
-                done |= torch.exp(-depth[live]) < threshold
-            live = live[~done]
-        if not parts:
-            empty = torch.zeros(0, dtype=torch.int64, device=origins.device)
-            return FrontSamples(empty, origins.new_zeros(0, 3), empty.clone(), 0)
-        ray, t, x, net = (torch.cat([p[i] for p in parts]) for i in range(4))
-        order = order_front_to_back(ray, t)
-        return FrontSamples(ray[order], x[order], net[order].long(), marched)
-
-
 def render_training_rays(
     params: Mapping[str, torch.Tensor],
     rs: Any,
@@ -329,24 +222,26 @@ def render_training_rays(
     early_stop_transmittance: float = 0.0,
     max_samples_per_ray: int | None = None,
     shift: torch.Tensor | None = None,
+    marcher: NativeMarcher | None = None,
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """Differentiable colours ``[R, 3]`` of rays ``origins/dirs [R, 3]`` (the renderer's rule), and counts.
 
     The samples (`front_samples`: ESS, and with ``early_stop_transmittance`` only those in front of a
     transmittance below it) are found without gradient; the networks and the compositing carry the
     gradient to ``params``. ``shift [R]`` (world units, within ±s/2 for jitter), when given, moves every
-    sample of a ray along it by that much (`shift_samples`).
+    sample of a ray along it by that much (`shift_samples`). ``marcher`` (`trainer.front.NativeMarcher`,
+    made over these ``params``), when given, finds the samples with the native kernels (CPU rays).
     """
+    if marcher is not None and origins.device.type == "cpu":
+        passes: Passes = marcher.start(origins, dirs, shift)
+    else:
+        passes = TorchPasses(params, rs, spec, origins, dirs, step_size, shift)
     s = front_samples(
-        params,
-        rs,
-        spec,
-        origins,
-        dirs,
+        passes,
+        origins.shape[0],
         step_size,
         early_stop_transmittance,
         max_samples_per_ray=max_samples_per_ray,
-        shift=shift,
     )
     d = dirs[s.ray_idx]
     sigma, rgb = evaluate_networks(params, s.x, d, s.net, scene_meta=spec)
@@ -394,6 +289,7 @@ def finetune(
     if state.optimizer is not None:
         opt.load_state_dict(state.optimizer)
     bg = background.to(device=device, dtype=torch.float32)
+    marcher = native_marcher(rs, params) if cfg.native_marching and device.type == "cpu" else None
     gen = torch.Generator(device=device)
     t_start = time.monotonic() - state.elapsed
     last_ckpt_t = last_pub_t = time.monotonic()
@@ -440,6 +336,7 @@ def finetune(
             early_stop_transmittance=cfg.early_stop_transmittance,
             max_samples_per_ray=cfg.max_samples_per_ray,
             shift=shift,
+            marcher=marcher,
         )
         sq = (color - target).square()
         photo = sq[:n_real].mean()

@@ -118,8 +118,12 @@ def block_distance(fine_field: torch.Tensor, block: int) -> np.ndarray:
 class NativeScene:
     """A scene ready for the native kernels (reuse it between frames; not thread-safe while tables build)."""
 
-    def __init__(self, scene_or_rs: Any) -> None:
-        """From a ``renderer.scene.Scene`` (prepared on the CPU first) or a CPU ``RenderScene``."""
+    def __init__(self, scene_or_rs: Any, *, skip_zero_octaves: bool = True) -> None:
+        """From a ``renderer.scene.Scene`` (prepared on the CPU first) or a CPU ``RenderScene``.
+
+        ``skip_zero_octaves`` False encodes all of the scene's octaves even where their weights are zero
+        now: for weights that change under the scene (training reads them in place) and may leave zero.
+        """
         if isinstance(scene_or_rs, RenderScene):
             rs, weights = scene_or_rs, scene_or_rs.params
         else:  # the scene's own tensors are packed: no float32 copy of them on the way
@@ -132,8 +136,10 @@ class NativeScene:
         self.occupancy_res = rs.occupancy_res
         self.hidden = spec.hidden
         # octaves the kernels encode: the scene's, less trailing ones whose weights are all zero
-        self.pos_freqs = active_octaves(weights["l0.weight"], 0, spec.pos_freqs)
-        self.dir_freqs = active_octaves(weights["l3.weight"], spec.hidden, spec.dir_freqs)
+        self.pos_freqs, self.dir_freqs = spec.pos_freqs, spec.dir_freqs
+        if skip_zero_octaves:
+            self.pos_freqs = active_octaves(weights["l0.weight"], 0, spec.pos_freqs)
+            self.dir_freqs = active_octaves(weights["l3.weight"], spec.hidden, spec.dir_freqs)
         self.density_activation, self.density_scale = spec.density_activation, spec.density_scale
         self.step_size, self.ert_threshold, self.background = rs.step_size, rs.ert_threshold, rs.background
         self.num_networks = int(weights["l0.weight"].shape[0])
