@@ -176,9 +176,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "cpu-hd": {  # lego at 800x800 on a 2-core CPU; how the values were chosen: docs/presets.md
         "downscale": 1,
-        "teacher": {"steps": 14000, "grid_res": (96, 128, 160), "hull_res": 128},
+        "teacher": {"steps": 20000, "grid_res": (96, 128, 160), "hull_res": 128},
         "distill": {**_CPU_DISTILL, "steps": 5000},
-        "finetune": {"steps": 3500, **_CPU_FINETUNE},
+        "finetune": {"steps": 6000, **_CPU_FINETUNE},
         "trained_pos_freqs": 8,
         "eval_views": 4,
     },
